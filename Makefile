@@ -1,0 +1,79 @@
+# Fondation Worker: the two commands are `make deploy` and `make test`; the rest are parts.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAGE := scripts/stage.sh
+export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: help test lint unit integration convex-test molecule deploy clean-local \
+        engine images deps clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+# --- toolchains: (re)built only when their lock inputs change ----------------------------
+$(VENV)/.stamp: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+node_modules/.stamp: package.json package-lock.json
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' \
+	  || { echo "Node.js >= 20 is required"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+deps: $(VENV)/.stamp node_modules/.stamp ## install the Python venv and node_modules
+
+engine: ## make sure a Docker engine runs (installs and starts one when root on Debian)
+	@scripts/docker-engine.sh
+
+images: engine ## base images: Debian 12/13 and their systemd flavour (cached)
+	@scripts/base-image.sh all
+
+# --- checks ------------------------------------------------------------------------------
+test: deps ## every check: lint, Convex tests, Python tests, Molecule
+	@$(STAGE) reset
+	@$(STAGE) run engine scripts/docker-engine.sh
+	@$(STAGE) run images scripts/base-image.sh all
+	@$(STAGE) run lint $(MAKE) --no-print-directory lint
+	@$(STAGE) run convex-test $(MAKE) --no-print-directory convex-test
+	@$(STAGE) run molecule $(MAKE) --no-print-directory molecule
+	@$(STAGE) run unit $(MAKE) --no-print-directory unit
+	@$(STAGE) summary
+
+lint: deps ## ruff, mypy --strict, yamllint, ansible-lint (production), tsc
+	ruff check worker tests molecule bench
+	ruff format --check worker tests molecule bench
+	mypy
+	yamllint --strict .
+	ansible-lint
+	@if [ -f convex/tsconfig.json ]; then tsc --noEmit -p convex; fi
+	@if [ -f devbackend/tsconfig.json ]; then tsc --noEmit -p devbackend; fi
+
+unit: deps ## the Python test suites (pytest)
+	pytest tests
+
+convex-test: deps ## the Convex functions under convex-test (vitest)
+	vitest run
+
+molecule: deps images ## the Molecule scenarios on Debian 12 and 13 systemd containers
+	molecule test --all
+
+# --- the embedded default target ---------------------------------------------------------
+deploy: deps images ## deploy to the local Debian systemd container (inventories/local)
+	scripts/local-target.sh up
+	ansible-playbook -i inventories/local playbooks/deploy.yml
+
+clean-local: ## remove the local target container and its volume
+	@scripts/local-target.sh down
+
+clean: clean-local ## remove local state: venv, node_modules, build output
+	rm -rf $(VENV) node_modules build .ansible

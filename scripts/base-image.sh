@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Provide the Debian base images every build and test here starts from, without a registry:
+#   debian:bookworm, debian:trixie                 plain Debian (worker image build)
+#   fondation/debian-systemd:12, :13               systemd as PID 1 (Molecule, local target)
+# For each: use the local image if present, else try to pull, else build it (debootstrap +
+# docker import for plain Debian, a local Dockerfile for the systemd flavour). Built images
+# carry a label with the hash of their recipe, so a changed recipe rebuilds and an unchanged
+# one is a cache hit in well under a second.
+#
+# usage: base-image.sh [all | bookworm | trixie | systemd-12 | systemd-13]...
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+recipe_label=org.fondation.recipe
+
+log() { printf 'base-image: %s\n' "$*" >&2; }
+
+image_label() {  # image label -> value (empty when the image is absent)
+  docker image inspect --format "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true
+}
+
+has_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+try_pull() {  # a missing registry fails fast ("no such host"), so trying costs nothing
+  timeout 120 docker pull -q "$1" >/dev/null 2>&1
+}
+
+ensure_debootstrap() {
+  command -v debootstrap >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then
+    log "installing debootstrap"
+    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq debootstrap >/dev/null \
+      || { timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+           timeout 600 apt-get install -y -qq debootstrap >/dev/null; }
+  else
+    log "debootstrap is missing and we cannot install it: install it or provide $1 yourself"
+    exit 1
+  fi
+}
+
+plain_debian() {  # suite -> debian:<suite>
+  local suite=$1 tag="debian:$1" rootfs
+  if has_image "$tag"; then log "$tag: present"; return 0; fi
+  if try_pull "$tag"; then log "$tag: pulled"; return 0; fi
+  ensure_debootstrap "$tag"
+  rootfs=$(mktemp -d "${TMPDIR:-/tmp}/rootfs-$suite.XXXXXX")
+  trap 'rm -rf "$rootfs"' RETURN
+  log "$tag: building with debootstrap (about 30 s)"
+  timeout 900 debootstrap --variant=minbase "$suite" "$rootfs" >"$rootfs.log" 2>&1 \
+    || { tail -n 20 "$rootfs.log" >&2; rm -f "$rootfs.log"; exit 1; }
+  rm -f "$rootfs.log"
+  # apt caches and lists only make the image bigger; `apt-get update` refreshes them.
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  tar -C "$rootfs" -c . | docker import \
+    --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' - "$tag" >/dev/null
+  log "$tag: imported"
+}
+
+systemd_debian() {  # version suite -> fondation/debian-systemd:<version>
+  local version=$1 suite=$2 tag="fondation/debian-systemd:$1" want
+  plain_debian "$suite"
+  want=$( (cat "$here/images/systemd.Dockerfile"; docker image inspect --format '{{.Id}}' "debian:$suite") \
+          | sha256sum | cut -c1-16)
+  if [ "$(image_label "$tag" "$recipe_label")" = "$want" ]; then
+    log "$tag: present (recipe $want)"; return 0
+  fi
+  log "$tag: building (recipe $want)"
+  local build_log
+  build_log=$(mktemp)
+  timeout 1200 docker build --build-arg "BASE=debian:$suite" --label "$recipe_label=$want" \
+    -t "$tag" -f "$here/images/systemd.Dockerfile" "$here/images" >"$build_log" 2>&1 \
+    || { tail -n 30 "$build_log" >&2; rm -f "$build_log"; exit 1; }
+  rm -f "$build_log"
+  log "$tag: built"
+}
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(all)
+for target in "${targets[@]}"; do
+  case $target in
+    all) plain_debian bookworm; plain_debian trixie
+         systemd_debian 12 bookworm; systemd_debian 13 trixie ;;
+    bookworm|trixie) plain_debian "$target" ;;
+    systemd-12) systemd_debian 12 bookworm ;;
+    systemd-13) systemd_debian 13 trixie ;;
+    *) log "unknown image '$target' (all, bookworm, trixie, systemd-12, systemd-13)"; exit 2 ;;
+  esac
+done
