@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: help test lint unit integration convex-test molecule deploy clean-local \
-        engine images deps clean
+        engine images image deps clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ engine: ## make sure a Docker engine runs (installs and starts one when root on 
 
 images: engine ## base images: Debian 12/13 and their systemd flavour (cached)
 	@scripts/base-image.sh all
+
+image: deps ## build the worker image and its registry-less archive (build/images/)
+	scripts/build-image.sh
 
 # --- checks ------------------------------------------------------------------------------
 test: deps ## every check: lint, Convex tests, Python tests, Molecule

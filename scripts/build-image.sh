@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Build the worker image (make image) without the build touching PyPI or npm:
+#  1. the host fetches the worker's wheels (pinned by constraints.txt) and the Claude CLI
+#     package (pinned by worker/claude-cli.lock, sha256 checked) into build/image-context;
+#  2. docker build from the local debian:bookworm base (scripts/base-image.sh);
+#  3. tag <version>, <version>-<revision> and latest, and write a compressed `docker save`
+#     archive named after the image ID, for registry-less delivery by Ansible.
+# An unchanged tree rebuilds from cache and reuses the archive.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+log() { printf 'build-image: %s\n' "$*" >&2; }
+
+image=${FONDATION_IMAGE:-fondation-worker}
+python=${PYTHON:-$root/.venv/bin/python}
+context=build/image-context
+cache=build/cache
+archives=build/images
+# shellcheck source=../worker/claude-cli.lock
+. worker/claude-cli.lock
+version=$("$python" -c 'import tomllib; print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
+revision=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+
+bash scripts/docker-engine.sh
+bash scripts/base-image.sh bookworm
+mkdir -p "$context/wheels" "$cache" "$archives"
+
+# 1a. Claude CLI: fetch once per version, verify the pin every time.
+tgz="$cache/claude-cli-$CLAUDE_CLI_VERSION.tgz"
+if [ ! -f "$tgz" ]; then
+  log "fetching $CLAUDE_CLI_PACKAGE@$CLAUDE_CLI_VERSION"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && timeout 600 npm pack --silent "$CLAUDE_CLI_PACKAGE@$CLAUDE_CLI_VERSION" >/dev/null)
+  mv "$tmp"/*.tgz "$tgz"; rm -rf "$tmp"
+fi
+echo "$CLAUDE_CLI_SHA256  $tgz" | sha256sum -c --quiet - \
+  || { log "checksum mismatch for $tgz: refusing to build"; rm -f "$tgz"; exit 1; }
+# A hard link keeps the 180 MB file out of a second copy; cmp keeps the context stable.
+cmp -s "$tgz" "$context/claude-cli.tgz" 2>/dev/null || ln -f "$tgz" "$context/claude-cli.tgz" \
+  || cp "$tgz" "$context/claude-cli.tgz"
+
+# 1b. Wheels: the worker and its pinned runtime dependencies.
+rm -rf "$context/wheels.new"
+timeout 900 "$python" -m pip wheel -q --disable-pip-version-check -c constraints.txt \
+  --wheel-dir "$context/wheels.new" "$root" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+ls "$context/wheels.new"/fondation_worker-*.whl >/dev/null
+# Only replace the wheel dir when its content changed, so the build cache stays warm.
+if ! diff -rq "$context/wheels.new" "$context/wheels" >/dev/null 2>&1; then
+  rm -rf "$context/wheels"; mv "$context/wheels.new" "$context/wheels"
+else
+  rm -rf "$context/wheels.new"
+fi
+cp -p worker/Dockerfile "$context/Dockerfile"
+rm -rf "$context/image"; cp -rp worker/image "$context/image"
+
+# 2. Build.
+log "building $image:$version ($revision)"
+build_log=$(mktemp)
+if ! timeout 1800 docker build -f "$context/Dockerfile" \
+     --build-arg BASE=debian:bookworm \
+     --build-arg "CLAUDE_CLI_VERSION=$CLAUDE_CLI_VERSION" \
+     --build-arg "CLAUDE_CLI_SHA256=$CLAUDE_CLI_SHA256" \
+     --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
+     -t "$image:$version" -t "$image:$version-$revision" -t "$image:latest" \
+     "$context" >"$build_log" 2>&1; then
+  tail -n 40 "$build_log" >&2; rm -f "$build_log"; exit 1
+fi
+cached=$(grep -c 'Using cache' "$build_log" || true)
+steps=$(grep -c '^Step ' "$build_log" || true)
+rm -f "$build_log"
+id=$(docker image inspect --format '{{.Id}}' "$image:$version")
+short=${id#sha256:}; short=${short:0:12}
+log "built $image:$version-$revision id $short ($cached of $steps steps from cache)"
+
+# 3. Archive for registry-less transfer; the name carries the image ID.
+archive="$archives/$image-$version-$short.tar.gz"
+if [ ! -f "$archive" ]; then
+  docker save "$image:$version" "$image:$version-$revision" | gzip -1 >"$archive.tmp"
+  mv "$archive.tmp" "$archive"
+  log "archive $archive ($(du -h "$archive" | cut -f1))"
+else
+  log "archive $archive already present"
+fi
+ln -sfn "$(basename "$archive")" "$archives/$image-latest.tar.gz"
+echo "$archive"
