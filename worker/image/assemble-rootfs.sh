@@ -41,10 +41,10 @@ copy /opt/venv /etc/ssl/certs/ca-certificates.crt /usr/share/git-core/templates/
 # git reads /etc/gitconfig only if present; the worker passes its hardening on the command line.
 
 # The worker user (fixed uid/gid 10001) and a minimal /etc.
-mkdir -p "$root/etc" "$root/home/worker/.claude" "$root/tmp" "$root/run/claude-credentials"
+mkdir -p "$root/etc" "$root/home/worker/.claude" "$root/tmp/fondation" "$root/run/claude-credentials" "$root/var/log/fondation-worker"
 printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nworker:x:10001:10001:Fondation worker:/home/worker:/usr/sbin/nologin\n' >"$root/etc/passwd"
 printf 'root:x:0:\nworker:x:10001:\n' >"$root/etc/group"
 printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$root/etc/nsswitch.conf"
-chown -R 10001:10001 "$root/home/worker"
+chown -R 10001:10001 "$root/home/worker" "$root/tmp/fondation" "$root/var/log/fondation-worker"
 chmod 0700 "$root/home/worker/.claude"
 chmod 1777 "$root/tmp"
