@@ -5,7 +5,8 @@
 #  2. docker build from the local debian:bookworm base (scripts/base-image.sh);
 #  3. tag <version>, <version>-<revision> and latest, and write a compressed `docker save`
 #     archive named after the image ID, for registry-less delivery by Ansible.
-# An unchanged tree rebuilds from cache and reuses the archive.
+# An unchanged tree rebuilds from cache and reuses the archive. BUILD_NO_CACHE=1 forces a
+# cold build (the benchmark uses it).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -56,7 +57,9 @@ rm -rf "$context/image"; cp -rp worker/image "$context/image"
 # 2. Build.
 log "building $image:$version ($revision)"
 build_log=$(mktemp)
-if ! timeout 1800 docker build -f "$context/Dockerfile" \
+no_cache=()
+[ "${BUILD_NO_CACHE:-0}" = 1 ] && no_cache=(--no-cache)  # bench/image.py measures a cold build
+if ! timeout 1800 docker build "${no_cache[@]}" -f "$context/Dockerfile" \
      --build-arg BASE=debian:bookworm \
      --build-arg "CLAUDE_CLI_VERSION=$CLAUDE_CLI_VERSION" \
      --build-arg "CLAUDE_CLI_SHA256=$CLAUDE_CLI_SHA256" \

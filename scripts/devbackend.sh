@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Run the local Convex dev backend (devbackend/server.ts: our real convex/ functions under
+# convex-test) where both this host and containers can reach it: on the Docker bridge
+# gateway address when there is one, else loopback. A development stand-in, never production.
+#   devbackend.sh start   start it (idempotent) and print its CONVEX_URL
+#   devbackend.sh stop    stop it
+#   devbackend.sh url     print the URL of the running one
+# Env: DEV_BACKEND_PORT (3210), WORKER_TOKEN (a fixed local test value), ALLOWED_REPO_HOSTS,
+#      RECLAIM_INTERVAL_MS.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+state=$root/build/devbackend
+mkdir -p "$state"
+log() { printf 'devbackend: %s\n' "$*" >&2; }
+
+port=${DEV_BACKEND_PORT:-3210}
+host=${DEV_BACKEND_HOST:-$(docker network inspect bridge \
+  --format '{{ (index .IPAM.Config 0).Gateway }}' 2>/dev/null || echo 127.0.0.1)}
+url="http://$host:$port"
+
+healthy() { curl -fsS --max-time 2 "$1/health" >/dev/null 2>&1; }
+
+running_pid() {
+  local pid
+  pid=$(cat "$state/pid" 2>/dev/null) || return 1
+  kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+start() {
+  if running_pid >/dev/null && healthy "$(cat "$state/url")"; then
+    cat "$state/url"; return 0
+  fi
+  # The test token is public on purpose: it only ever guards this local stand-in.
+  WORKER_TOKEN=${WORKER_TOKEN:-local-dev-token-not-secret} \
+  ALLOWED_REPO_HOSTS=${ALLOWED_REPO_HOSTS:-github.com} \
+  DEV_BACKEND_HOST=$host DEV_BACKEND_PORT=$port \
+    setsid nohup "$root/node_modules/.bin/tsx" "$root/devbackend/server.ts" \
+      >"$state/devbackend.log" 2>&1 </dev/null &
+  echo $! >"$state/pid"
+  for _ in $(seq 1 60); do
+    if healthy "$url"; then echo "$url" >"$state/url"; log "up at $url"; echo "$url"; return 0; fi
+    running_pid >/dev/null || break
+    sleep 0.5
+  done
+  log "did not become healthy at $url; last log lines:"; tail -n 20 "$state/devbackend.log" >&2
+  stop; exit 1
+}
+
+stop() {
+  local pid
+  if pid=$(running_pid); then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    log "stopped"
+  fi
+  rm -f "$state/pid" "$state/url"
+}
+
+case ${1:-} in
+  start) start ;;
+  stop) stop ;;
+  url) running_pid >/dev/null && cat "$state/url" ;;
+  *) echo "usage: $0 start|stop|url" >&2; exit 2 ;;
+esac
