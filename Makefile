@@ -60,6 +60,7 @@ lint: deps ## ruff, mypy --strict, yamllint, ansible-lint (production), tsc
 	ansible-lint
 	@if [ -f convex/tsconfig.json ]; then tsc --noEmit -p convex; fi
 	@if [ -f devbackend/tsconfig.json ]; then tsc --noEmit -p devbackend; fi
+	@if [ -f tests/convex/tsconfig.json ]; then tsc --noEmit -p tests/convex; fi
 
 unit: deps ## the Python test suites (pytest)
 	pytest tests

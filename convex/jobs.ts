@@ -1,0 +1,553 @@
+// The job queue: worker-facing (token + lease fenced) and client-facing functions.
+// docs/CONTRACT.md is the wire contract; docs/ARCHITECTURE.md has the state machine.
+import { v } from "convex/values";
+import { internalMutation, mutation, query, type MutationCtx } from "./_generated/server";
+import { canSee, requireCaller, requireWorker } from "./lib/auth";
+import { fail, invalid, must } from "./lib/errors";
+import {
+  githubTokenOf,
+  insertJob,
+  loadLeasedJob,
+  oldestExpired,
+  oldestReady,
+  publicJob,
+  requireJob,
+  setStatus,
+  settleExpired,
+  getJob,
+  expiredLeases,
+  type Job,
+} from "./lib/model";
+import {
+  ACTIVE_STATUSES,
+  CLAIM_SCAN_LIMIT,
+  DEFAULT_MAX_ATTEMPTS,
+  MAX_DEFERRALS,
+  MAX_LEASE_MS,
+  MAX_MAX_ATTEMPTS,
+  MAX_RETRY_AFTER_MS,
+  MIN_LEASE_MS,
+  RECLAIM_BATCH,
+  backoffMs,
+  constantTimeEqual,
+  errorPolicy,
+  isLeased,
+  isQueued,
+} from "./lib/policy";
+import {
+  MAX_ERROR_LENGTH,
+  MAX_ID_LENGTH,
+  MAX_MESSAGE_LENGTH,
+  MAX_TOKEN_LENGTH,
+  allowedRepoHosts,
+  checkBranch,
+  checkIdent,
+  checkRepoUrl,
+  clip,
+} from "./lib/validation";
+import {
+  vClaimedJob,
+  vErrorKind,
+  vProgress,
+  vPublicJob,
+  vStatus,
+  vSummary,
+} from "./lib/validators";
+
+// ---------------------------------------------------------------- helpers
+
+function checkLeaseMs(leaseMs: number): number {
+  if (!Number.isFinite(leaseMs) || leaseMs < MIN_LEASE_MS || leaseMs > MAX_LEASE_MS) {
+    invalid(`leaseMs must be between ${MIN_LEASE_MS} and ${MAX_LEASE_MS}`);
+  }
+  return Math.round(leaseMs);
+}
+
+function fnv1a(s: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(36);
+}
+
+/**
+ * A fresh lease token. Math.random is seeded per call in Convex, so the token also carries
+ * the job's lease generation (unique per claim of this job) and a hash of the job id,
+ * request id and time.
+ */
+function newLeaseToken(job: Job, generation: number, requestId: string, now: number): string {
+  let random = "";
+  for (let i = 0; i < 4; i++) {
+    random += Math.floor(Math.random() * 0x100000000)
+      .toString(36)
+      .padStart(7, "0");
+  }
+  return `${generation}.${random}.${fnv1a(`${job._id}|${requestId}|${now}`)}`;
+}
+
+async function claimedJob(ctx: MutationCtx, job: Job) {
+  const githubToken = await githubTokenOf(ctx, job);
+  return {
+    jobId: job._id as string,
+    leaseToken: job.leaseToken!,
+    leaseUntil: job.leaseUntil!,
+    attempt: job.attempts,
+    maxAttempts: job.maxAttempts,
+    repoUrl: job.repoUrl,
+    branch: job.branch ?? null,
+    userId: job.userId,
+    ...(githubToken !== undefined ? { githubToken } : {}),
+  };
+}
+
+function cleanProgress(p: {
+  step?: string;
+  currentStep?: number;
+  totalSteps?: number;
+  message?: string;
+}) {
+  const out: { step?: string; currentStep?: number; totalSteps?: number; message?: string } = {};
+  const num = (n: number | undefined) => n !== undefined && Number.isFinite(n) && n >= 0;
+  if (p.step !== undefined) out.step = clip(p.step, MAX_ID_LENGTH);
+  if (num(p.currentStep)) out.currentStep = p.currentStep;
+  if (num(p.totalSteps)) out.totalSteps = p.totalSteps;
+  if (p.message !== undefined) out.message = clip(p.message, MAX_MESSAGE_LENGTH);
+  return out;
+}
+
+// ---------------------------------------------------------------- worker-facing
+
+/**
+ * Take the oldest ready job: pending/failed with runAt <= now, or claimed/running whose
+ * lease expired (those at maxAttempts become dead, those with a cancel request canceled).
+ * A repeated requestId returns the claim it made, so a retried call cannot claim twice.
+ */
+export const claimOne = mutation({
+  args: {
+    token: v.optional(v.string()),
+    workerId: v.string(),
+    leaseMs: v.number(),
+    requestId: v.string(),
+  },
+  returns: v.union(v.null(), vClaimedJob),
+  handler: async (ctx, args) => {
+    requireWorker(args.token);
+    const workerId = must(checkIdent("workerId", args.workerId));
+    const requestId = must(checkIdent("requestId", args.requestId));
+    const leaseMs = checkLeaseMs(args.leaseMs);
+    const now = Date.now();
+
+    const previous = await ctx.db
+      .query("jobs")
+      .withIndex("by_claimRequestId", (q) => q.eq("claimRequestId", requestId))
+      .first();
+    if (previous !== null && isLeased(previous.status) && previous.lockedBy === workerId) {
+      if ((previous.leaseUntil ?? 0) > now) return await claimedJob(ctx, previous);
+      // Expired but nobody took it: the caller is evidently alive, renew the same lease.
+      const leaseUntil = now + leaseMs;
+      await ctx.db.patch(previous._id, { leaseUntil, updatedAt: now });
+      return await claimedJob(ctx, { ...previous, leaseUntil });
+    }
+
+    for (let i = 0; i < CLAIM_SCAN_LIMIT; i++) {
+      const [ready, expired] = await Promise.all([oldestReady(ctx, now), oldestExpired(ctx, now)]);
+      let job: Job | null = ready;
+      if (expired !== null && (ready === null || (expired.leaseUntil ?? 0) < ready.runAt)) {
+        job = expired;
+      }
+      if (job === null) return null;
+      const wasExpired = isLeased(job.status);
+      if (wasExpired && (await settleExpired(ctx, job, now)) !== null) continue;
+
+      const generation = job.leaseGeneration + 1;
+      const claimed = await setStatus(
+        ctx,
+        job,
+        "claimed",
+        {
+          attempts: job.attempts + 1,
+          leaseGeneration: generation,
+          leaseToken: newLeaseToken(job, generation, requestId, now),
+          lockedBy: workerId,
+          leaseUntil: now + leaseMs,
+          claimRequestId: requestId,
+          cancelRequested: false,
+          progress: undefined,
+          startedAt: undefined,
+          ...(wasExpired
+            ? {
+                lastError: `lease expired (worker ${job.lockedBy ?? "unknown"})`,
+                lastErrorKind: "lease_expired",
+              }
+            : {}),
+        },
+        now,
+        { failedAttempt: wasExpired },
+      );
+      return await claimedJob(ctx, claimed);
+    }
+    return null;
+  },
+});
+
+/** claimed -> running. Repeating it while running is a no-op. */
+export const start = mutation({
+  args: { token: v.optional(v.string()), jobId: v.string(), leaseToken: v.string() },
+  returns: v.null(),
+  handler: async (ctx, args) => {
+    requireWorker(args.token);
+    const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
+    if (job.status === "running") return null;
+    const now = Date.now();
+    await setStatus(ctx, job, "running", { startedAt: now }, now);
+    return null;
+  },
+});
+
+/** Extend the lease, record progress, and tell the worker whether to stop. */
+export const heartbeat = mutation({
+  args: {
+    token: v.optional(v.string()),
+    jobId: v.string(),
+    leaseToken: v.string(),
+    leaseMs: v.number(),
+    progress: v.optional(vProgress),
+  },
+  returns: v.object({ cancelRequested: v.boolean(), leaseUntil: v.number() }),
+  handler: async (ctx, args) => {
+    requireWorker(args.token);
+    const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
+    const leaseMs = checkLeaseMs(args.leaseMs);
+    const now = Date.now();
+    const leaseUntil = now + leaseMs;
+    await ctx.db.patch(job._id, {
+      leaseUntil,
+      updatedAt: now,
+      ...(args.progress !== undefined
+        ? { progress: { ...job.progress, ...cleanProgress(args.progress) } }
+        : {}),
+    });
+    return { cancelRequested: job.cancelRequested, leaseUntil };
+  },
+});
+
+/**
+ * Success: the run's staged documents become the job's documents (every other run's are
+ * deleted) and the summary is recorded. summary.docsCount must equal the number of
+ * documents uploaded for runId. Repeating it after success is a no-op.
+ */
+export const complete = mutation({
+  args: {
+    token: v.optional(v.string()),
+    jobId: v.string(),
+    leaseToken: v.string(),
+    runId: v.string(),
+    summary: vSummary,
+  },
+  returns: v.null(),
+  handler: async (ctx, args) => {
+    requireWorker(args.token);
+    const runId = must(checkIdent("runId", args.runId));
+    const existing = await requireJob(ctx, args.jobId);
+    if (
+      existing.status === "completed" &&
+      existing.leaseToken !== undefined &&
+      constantTimeEqual(existing.leaseToken, args.leaseToken) &&
+      existing.docsRunId === runId
+    ) {
+      return null; // a retried call whose first reply was lost
+    }
+    const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
+    const { docsCount, durationMs, costUsd } = args.summary;
+    if (!Number.isInteger(docsCount) || docsCount < 0) invalid("summary.docsCount must be a count");
+    if (!Number.isFinite(durationMs) || durationMs < 0) invalid("summary.durationMs is invalid");
+    if (costUsd !== undefined && (!Number.isFinite(costUsd) || costUsd < 0)) {
+      invalid("summary.costUsd is invalid");
+    }
+    const staged = job.uploadRunId === runId ? job.uploadCount : 0;
+    if (staged !== docsCount) {
+      invalid(`summary.docsCount is ${docsCount} but ${staged} documents were uploaded for this run`);
+    }
+    const now = Date.now();
+    await setStatus(
+      ctx,
+      job,
+      "completed",
+      {
+        docsRunId: runId,
+        result: { docsCount, durationMs, ...(costUsd !== undefined ? { costUsd } : {}) },
+        progress: undefined,
+      },
+      now,
+    );
+    return null;
+  },
+});
+
+/**
+ * The attempt failed. transient/timeout consume the attempt (failed with backoff, dead at
+ * maxAttempts); permanent kinds are dead at once; auth/usage_limit/disk/shutdown give the
+ * attempt back and defer (pending at now + retryAfterMs or backoff), dead after
+ * MAX_DEFERRALS. A job whose cancel was requested is canceled instead.
+ */
+export const retryOrFail = mutation({
+  args: {
+    token: v.optional(v.string()),
+    jobId: v.string(),
+    leaseToken: v.string(),
+    error: v.string(),
+    errorKind: vErrorKind,
+    retryAfterMs: v.optional(v.number()),
+  },
+  returns: v.object({
+    status: v.union(
+      v.literal("failed"),
+      v.literal("dead"),
+      v.literal("pending"),
+      v.literal("canceled"),
+    ),
+    runAt: v.optional(v.number()),
+  }),
+  handler: async (ctx, args) => {
+    requireWorker(args.token);
+    const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
+    if (
+      args.retryAfterMs !== undefined &&
+      (!Number.isFinite(args.retryAfterMs) || args.retryAfterMs < 0)
+    ) {
+      invalid("retryAfterMs must be a non-negative number");
+    }
+    const now = Date.now();
+    const outcome = { lastError: clip(args.error, MAX_ERROR_LENGTH), lastErrorKind: args.errorKind };
+
+    if (job.cancelRequested) {
+      await setStatus(ctx, job, "canceled", outcome, now);
+      return { status: "canceled" as const };
+    }
+    switch (errorPolicy(args.errorKind)) {
+      case "fatal": {
+        await setStatus(ctx, job, "dead", outcome, now);
+        return { status: "dead" as const };
+      }
+      case "consume": {
+        if (job.attempts >= job.maxAttempts) {
+          await setStatus(ctx, job, "dead", outcome, now);
+          return { status: "dead" as const };
+        }
+        const runAt = now + backoffMs(job.attempts, Math.random());
+        await setStatus(ctx, job, "failed", { ...outcome, runAt }, now);
+        return { status: "failed" as const, runAt };
+      }
+      case "defer": {
+        const deferrals = job.deferrals + 1;
+        const attempts = Math.max(0, job.attempts - 1);
+        if (deferrals > MAX_DEFERRALS) {
+          await setStatus(ctx, job, "dead", { ...outcome, deferrals, attempts }, now);
+          return { status: "dead" as const };
+        }
+        const delay =
+          args.retryAfterMs !== undefined
+            ? Math.min(Math.round(args.retryAfterMs), MAX_RETRY_AFTER_MS)
+            : backoffMs(deferrals, Math.random());
+        const runAt = now + delay;
+        await setStatus(ctx, job, "pending", { ...outcome, deferrals, attempts, runAt }, now);
+        return { status: "pending" as const, runAt };
+      }
+    }
+  },
+});
+
+/**
+ * Graceful shutdown: back to pending now, the attempt given back. Counts toward
+ * MAX_DEFERRALS like the other retries that consume no attempt.
+ */
+export const release = mutation({
+  args: { token: v.optional(v.string()), jobId: v.string(), leaseToken: v.string(), reason: v.string() },
+  returns: v.null(),
+  handler: async (ctx, args) => {
+    requireWorker(args.token);
+    const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
+    const now = Date.now();
+    const releaseReason = clip(args.reason, MAX_MESSAGE_LENGTH);
+    if (job.cancelRequested) {
+      await setStatus(ctx, job, "canceled", { releaseReason }, now);
+      return null;
+    }
+    const deferrals = job.deferrals + 1;
+    const attempts = Math.max(0, job.attempts - 1);
+    if (deferrals > MAX_DEFERRALS) {
+      await setStatus(
+        ctx,
+        job,
+        "dead",
+        { releaseReason, deferrals, attempts, lastError: "too many deferrals", lastErrorKind: "shutdown" },
+        now,
+      );
+      return null;
+    }
+    await setStatus(ctx, job, "pending", { releaseReason, deferrals, attempts, runAt: now }, now);
+    return null;
+  },
+});
+
+/** The worker stopped a job whose cancel was requested: -> canceled. */
+export const acknowledgeCancel = mutation({
+  args: { token: v.optional(v.string()), jobId: v.string(), leaseToken: v.string() },
+  returns: v.null(),
+  handler: async (ctx, args) => {
+    requireWorker(args.token);
+    const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
+    if (!job.cancelRequested) fail("INVALID_STATE", "no cancel was requested for this job");
+    await setStatus(ctx, job, "canceled", {}, Date.now());
+    return null;
+  },
+});
+
+/**
+ * Cron (crons.ts): jobs whose lease expired go back to pending (the attempt stays
+ * consumed), or become dead at maxAttempts, or canceled when a cancel was requested.
+ * At most RECLAIM_BATCH jobs per run.
+ */
+export const reclaimExpired = internalMutation({
+  args: {},
+  returns: v.object({ moved: v.number(), dead: v.number(), canceled: v.number() }),
+  handler: async (ctx) => {
+    const now = Date.now();
+    const batch = await expiredLeases(ctx, now, RECLAIM_BATCH);
+    let moved = 0;
+    let dead = 0;
+    let canceled = 0;
+    for (const job of batch) {
+      const settled = await settleExpired(ctx, job, now);
+      if (settled === "dead") dead++;
+      else if (settled === "canceled") canceled++;
+      else {
+        await setStatus(
+          ctx,
+          job,
+          "pending",
+          {
+            runAt: now,
+            lastError: `lease expired (worker ${job.lockedBy ?? "unknown"})`,
+            lastErrorKind: "lease_expired",
+          },
+          now,
+          { failedAttempt: true },
+        );
+        moved++;
+      }
+    }
+    return { moved, dead, canceled };
+  },
+});
+
+// ---------------------------------------------------------------- client-facing
+
+/**
+ * Queue an analysis. With a dedupeKey, the caller's active job (pending, claimed, running
+ * or failed) with that key is returned instead of a new one.
+ */
+export const enqueue = mutation({
+  args: {
+    repoUrl: v.string(),
+    branch: v.optional(v.string()),
+    dedupeKey: v.optional(v.string()),
+    githubToken: v.optional(v.string()),
+    maxAttempts: v.optional(v.number()),
+    userId: v.optional(v.string()),
+    token: v.optional(v.string()),
+  },
+  returns: v.object({ jobId: v.string(), created: v.boolean() }),
+  handler: async (ctx, args) => {
+    const caller = await requireCaller(ctx.auth, args.token, args.userId);
+    const userId = must(checkIdent("userId", caller.userId));
+    const repoUrl = must(checkRepoUrl(args.repoUrl, allowedRepoHosts(process.env.ALLOWED_REPO_HOSTS)));
+    const branch = args.branch === undefined ? undefined : must(checkBranch(args.branch));
+    const dedupeKey =
+      args.dedupeKey === undefined ? undefined : must(checkIdent("dedupeKey", args.dedupeKey));
+    const githubToken =
+      args.githubToken === undefined
+        ? undefined
+        : must(checkIdent("githubToken", args.githubToken, MAX_TOKEN_LENGTH));
+    const maxAttempts = args.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > MAX_MAX_ATTEMPTS) {
+      invalid(`maxAttempts must be an integer between 1 and ${MAX_MAX_ATTEMPTS}`);
+    }
+
+    if (dedupeKey !== undefined) {
+      for (const status of ACTIVE_STATUSES) {
+        const active = await ctx.db
+          .query("jobs")
+          .withIndex("by_user_dedupe_status", (q) =>
+            q.eq("userId", userId).eq("dedupeKey", dedupeKey).eq("status", status),
+          )
+          .first();
+        if (active !== null) return { jobId: active._id as string, created: false };
+      }
+    }
+    const jobId = await insertJob(
+      ctx,
+      { repoUrl, branch, userId, dedupeKey, maxAttempts, githubToken },
+      Date.now(),
+    );
+    return { jobId: jobId as string, created: true };
+  },
+});
+
+/**
+ * pending/failed -> canceled at once; claimed/running -> cancelRequested (the worker stops
+ * at its next heartbeat and acknowledges); terminal jobs are left as they are.
+ * Returns the job's status after the call.
+ */
+export const cancel = mutation({
+  args: { jobId: v.string(), token: v.optional(v.string()) },
+  returns: v.object({ status: vStatus }),
+  handler: async (ctx, args) => {
+    const caller = await requireCaller(ctx.auth, args.token, undefined);
+    const job = await getJob(ctx, args.jobId);
+    if (job === null || !canSee(caller, job.userId)) fail("NOT_FOUND", "no such job");
+    const now = Date.now();
+    if (isQueued(job.status)) {
+      await setStatus(ctx, job, "canceled", { cancelRequested: true }, now);
+      return { status: "canceled" as const };
+    }
+    if (isLeased(job.status) && !job.cancelRequested) {
+      await ctx.db.patch(job._id, { cancelRequested: true, updatedAt: now });
+    }
+    return { status: job.status };
+  },
+});
+
+export const get = query({
+  args: { jobId: v.string(), token: v.optional(v.string()) },
+  returns: v.union(v.null(), vPublicJob),
+  handler: async (ctx, args) => {
+    const caller = await requireCaller(ctx.auth, args.token, undefined);
+    const job = await getJob(ctx, args.jobId);
+    if (job === null || !canSee(caller, job.userId)) return null;
+    return publicJob(job);
+  },
+});
+
+/** A user's jobs, newest first (at most 100). */
+export const listByUser = query({
+  args: {
+    userId: v.optional(v.string()),
+    limit: v.optional(v.number()),
+    token: v.optional(v.string()),
+  },
+  returns: v.array(vPublicJob),
+  handler: async (ctx, args) => {
+    const caller = await requireCaller(ctx.auth, args.token, args.userId);
+    const requested = args.limit !== undefined && Number.isFinite(args.limit) ? args.limit : 20;
+    const limit = Math.min(Math.max(Math.floor(requested), 1), 100);
+    const jobs = await ctx.db
+      .query("jobs")
+      .withIndex("by_user_createdAt", (q) => q.eq("userId", caller.userId))
+      .order("desc")
+      .take(limit);
+    return jobs.map(publicJob);
+  },
+});

@@ -1,0 +1,163 @@
+// Queue policy: constants and pure functions (no database, no clock). Tested directly.
+
+export const JOB_STATUSES = [
+  "pending",
+  "claimed",
+  "running",
+  "completed",
+  "failed",
+  "dead",
+  "canceled",
+] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+
+/** Waiting for a worker: ready when runAt <= now, scheduled otherwise. */
+export const QUEUED_STATUSES = ["pending", "failed"] as const;
+/** Held by a worker under a lease. */
+export const LEASED_STATUSES = ["claimed", "running"] as const;
+/** Never leave these. */
+export const TERMINAL_STATUSES = ["completed", "dead", "canceled"] as const;
+/** A dedupeKey maps to at most one job in these states. */
+export const ACTIVE_STATUSES = ["pending", "claimed", "running", "failed"] as const;
+
+export function isQueued(s: JobStatus): boolean {
+  return s === "pending" || s === "failed";
+}
+export function isLeased(s: JobStatus): boolean {
+  return s === "claimed" || s === "running";
+}
+export function isTerminal(s: JobStatus): boolean {
+  return s === "completed" || s === "dead" || s === "canceled";
+}
+
+/** Error kinds the worker reports to retryOrFail (docs/CONTRACT.md). */
+export const ERROR_KINDS = [
+  "transient",
+  "timeout",
+  "permanent",
+  "invalid_repository",
+  "repository_not_found",
+  "auth",
+  "usage_limit",
+  "disk",
+  "shutdown",
+] as const;
+export type ErrorKind = (typeof ERROR_KINDS)[number];
+
+/** What a reported error does to the job. */
+export type ErrorPolicy = "consume" | "fatal" | "defer";
+
+export function errorPolicy(kind: ErrorKind): ErrorPolicy {
+  switch (kind) {
+    case "transient":
+    case "timeout":
+      return "consume";
+    case "permanent":
+    case "invalid_repository":
+    case "repository_not_found":
+      return "fatal";
+    case "auth":
+    case "usage_limit":
+    case "disk":
+    case "shutdown":
+      return "defer";
+  }
+}
+
+export const DEFAULT_MAX_ATTEMPTS = 3;
+export const MAX_MAX_ATTEMPTS = 10;
+/** Retries that do not consume an attempt (defer kinds, release) before the job is dead. */
+export const MAX_DEFERRALS = 20;
+
+export const BACKOFF_BASE_MS = 10_000;
+export const BACKOFF_CAP_MS = 10 * 60_000;
+/** A retryAfterMs longer than this is clamped (the job is deferred again if still limited). */
+export const MAX_RETRY_AFTER_MS = 24 * 60 * 60_000;
+
+export const MIN_LEASE_MS = 1_000;
+export const MAX_LEASE_MS = 6 * 60 * 60_000;
+
+/** Expired leases handled per reclaimExpired run, and candidates skipped per claim. */
+export const RECLAIM_BATCH = 100;
+export const CLAIM_SCAN_LIMIT = 25;
+
+/**
+ * Delay before retry number `n` (1-based): base * 2^(n-1), capped, times a jitter factor
+ * in [0.5, 1.5), capped again. So every delay lies in [base/2, cap].
+ * `random` is a number in [0, 1) (Math.random inside Convex, which is seeded per call).
+ */
+export function backoffMs(n: number, random: number): number {
+  const attempt = Number.isFinite(n) ? Math.max(Math.floor(n), 1) : n > 0 ? 31 : 1;
+  const exponent = Math.min(attempt - 1, 30);
+  const raw = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** exponent);
+  const r = Number.isFinite(random) ? Math.min(Math.max(random, 0), 1) : 0.5;
+  return Math.round(Math.min(BACKOFF_CAP_MS, raw * (0.5 + r)));
+}
+
+/** Duration histogram upper bounds (ms) for the p95 estimate; the last bucket is open. */
+export const DURATION_BOUNDS_MS: readonly number[] = [
+  1_000, 2_000, 5_000, 10_000, 20_000, 30_000, 60_000, 120_000, 180_000, 300_000, 450_000,
+  600_000, 900_000, 1_200_000, 1_800_000, 2_700_000, 3_600_000, 5_400_000, 7_200_000,
+  10_800_000, 14_400_000, 21_600_000,
+];
+export const HISTOGRAM_SIZE = DURATION_BOUNDS_MS.length + 1;
+
+export function histogramIndex(durationMs: number): number {
+  for (let i = 0; i < DURATION_BOUNDS_MS.length; i++) {
+    if (durationMs <= DURATION_BOUNDS_MS[i]) return i;
+  }
+  return DURATION_BOUNDS_MS.length;
+}
+
+/**
+ * Quantile estimate from a histogram: linear interpolation inside the bucket where the
+ * quantile falls, never above the largest value seen. null when empty.
+ */
+export function histogramQuantile(
+  histogram: readonly number[],
+  q: number,
+  maxSeenMs: number,
+): number | null {
+  const total = histogram.reduce((a, b) => a + b, 0);
+  if (total === 0) return null;
+  const rank = q * total;
+  let seen = 0;
+  for (let i = 0; i < histogram.length; i++) {
+    const c = histogram[i] ?? 0;
+    if (c > 0 && seen + c >= rank) {
+      const lower = i === 0 ? 0 : DURATION_BOUNDS_MS[i - 1];
+      const upper = i < DURATION_BOUNDS_MS.length ? DURATION_BOUNDS_MS[i] : maxSeenMs;
+      const fraction = (rank - seen) / c;
+      return Math.min(maxSeenMs, Math.round(lower + (upper - lower) * fraction));
+    }
+    seen += c;
+  }
+  return maxSeenMs;
+}
+
+/** Size of a metrics stats bucket. "Last hour" is the 12 newest buckets. */
+export const STATS_BUCKET_MS = 5 * 60_000;
+/** Size of a queued-job runAt bucket (for the ready/scheduled split). */
+export const QUEUE_BUCKET_MS = 60_000;
+/** Stats buckets are kept this long, then pruned. */
+export const STATS_RETENTION_MS = 2 * 24 * 60 * 60_000;
+
+/** Upload limits (docs:uploadDocs). */
+export const MAX_DOCS_PER_CALL = 50;
+export const MAX_DOC_BYTES = 800_000;
+export const MAX_CALL_BYTES = 4_000_000;
+export const MAX_DOCS_PER_RUN = 1_000;
+/** Stale documents deleted per transaction; the rest continue in a scheduled call. */
+export const DOC_PURGE_BATCH = 100;
+
+/** Constant-time string comparison: every character is examined whatever the input. */
+export function constantTimeEqual(a: string, b: string): boolean {
+  let diff = a.length ^ b.length;
+  const n = Math.max(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = i < a.length ? a.charCodeAt(i) : 0;
+    const y = i < b.length ? b.charCodeAt(i) : 0;
+    diff |= x ^ y;
+  }
+  return diff === 0;
+}

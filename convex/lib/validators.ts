@@ -1,0 +1,92 @@
+// Convex validators shared by the schema and the functions' `args` / `returns`.
+import { v } from "convex/values";
+import { ERROR_KINDS, JOB_STATUSES } from "./policy";
+
+export const vStatus = v.union(
+  v.literal(JOB_STATUSES[0]),
+  v.literal(JOB_STATUSES[1]),
+  v.literal(JOB_STATUSES[2]),
+  v.literal(JOB_STATUSES[3]),
+  v.literal(JOB_STATUSES[4]),
+  v.literal(JOB_STATUSES[5]),
+  v.literal(JOB_STATUSES[6]),
+);
+
+export const vErrorKind = v.union(
+  v.literal(ERROR_KINDS[0]),
+  v.literal(ERROR_KINDS[1]),
+  v.literal(ERROR_KINDS[2]),
+  v.literal(ERROR_KINDS[3]),
+  v.literal(ERROR_KINDS[4]),
+  v.literal(ERROR_KINDS[5]),
+  v.literal(ERROR_KINDS[6]),
+  v.literal(ERROR_KINDS[7]),
+  v.literal(ERROR_KINDS[8]),
+);
+
+export const vProgress = v.object({
+  step: v.optional(v.string()),
+  currentStep: v.optional(v.number()),
+  totalSteps: v.optional(v.number()),
+  message: v.optional(v.string()),
+});
+
+export const vSummary = v.object({
+  docsCount: v.number(),
+  durationMs: v.number(),
+  costUsd: v.optional(v.number()),
+});
+
+export const vDocKind = v.union(
+  v.literal("chapter"),
+  v.literal("tutorial"),
+  v.literal("toc"),
+  v.literal("yaml"),
+  v.literal("other"),
+);
+
+export const vDocInput = v.object({
+  slug: v.string(),
+  title: v.string(),
+  kind: vDocKind,
+  order: v.number(),
+  content: v.string(),
+});
+
+/** What claimOne returns (docs/CONTRACT.md: ClaimedJob). */
+export const vClaimedJob = v.object({
+  jobId: v.string(),
+  leaseToken: v.string(),
+  leaseUntil: v.number(),
+  attempt: v.number(),
+  maxAttempts: v.number(),
+  repoUrl: v.string(),
+  branch: v.union(v.string(), v.null()),
+  userId: v.string(),
+  githubToken: v.optional(v.string()),
+});
+
+/** A job as clients see it: never the lease token, claim request id or GitHub token. */
+export const vPublicJob = v.object({
+  jobId: v.string(),
+  repoUrl: v.string(),
+  branch: v.union(v.string(), v.null()),
+  userId: v.string(),
+  status: vStatus,
+  runAt: v.number(),
+  attempts: v.number(),
+  maxAttempts: v.number(),
+  deferrals: v.number(),
+  lockedBy: v.optional(v.string()),
+  leaseUntil: v.optional(v.number()),
+  dedupeKey: v.optional(v.string()),
+  lastError: v.optional(v.string()),
+  lastErrorKind: v.optional(v.string()),
+  progress: v.optional(vProgress),
+  result: v.optional(vSummary),
+  cancelRequested: v.boolean(),
+  createdAt: v.number(),
+  startedAt: v.optional(v.number()),
+  completedAt: v.optional(v.number()),
+  updatedAt: v.number(),
+});

@@ -1,0 +1,97 @@
+import { defineSchema, defineTable } from "convex/server";
+import { v } from "convex/values";
+import { vDocKind, vProgress, vStatus, vSummary } from "./lib/validators";
+
+export default defineSchema({
+  // One row per analysis job. Every status change goes through lib/model.ts (setStatus),
+  // which also keeps the counters below in step.
+  jobs: defineTable({
+    // payload
+    repoUrl: v.string(),
+    branch: v.optional(v.string()), // absent: the repository's default branch
+    userId: v.string(),
+    hasSecret: v.boolean(), // a jobSecrets row exists (private repository)
+    // queue
+    status: vStatus,
+    runAt: v.number(), // pending/failed: not before this time
+    attempts: v.number(), // attempts consumed (a claim consumes one, deferrals give it back)
+    maxAttempts: v.number(),
+    deferrals: v.number(), // retries that did not consume an attempt (bounded by MAX_DEFERRALS)
+    dedupeKey: v.optional(v.string()),
+    // lease (fencing: leaseToken is new on every claim; leaseGeneration counts claims)
+    lockedBy: v.optional(v.string()),
+    leaseUntil: v.optional(v.number()),
+    leaseToken: v.optional(v.string()),
+    leaseGeneration: v.number(),
+    claimRequestId: v.optional(v.string()), // set while claimed/running only
+    cancelRequested: v.boolean(),
+    // outcome
+    lastError: v.optional(v.string()),
+    lastErrorKind: v.optional(v.string()),
+    releaseReason: v.optional(v.string()),
+    progress: v.optional(vProgress),
+    result: v.optional(vSummary),
+    // documents: readers see only docsRunId's set; uploads of the current attempt are staged
+    docsRunId: v.optional(v.string()),
+    uploadRunId: v.optional(v.string()),
+    uploadCount: v.number(),
+    // timestamps (ms)
+    createdAt: v.number(),
+    startedAt: v.optional(v.number()),
+    completedAt: v.optional(v.number()),
+    updatedAt: v.number(),
+  })
+    .index("by_status_runAt", ["status", "runAt"]) // claim order, ready/scheduled, oldest ready
+    .index("by_status_leaseUntil", ["status", "leaseUntil"]) // expired leases
+    .index("by_claimRequestId", ["claimRequestId"]) // repeated claim requests
+    .index("by_user_dedupe_status", ["userId", "dedupeKey", "status"]) // dedupe
+    .index("by_user_createdAt", ["userId", "createdAt"]), // listByUser
+
+  // Private-repository tokens, apart from the job; deleted when the job ends.
+  jobSecrets: defineTable({
+    jobId: v.id("jobs"),
+    githubToken: v.string(),
+  }).index("by_job", ["jobId"]),
+
+  // Generated documents. A run's documents are staged under its runId; `complete` points the
+  // job's docsRunId at them and deletes every other run's, so readers never see a half set.
+  docs: defineTable({
+    jobId: v.id("jobs"),
+    runId: v.string(),
+    repoUrl: v.string(),
+    slug: v.string(),
+    title: v.string(),
+    kind: vDocKind,
+    order: v.number(),
+    content: v.string(),
+    bytes: v.number(),
+    createdAt: v.number(),
+  })
+    .index("by_job_run_order", ["jobId", "runId", "order"])
+    .index("by_job_run_slug", ["jobId", "runId", "slug"]),
+
+  // Exact per-status job counts ("status:<name>"), maintained on every transition.
+  counters: defineTable({
+    key: v.string(),
+    value: v.number(),
+  }).index("by_key", ["key"]),
+
+  // Queued (pending/failed) jobs per minute of runAt: the ready/scheduled split without a scan.
+  queueBuckets: defineTable({
+    minute: v.number(), // runAt floored to QUEUE_BUCKET_MS
+    count: v.number(),
+  }).index("by_minute", ["minute"]),
+
+  // Transition events per 5 minutes: outcomes and a duration histogram for the metrics.
+  statsBuckets: defineTable({
+    start: v.number(), // floored to STATS_BUCKET_MS
+    completed: v.number(),
+    failed: v.number(), // attempt failures that will retry
+    dead: v.number(),
+    canceled: v.number(),
+    durationCount: v.number(),
+    durationSumMs: v.number(),
+    durationMaxMs: v.number(),
+    histogram: v.array(v.number()), // counts per DURATION_BOUNDS_MS bucket
+  }).index("by_start", ["start"]),
+});

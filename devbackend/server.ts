@@ -1,0 +1,299 @@
+// Local Convex stand-in: serves the subset of Convex's HTTP API the worker uses, running
+// our real convex/ functions through convex-test. A development and test tool with no
+// persistence: production always talks to a real Convex deployment. See README.md.
+//
+//   WORKER_TOKEN=... npx tsx devbackend/server.ts
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import { convexToJson, jsonToConvex, type Value } from "convex/values";
+import crons from "../convex/crons";
+import { Backend, tableNames, type Kind } from "./backend";
+
+const HOST = process.env.DEV_BACKEND_HOST || "127.0.0.1";
+const PORT = Number(process.env.DEV_BACKEND_PORT ?? "3210");
+const RECLAIM_INTERVAL_MS = Number(process.env.RECLAIM_INTERVAL_MS ?? "60000");
+const ADMIN = process.env.DEV_BACKEND_ADMIN === "1";
+const MAX_BODY_BYTES = 16 * 1024 * 1024;
+const RECLAIM_FUNCTION = "jobs:reclaimExpired";
+
+const backend = new Backend();
+
+// ------------------------------------------------------------------ pause (chaos tests)
+type PauseMode = "reset" | "hang" | "error";
+let paused: PauseMode | null = null;
+const held = new Set<Socket>();
+
+function log(line: string): void {
+  process.stdout.write(`${new Date().toISOString()} ${line}\n`);
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        reject(new RequestError(413, "RequestTooLarge", `body larger than ${MAX_BODY_BYTES} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    req.on("error", reject);
+  });
+}
+
+class RequestError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** `Authorization: Bearer dev:<subject>` acts as a signed-in user (admin mode only). */
+function devIdentity(req: IncomingMessage): string | undefined {
+  const auth = req.headers.authorization;
+  if (!ADMIN || auth === undefined) return undefined;
+  const m = /^Bearer dev:([A-Za-z0-9_.@|-]{1,200})$/.exec(auth);
+  return m === null ? undefined : m[1];
+}
+
+type Parsed = { path: string; args: Record<string, unknown> };
+
+function parseRequest(raw: string, pathFromUrl?: string): Parsed {
+  let body: unknown;
+  try {
+    body = raw.length === 0 ? {} : JSON.parse(raw);
+  } catch {
+    throw new RequestError(400, "BadJsonBody", "request body is not valid JSON");
+  }
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new RequestError(400, "BadJsonBody", "request body must be a JSON object");
+  }
+  const b = body as { path?: unknown; args?: unknown; format?: unknown };
+  const path = pathFromUrl ?? b.path;
+  if (typeof path !== "string" || path.length === 0 || path.length > 300) {
+    throw new RequestError(400, "BadRequest", "missing or invalid \"path\"");
+  }
+  if (b.format !== undefined && b.format !== "json") {
+    throw new RequestError(400, "BadRequest", "only format \"json\" is supported");
+  }
+  let args: unknown = b.args ?? {};
+  if (Array.isArray(args)) {
+    if (args.length !== 1) throw new RequestError(400, "BadRequest", "args must be one object");
+    args = args[0];
+  }
+  if (args === null || typeof args !== "object" || Array.isArray(args)) {
+    throw new RequestError(400, "BadRequest", "args must be an object");
+  }
+  let decoded: Value;
+  try {
+    decoded = jsonToConvex(args as never);
+  } catch (e) {
+    throw new RequestError(400, "BadConvexValue", e instanceof Error ? e.message : "invalid argument encoding");
+  }
+  return { path, args: decoded as Record<string, unknown> };
+}
+
+async function handleFunction(
+  req: IncomingMessage,
+  res: ServerResponse,
+  endpoint: Kind | "run",
+  pathFromUrl?: string,
+): Promise<string> {
+  const { path, args } = parseRequest(await readBody(req), pathFromUrl);
+  const target = await backend.resolvePublic(path);
+  const notFound = {
+    status: "error",
+    errorMessage: `Could not find public function for '${path}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?`,
+    logLines: [],
+  };
+  if (target === null) {
+    send(res, 200, notFound);
+    return `${path} error(not found)`;
+  }
+  if (endpoint !== "run" && target.kind !== endpoint) {
+    send(res, 200, {
+      status: "error",
+      errorMessage: `Trying to execute ${target.path} as ${endpoint}, but it is defined as ${target.kind}.`,
+      logLines: [],
+    });
+    return `${target.path} error(wrong kind)`;
+  }
+  const result = await backend.call(target.kind, target.path, args, devIdentity(req));
+  if (result.ok) {
+    send(res, 200, { status: "success", value: convexToJson((result.value ?? null) as Value), logLines: [] });
+    return `${target.path} success`;
+  }
+  const body: Record<string, unknown> = { status: "error", errorMessage: result.message, logLines: [] };
+  let code = "";
+  if (result.data !== undefined) {
+    body.errorData = convexToJson(result.data as Value);
+    const c = (result.data as { code?: unknown } | null)?.code;
+    if (typeof c === "string") code = `:${c}`;
+  }
+  send(res, 200, body);
+  return `${target.path} error${code}`;
+}
+
+async function handleAdmin(req: IncomingMessage, res: ServerResponse, url: URL): Promise<string> {
+  if (!ADMIN) throw new RequestError(404, "NotFound", "not found");
+  if (req.method === "POST" && url.pathname === "/_dev/pause") {
+    const raw = await readBody(req);
+    let mode: PauseMode = "reset";
+    if (raw.trim().length > 0) {
+      const parsed = JSON.parse(raw) as { mode?: unknown };
+      if (parsed.mode === "reset" || parsed.mode === "hang" || parsed.mode === "error") mode = parsed.mode;
+      else if (parsed.mode !== undefined) throw new RequestError(400, "BadRequest", "mode: reset | hang | error");
+    }
+    paused = mode;
+    send(res, 200, { ok: true, paused: mode });
+    return `pause(${mode})`;
+  }
+  if (req.method === "POST" && url.pathname === "/_dev/resume") {
+    paused = null;
+    for (const socket of held) socket.destroy();
+    held.clear();
+    send(res, 200, { ok: true, paused: null });
+    return "resume";
+  }
+  if (req.method === "POST" && url.pathname === "/_dev/reset") {
+    await backend.reset();
+    send(res, 200, { ok: true });
+    return "reset";
+  }
+  if (req.method === "POST" && url.pathname === "/_dev/reclaim") {
+    const r = await backend.runInternalMutation(RECLAIM_FUNCTION);
+    send(res, 200, r.ok ? { ok: true, value: r.value } : { ok: false, error: r.message });
+    return "reclaim";
+  }
+  if (req.method === "GET" && url.pathname === "/_dev/dump") {
+    const table = url.searchParams.get("table") ?? "";
+    if (!tableNames().includes(table)) throw new RequestError(400, "BadRequest", `unknown table "${table}"`);
+    const limit = Math.min(Number(url.searchParams.get("limit") ?? "10000") || 10000, 100000);
+    const rows = await backend.dump(table, limit);
+    send(res, 200, { table, rows: rows.map((r) => convexToJson(r as Value)) });
+    return `dump ${table}`;
+  }
+  throw new RequestError(404, "NotFound", "not found");
+}
+
+const RUN_PATH = /^\/api\/run\/([A-Za-z0-9_/.-]+)\/([A-Za-z_$][A-Za-z0-9_$]*)$/;
+
+const server = createServer((req, res) => {
+  const started = Date.now();
+  const url = new URL(req.url ?? "/", "http://localhost");
+  const isApi = url.pathname.startsWith("/api/");
+
+  if (isApi && paused !== null) {
+    if (paused === "reset") {
+      req.socket.destroy();
+      log(`${req.method} ${url.pathname} dropped (paused) 0ms`);
+      return;
+    }
+    if (paused === "hang") {
+      held.add(req.socket);
+      req.socket.on("close", () => held.delete(req.socket));
+      log(`${req.method} ${url.pathname} held (paused) 0ms`);
+      return;
+    }
+    send(res, 503, { code: "Unavailable", message: "dev backend paused" });
+    log(`${req.method} ${url.pathname} 503 (paused) 0ms`);
+    return;
+  }
+
+  const work = async (): Promise<string> => {
+    if (req.method === "GET" && url.pathname === "/health") {
+      send(res, 200, paused === null ? { ok: true } : { ok: true, paused });
+      return "health";
+    }
+    if (url.pathname.startsWith("/_dev/")) return await handleAdmin(req, res, url);
+    if (req.method === "POST") {
+      if (url.pathname === "/api/query") return await handleFunction(req, res, "query");
+      if (url.pathname === "/api/mutation") return await handleFunction(req, res, "mutation");
+      if (url.pathname === "/api/action") return await handleFunction(req, res, "action");
+      const m = RUN_PATH.exec(url.pathname);
+      if (m !== null) return await handleFunction(req, res, "run", `${m[1]}:${m[2]}`);
+    }
+    throw new RequestError(404, "NotFound", "not found");
+  };
+
+  work()
+    .then((what) => {
+      if (url.pathname !== "/health") log(`${req.method} ${url.pathname} ${what} ${Date.now() - started}ms`);
+    })
+    .catch((e: unknown) => {
+      const err =
+        e instanceof RequestError ? e : new RequestError(500, "InternalServerError", e instanceof Error ? e.message : String(e));
+      if (!res.headersSent) send(res, err.status, { code: err.code, message: err.message });
+      log(`${req.method} ${url.pathname} ${err.status} ${err.code} ${Date.now() - started}ms`);
+    });
+});
+
+// ------------------------------------------------------------------ crons
+const timers: NodeJS.Timeout[] = [];
+
+function intervalMs(schedule: { type: string; seconds?: number; minutes?: number; hours?: number }): number | null {
+  if (schedule.type !== "interval") return null;
+  return ((schedule.seconds ?? 0) + (schedule.minutes ?? 0) * 60 + (schedule.hours ?? 0) * 3600) * 1000;
+}
+
+function startCrons(): void {
+  const all = (crons as unknown as { crons: Record<string, { name: string; schedule: never }> }).crons;
+  for (const [label, job] of Object.entries(all)) {
+    let every = intervalMs(job.schedule);
+    if (job.name === RECLAIM_FUNCTION && Number.isFinite(RECLAIM_INTERVAL_MS) && RECLAIM_INTERVAL_MS > 0) {
+      every = RECLAIM_INTERVAL_MS;
+    }
+    if (every === null || every <= 0) {
+      log(`cron "${label}" (${job.name}) skipped: only interval schedules run here`);
+      continue;
+    }
+    const fire = () => {
+      const started = Date.now();
+      void backend.runInternalMutation(job.name).then((r) => {
+        const value = r.ok ? JSON.stringify(r.value) : `error ${r.message}`;
+        const busy = !r.ok || /[1-9]/.test(value);
+        if (busy) log(`cron ${job.name} ${value} ${Date.now() - started}ms`);
+      });
+    };
+    timers.push(setInterval(fire, every));
+    log(`cron "${label}" runs ${job.name} every ${every}ms`);
+  }
+}
+
+function shutdown(signal: string): void {
+  log(`${signal}: shutting down`);
+  for (const t of timers) clearInterval(t);
+  for (const socket of held) socket.destroy();
+  server.close(() => process.exit(0));
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+
+if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) {
+  process.stderr.write(`DEV_BACKEND_PORT must be a port number, got ${process.env.DEV_BACKEND_PORT}\n`);
+  process.exit(2);
+}
+if (!process.env.WORKER_TOKEN) {
+  log("warning: WORKER_TOKEN is not set; every worker call will be UNAUTHORIZED");
+}
+process.on("SIGTERM", () => shutdown("SIGTERM"));
+process.on("SIGINT", () => shutdown("SIGINT"));
+
+server.listen(PORT, HOST, () => {
+  const address = server.address();
+  const port = typeof address === "object" && address !== null ? address.port : PORT;
+  log(`dev backend (convex-test, in memory, no persistence) listening on http://${HOST}:${port}${ADMIN ? " [admin endpoints on]" : ""}`);
+  startCrons();
+});

@@ -1,0 +1,83 @@
+// The reclaim cron: expired leases come back (or end), bounded work per run.
+import { afterEach, beforeEach, expect, test } from "vitest";
+import { api, internal } from "../../convex/_generated/api";
+import crons from "../../convex/crons";
+import { RECLAIM_BATCH } from "../../convex/lib/policy";
+import {
+  TOKEN,
+  advance,
+  claimOk,
+  enqueue,
+  expectAggregatesExact,
+  getJob,
+  makeT,
+  setupEnv,
+  teardownEnv,
+} from "./helpers";
+
+beforeEach(setupEnv);
+afterEach(teardownEnv);
+
+test("the cron is registered every minute on the internal reclaim mutation", () => {
+  const all = (crons as unknown as { crons: Record<string, { name: string; schedule: unknown }> }).crons;
+  expect(all["reclaim expired leases"]).toMatchObject({
+    name: "jobs:reclaimExpired",
+    schedule: { type: "interval", minutes: 1 },
+  });
+  expect(all["prune metrics buckets"]).toMatchObject({ name: "metrics:pruneStats" });
+});
+
+test("moves, kills and cancels the right jobs and reports how many", async () => {
+  const t = makeT();
+  const movable = await enqueue(t);
+  const lastAttempt = await enqueue(t, { maxAttempts: 1 });
+  const canceling = await enqueue(t);
+  const healthy = await enqueue(t);
+  const untouched = await enqueue(t);
+  const cm = await claimOk(t, "w", 10_000);
+  const cl = await claimOk(t, "w", 10_000);
+  const cc = await claimOk(t, "w", 10_000);
+  await claimOk(t, "w", 120_000);
+  expect([cm.jobId, cl.jobId, cc.jobId]).toEqual([movable, lastAttempt, canceling]);
+  await t.mutation(api.jobs.start, { token: TOKEN, jobId: movable, leaseToken: cm.leaseToken });
+  await t.mutation(api.jobs.cancel, { jobId: canceling, token: TOKEN });
+
+  expect(await t.mutation(internal.jobs.reclaimExpired, {})).toEqual({ moved: 0, dead: 0, canceled: 0 });
+  advance(20_000);
+  expect(await t.mutation(internal.jobs.reclaimExpired, {})).toEqual({ moved: 1, dead: 1, canceled: 1 });
+  expect(await getJob(t, movable)).toMatchObject({ status: "pending", attempts: 1, lastErrorKind: "lease_expired" });
+  expect(await getJob(t, lastAttempt)).toMatchObject({ status: "dead", lastErrorKind: "lease_expired" });
+  expect((await getJob(t, canceling)).status).toBe("canceled");
+  expect((await getJob(t, healthy)).status).toBe("claimed");
+  expect((await getJob(t, untouched)).status).toBe("pending");
+  // idempotent: nothing left to do
+  expect(await t.mutation(internal.jobs.reclaimExpired, {})).toEqual({ moved: 0, dead: 0, canceled: 0 });
+  await expectAggregatesExact(t);
+});
+
+test("work per run is bounded; the next run continues", async () => {
+  const t = makeT();
+  const n = RECLAIM_BATCH + 30;
+  for (let i = 0; i < n; i++) await enqueue(t);
+  for (let i = 0; i < n; i++) await claimOk(t, `w${i % 8}`, 5_000);
+  advance(60_000); // generous: the frozen fake clock creeps 1 ms per commit
+  expect(await t.mutation(internal.jobs.reclaimExpired, {})).toEqual({ moved: RECLAIM_BATCH, dead: 0, canceled: 0 });
+  expect(await t.mutation(internal.jobs.reclaimExpired, {})).toEqual({ moved: 30, dead: 0, canceled: 0 });
+  await expectAggregatesExact(t);
+});
+
+test("a crashed worker's job is back within one lease plus one cron interval", async () => {
+  const t = makeT();
+  const jobId = await enqueue(t);
+  const leaseMs = 60_000;
+  await claimOk(t, "crashed", leaseMs);
+  // the cron runs every minute; run it on that schedule and see when the job returns
+  let waited = 0;
+  while ((await getJob(t, jobId)).status !== "pending") {
+    advance(60_000);
+    waited += 60_000;
+    await t.mutation(internal.jobs.reclaimExpired, {});
+  }
+  expect(waited).toBeLessThanOrEqual(leaseMs + 60_000);
+  expect((await claimOk(t, "healthy")).jobId).toBe(jobId);
+});
