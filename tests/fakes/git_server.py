@@ -1,0 +1,240 @@
+"""A loopback HTTPS git server for tests: ``git http-backend`` behind http.server over TLS.
+
+The certificate is self-signed, made at test time with the ``openssl`` CLI, for 127.0.0.1;
+the worker trusts it through GIT_CA_BUNDLE. Repositories can be private: they then answer
+401 until a request carries HTTP basic auth whose password is the repository's token.
+Every request is recorded (method, path, user, whether auth was sent) for assertions.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import ssl
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+}
+
+
+def _git(args: list[str], cwd: Path) -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), **GIT_ENV}
+    subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, timeout=60)
+
+
+def make_cert(directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+            "-keyout", str(key), "-out", str(cert), "-days", "2",
+            "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    user: str | None
+    authorized: bool
+
+
+@dataclass
+class GitServer:
+    root: Path
+    cert: Path = field(init=False)
+    key: Path = field(init=False)
+    port: int = 0
+    tokens: dict[str, str] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.repos = self.root / "repos"
+        self.repos.mkdir(parents=True, exist_ok=True)
+        self.cert, self.key = make_cert(self.root / "tls")
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def url(self, owner: str, name: str) -> str:
+        return f"https://{self.host}/{owner}/{name}.git"
+
+    def add_repo(
+        self,
+        owner: str,
+        name: str,
+        files: dict[str, str | bytes],
+        *,
+        branch: str = "main",
+        token: str | None = None,
+        extra_branches: dict[str, dict[str, str | bytes]] | None = None,
+        symlinks: dict[str, str] | None = None,
+    ) -> str:
+        work = self.root / "work" / owner / name
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        _git(["init", "-q", "-b", branch], work)
+        for rel, content in files.items():
+            path = work / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+        for rel, target in (symlinks or {}).items():
+            os.symlink(target, work / rel)
+        _git(["add", "-A"], work)
+        _git(["commit", "-q", "-m", "initial"], work)
+        for other, other_files in (extra_branches or {}).items():
+            _git(["checkout", "-q", "-b", other], work)
+            for rel, content in other_files.items():
+                path = work / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content) if isinstance(content, bytes) else path.write_text(
+                    content
+                )
+            _git(["add", "-A"], work)
+            _git(["commit", "-q", "-m", f"branch {other}"], work)
+            _git(["checkout", "-q", branch], work)
+        bare = self.repos / owner / f"{name}.git"
+        if bare.exists():
+            shutil.rmtree(bare)
+        bare.parent.mkdir(parents=True, exist_ok=True)
+        _git(["clone", "-q", "--bare", str(work), str(bare)], self.root)
+        if token is not None:
+            self.tokens[f"/{owner}/{name}.git"] = token
+        return self.url(owner, name)
+
+    def start(self) -> None:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._serve()
+
+            def do_POST(self) -> None:
+                self._serve()
+
+            def _auth(self) -> tuple[str | None, str | None]:
+                header = self.headers.get("Authorization", "")
+                if not header.startswith("Basic "):
+                    return None, None
+                try:
+                    user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                except ValueError:
+                    return None, None
+                return user, password
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    data = b""
+                    while True:
+                        size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            return data
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
+                length = int(self.headers.get("Content-Length", "0") or 0)
+                return self.rfile.read(length) if length else b""
+
+            def _serve(self) -> None:
+                path, _, query = self.path.partition("?")
+                body = self._body() if self.command == "POST" else b""
+                repo_key = next(
+                    (k for k in server.tokens if path == k or path.startswith(k + "/")), None
+                )
+                user, password = self._auth()
+                authorized = repo_key is None or password == server.tokens[repo_key]
+                server.requests.append(Request(self.command, path, user, password is not None))
+                if not authorized:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                env = {
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "GIT_PROJECT_ROOT": str(server.repos),
+                    "GIT_HTTP_EXPORT_ALL": "1",
+                    "PATH_INFO": path,
+                    "QUERY_STRING": query,
+                    "REQUEST_METHOD": self.command,
+                    "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                    "CONTENT_LENGTH": str(len(body)),
+                    "REMOTE_ADDR": "127.0.0.1",
+                    "GIT_CONFIG_NOSYSTEM": "1",
+                    "GIT_CONFIG_GLOBAL": "/dev/null",
+                }
+                if user:
+                    env["REMOTE_USER"] = user
+                if self.headers.get("Git-Protocol"):
+                    env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
+                if self.headers.get("Content-Encoding"):
+                    env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
+                proc = subprocess.run(
+                    ["git", "http-backend"],
+                    input=body,
+                    env=env,
+                    capture_output=True,
+                    timeout=60,
+                    check=False,
+                )
+                head, _, payload = proc.stdout.partition(b"\r\n\r\n")
+                if not _:
+                    head, _, payload = proc.stdout.partition(b"\n\n")
+                status = 200
+                headers: list[tuple[str, str]] = []
+                for line in head.decode("latin-1").splitlines():
+                    name, _, value = line.partition(":")
+                    if name.lower() == "status":
+                        status = int(value.strip().split()[0])
+                    elif name:
+                        headers.append((name, value.strip()))
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        httpd.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        self.port = httpd.server_address[1]
+        self._server = httpd
+        threading.Thread(target=httpd.serve_forever, name="git-server", daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

@@ -1,0 +1,142 @@
+"""The worker image as production runs it (issue 5): pinned CLI, non-root, hardened flags,
+credentials mounted read-only, a job end to end against the dev backend, a clean stop."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from conftest import SAMPLE_FILES, TEST_WORKER_TOKEN, DevBackend, enqueue, wait_status, wait_until
+
+from .conftest import CLAUDE_CLI, WORKER_UID, WorkerContainer, owned_dir
+
+pytestmark = pytest.mark.docker
+
+
+def _exec(container: Any, *argv: str) -> tuple[int, str]:
+    code, output = container.exec_run(list(argv), user=str(WORKER_UID))
+    return code, output.decode(errors="replace")
+
+
+def _job_env(backend: DevBackend, git_server: Any, log_dir: Path, **extra: str) -> dict[str, str]:
+    return {
+        "CONVEX_URL": backend.url,
+        "ALLOWED_REPO_HOSTS": f"github.com,{git_server.host}",
+        "GIT_CA_BUNDLE": "/run/test-ca.pem",
+        "LEASE_MS": "6000",
+        "HEARTBEAT_MS": "1000",
+        "CLAUDE_ENV_PASSTHROUGH": "FAKE_CLAUDE_MODE,FAKE_CLAUDE_LOG,FAKE_CLAUDE_DELAY",
+        "FAKE_CLAUDE_LOG": "/run/fake-log/claude.jsonl",
+        **extra,
+    }
+
+
+def _job_volumes(git_server: Any, log_dir: Path) -> dict[str, dict[str, str]]:
+    return {
+        str(git_server.cert): {"bind": "/run/test-ca.pem", "mode": "ro"},
+        str(log_dir): {"bind": "/run/fake-log", "mode": "rw"},
+    }
+
+
+def _credentials(tmp_path: Path) -> Path:
+    creds = tmp_path / "claude-creds"
+    creds.mkdir()
+    (creds / ".credentials.json").write_text('{"claudeAiOauth": {"accessToken": "test"}}')
+    (creds / ".credentials.json").chmod(0o444)
+    creds.chmod(0o555)  # what the container sees is read-only anyway
+    return creds
+
+
+def test_pinned_claude_cli_and_non_root_user(
+    docker_client: docker.DockerClient, image: str
+) -> None:
+    version = docker_client.containers.run(image, ["claude", "--version"], remove=True)
+    assert version.decode().split()[0] == CLAUDE_CLI["CLAUDE_CLI_VERSION"]
+    ident = docker_client.containers.run(image, ["id"], remove=True).decode()
+    assert ident.startswith(f"uid={WORKER_UID}(worker) gid={WORKER_UID}(worker)")
+    attrs = docker_client.images.get(image).attrs["Config"]
+    assert attrs["User"] == f"{WORKER_UID}:{WORKER_UID}"
+    assert attrs["StopSignal"] == "SIGTERM"
+    assert attrs["Healthcheck"]["Test"][-1] == "healthcheck"
+    labels = attrs["Labels"]
+    assert labels["org.opencontainers.image.version"]
+    assert labels["org.opencontainers.image.revision"]
+
+
+def test_hardened_container_runs_a_job_end_to_end(
+    worker_container: Any, dev_backend: DevBackend, git_server: Any, tmp_path: Path
+) -> None:
+    log_dir = owned_dir(tmp_path / "fake-log")
+    worker: WorkerContainer = worker_container(
+        _job_env(dev_backend, git_server, log_dir),
+        credentials=_credentials(tmp_path),
+        extra_volumes=_job_volumes(git_server, log_dir),
+    )
+    worker.wait_healthy()
+    # The read-only login was copied into the writable tmpfs config dir.
+    code, _ = _exec(worker.container, "sh", "-c", "test -w /home/worker/.claude/.credentials.json")
+    assert code == 0, worker.logs()[-3000:]
+    code, _ = _exec(worker.container, "sh", "-c", "echo x > /run/claude-credentials/probe")
+    assert code != 0, "the credentials mount must be read-only"
+    code, _ = _exec(worker.container, "sh", "-c", "echo x > /opt/probe")
+    assert code != 0, "the root filesystem must be read-only"
+
+    url = git_server.add_repo("acme", "image-e2e", SAMPLE_FILES)
+    job_id = enqueue(dev_backend, url, branch="main")
+    job = wait_status(dev_backend, job_id, {"completed", "dead"}, timeout=120)
+
+    assert job["status"] == "completed", worker.logs()[-4000:]
+    docs = [row for row in dev_backend.dump("docs") if row.get("jobId") == job_id]
+    assert docs, "the generated docs must arrive in Convex"
+    assert all(doc["content"].strip() for doc in docs)
+    wait_until(lambda: not any(worker.temp_dir.iterdir()), 10)
+    assert TEST_WORKER_TOKEN not in worker.logs()
+
+
+def test_docker_stop_during_a_job_drains_and_exits_zero(
+    worker_container: Any, dev_backend: DevBackend, git_server: Any, tmp_path: Path
+) -> None:
+    log_dir = owned_dir(tmp_path / "fake-log")
+    worker: WorkerContainer = worker_container(
+        _job_env(dev_backend, git_server, log_dir, FAKE_CLAUDE_MODE="hang", DRAIN_TIMEOUT="3000"),
+        credentials=_credentials(tmp_path),
+        extra_volumes=_job_volumes(git_server, log_dir),
+    )
+    worker.wait_healthy()
+    url = git_server.add_repo("acme", "image-stop", SAMPLE_FILES)
+    job_id = enqueue(dev_backend, url, branch="main")
+    wait_status(dev_backend, job_id, {"running"}, timeout=60)
+    wait_until(lambda: (log_dir / "claude.jsonl").exists(), 30)
+
+    started = time.monotonic()
+    worker.container.stop(timeout=30)
+    stopped_in = time.monotonic() - started
+    worker.container.reload()
+
+    assert worker.container.attrs["State"]["ExitCode"] == 0, worker.logs()[-4000:]
+    assert stopped_in < 30, f"the drain must end before the stop timeout ({stopped_in:.1f} s)"
+    job = wait_status(dev_backend, job_id, {"pending", "completed"}, timeout=10)
+    assert job["attempts"] == 0 or job["status"] == "completed", job
+    assert not any(worker.temp_dir.iterdir()), list(worker.temp_dir.iterdir())
+
+
+def test_without_credentials_the_worker_stays_up_and_says_claude_is_not_logged_in(
+    worker_container: Any, dev_backend: DevBackend
+) -> None:
+    # The real Claude CLI of the image, no login, no token.
+    worker: WorkerContainer = worker_container({"CONVEX_URL": dev_backend.url}, fake_claude=False)
+    worker.wait_healthy()
+    probe = (
+        "import http.client, os; c = http.client.HTTPConnection(os.environ['HEALTH_BIND']);"
+        "c.request('GET', '/readyz'); print(c.getresponse().read().decode())"
+    )
+    code, output = _exec(worker.container, "python", "-c", probe)
+    assert code == 0, output
+    assert "not logged in" in output.lower(), output
+    wait_until(lambda: "not logged in" in worker.logs().lower(), 60)
+    worker.container.reload()
+    assert worker.container.status == "running"

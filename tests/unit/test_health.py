@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from fondation_worker.health import HealthServer, HealthState
+from fondation_worker.metrics import Metrics
+from unit.fakeclock import FakeClock
+
+
+@pytest.fixture
+def served() -> tuple[HealthState, FakeClock, Metrics, str]:
+    clock = FakeClock()
+    metrics = Metrics()
+    state = HealthState(clock, metrics, stale_after_s=30)
+    server = HealthServer("127.0.0.1", 0, state, metrics)
+    server.start()
+    host, port = server.address
+    yield state, clock, metrics, f"http://{host}:{port}"  # type: ignore[misc]
+    server.stop()
+
+
+def test_healthz_follows_the_loop_tick(served: tuple[HealthState, FakeClock, Metrics, str]) -> None:
+    state, clock, _, base = served
+    assert httpx.get(f"{base}/healthz").status_code == 503  # no tick yet
+    state.tick()
+    reply = httpx.get(f"{base}/healthz")
+    assert reply.status_code == 200
+    assert reply.json()["status"] == "ok"
+    clock.advance(31)
+    reply = httpx.get(f"{base}/healthz")
+    assert reply.status_code == 503
+    assert reply.json()["status"] == "stale"
+
+
+def test_readyz_lists_reasons(served: tuple[HealthState, FakeClock, Metrics, str]) -> None:
+    state, _, metrics, base = served
+    state.tick()
+    reply = httpx.get(f"{base}/readyz")
+    assert reply.status_code == 200
+    assert reply.json() == {
+        "ready": True,
+        "reasons": [],
+        "checks": {"convex": True, "claude": True, "disk": True, "loop": True, "draining": False},
+    }
+    assert metrics.registry.get_sample_value("fondation_worker_ready") == 1
+    state.set_problem("claude", "Claude authentication failed")
+    state.set_problem("disk", "12 MiB free")
+    body = httpx.get(f"{base}/readyz").json()
+    assert body["ready"] is False
+    assert body["reasons"] == ["claude: Claude authentication failed", "disk: 12 MiB free"]
+    assert body["checks"]["claude"] is False
+    assert body["checks"]["convex"] is True
+    assert metrics.registry.get_sample_value("fondation_worker_ready") == 0
+    state.clear_problem("claude")
+    state.clear_problem("disk")
+    state.set_draining()
+    body = httpx.get(f"{base}/readyz").json()
+    assert body["ready"] is False
+    assert body["reasons"] == ["draining: the worker is shutting down"]
+
+
+def test_metrics_and_404(served: tuple[HealthState, FakeClock, Metrics, str]) -> None:
+    _, _, metrics, base = served
+    metrics.jobs_claimed.inc()
+    metrics.jobs_finished.labels(outcome="completed").inc()
+    metrics.job_duration.labels(outcome="completed").observe(42)
+    metrics.convex_calls.labels(function="jobs:claimOne", outcome="ok").inc()
+    metrics.lease_renew_failures.inc()
+    metrics.in_flight.set(1)
+    text = httpx.get(f"{base}/metrics").text
+    for name in (
+        "fondation_worker_jobs_claimed_total 1.0",
+        'fondation_worker_jobs_finished_total{outcome="completed"} 1.0',
+        "fondation_worker_job_duration_seconds_bucket",
+        'fondation_worker_convex_calls_total{function="jobs:claimOne",outcome="ok"} 1.0',
+        "fondation_worker_lease_renew_failures_total 1.0",
+        "fondation_worker_jobs_in_flight 1.0",
+    ):
+        assert name in text
+    assert httpx.get(f"{base}/nope").status_code == 404

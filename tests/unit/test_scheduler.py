@@ -1,0 +1,361 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from conftest import make_settings, wait_until
+from fondation_worker.classify import Classification
+from fondation_worker.clock import SystemClock
+from fondation_worker.errors import ConvexUnavailable, Unauthorized
+from fondation_worker.health import HealthState
+from fondation_worker.job_runner import JobContext, JobOutcome
+from fondation_worker.metrics import Metrics
+from fondation_worker.models import ClaimedJob, HeartbeatReply, Progress
+from fondation_worker.scheduler import Scheduler
+from fondation_worker.workspace import DiskStatus
+from unit.fakeclock import FakeClock
+
+
+def claimed(n: int) -> ClaimedJob:
+    return ClaimedJob.model_validate(
+        {
+            "jobId": f"job{n}",
+            "leaseToken": f"{n}.lease",
+            "leaseUntil": 0,
+            "attempt": 1,
+            "maxAttempts": 3,
+            "repoUrl": "https://github.com/a/b",
+            "branch": None,
+            "userId": "u",
+        }
+    )
+
+
+class FakeQueue:
+    def __init__(self, jobs: int = 0, clock: Any = None) -> None:
+        self.jobs = [claimed(i) for i in range(jobs)]
+        self.claims: list[float] = []
+        self.heartbeats: list[tuple[str, Progress | None]] = []
+        self.cancel: set[str] = set()
+        self.claim_error: Exception | None = None
+        self.clock = clock or SystemClock()
+        self.on_claim: Callable[[], None] | None = None
+        self.lock = threading.Lock()
+
+    def claim_one(self, worker_id: str, lease_ms: int, request_id: str | None = None) -> Any:
+        with self.lock:
+            self.claims.append(self.clock.monotonic())
+            if self.on_claim:
+                self.on_claim()
+            if self.claim_error is not None:
+                raise self.claim_error
+            return self.jobs.pop(0) if self.jobs else None
+
+    def heartbeat(
+        self,
+        job_id: str,
+        lease_token: SecretStr,
+        lease_ms: int,
+        progress: Progress | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> Any:
+        self.heartbeats.append((job_id, progress))
+        return HeartbeatReply(cancelRequested=job_id in self.cancel, leaseUntil=0)
+
+    def __getattr__(self, name: str) -> Any:  # the job runner is faked: nothing else is called
+        raise AssertionError(f"unexpected call {name}")
+
+
+class FakeRunner:
+    """Runs each job until ``release`` is set, its abort is set, or at once."""
+
+    def __init__(self, outcome: JobOutcome | None = None, block: bool = False) -> None:
+        self.outcome = outcome or JobOutcome("completed", docs=1)
+        self.block = block
+        self.release = threading.Event()
+        self.started: list[str] = []
+        self.aborts: dict[str, str | None] = {}
+        self.running = 0
+        self.max_running = 0
+        self.lock = threading.Lock()
+
+    def run(self, job: ClaimedJob, ctx: JobContext) -> JobOutcome:
+        with self.lock:
+            self.started.append(job.job_id)
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        try:
+            if self.block:
+                while not self.release.is_set() and not ctx.abort.is_set():
+                    time.sleep(0.01)
+            ctx.stop_heartbeat()
+            self.aborts[job.job_id] = ctx.abort.reason
+            if ctx.abort.reason == "shutdown":
+                return JobOutcome("released", "shutdown")
+            if ctx.abort.reason == "cancel":
+                return JobOutcome("canceled")
+            if ctx.abort.reason == "timeout":
+                return JobOutcome("failed", "timeout")
+            return self.outcome
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def make(
+    queue: FakeQueue,
+    runner: FakeRunner,
+    clock: Any = None,
+    *,
+    disk_ok: bool = True,
+    probe: Callable[[], Classification] | None = None,
+    **overrides: Any,
+) -> tuple[Scheduler, HealthState, Metrics]:
+    values: dict[str, Any] = {
+        "poll_interval": 100,
+        "idle_poll_max": 400,
+        "lease_ms": 2000,
+        "heartbeat_ms": 200,
+        "drain_timeout": 1000,
+        "auth_recheck_ms": 1000,
+    }
+    values.update(overrides)
+    settings = make_settings(**values)
+    clock = clock or SystemClock()
+    metrics = Metrics()
+    health = HealthState(clock, metrics)
+    disk = DiskStatus(free_mb=1000 if disk_ok else 1, min_free_mb=10)
+    scheduler = Scheduler(
+        settings=settings,
+        queue_api=queue,
+        runner=runner,
+        clock=clock,
+        health=health,
+        metrics=metrics,
+        disk=lambda: disk,
+        probe=probe,
+        rand=lambda: 0.5,
+    )
+    return scheduler, health, metrics
+
+
+class Loop:
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.code = self.scheduler.run()
+
+    def stop(self, times: int = 1, timeout: float = 15) -> int | None:
+        for _ in range(times):
+            self.scheduler.request_stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "scheduler did not stop"
+        return self.code
+
+
+def test_idle_worker_makes_about_120_calls_an_hour() -> None:
+    clock = FakeClock()
+    queue = FakeQueue(clock=clock)
+    scheduler, _, _ = make(queue, FakeRunner(), clock, poll_interval=5000, idle_poll_max=30000)
+    start = clock.monotonic()
+
+    def stop_after_an_hour() -> None:
+        if clock.monotonic() - start >= 3600:
+            scheduler.request_stop()
+
+    queue.on_claim = stop_after_an_hour
+    assert scheduler.run() == 0
+    in_hour = [t for t in queue.claims if t - start < 3600]
+    assert 110 <= len(in_hour) <= 130
+    gaps = [b - a for a, b in zip(queue.claims, queue.claims[1:], strict=False)]
+    assert gaps[:4] == pytest.approx([5.0 * 0.975, 10 * 0.975, 20 * 0.975, 30 * 0.975], rel=0.01)
+    assert max(gaps) <= 30.0
+
+
+def test_polls_at_poll_interval_while_work_is_found_and_caps_concurrency() -> None:
+    queue = FakeQueue(jobs=5)
+    runner = FakeRunner(block=True)
+    scheduler, _, metrics = make(queue, runner, max_concurrent_jobs=2)
+    loop = Loop(scheduler)
+    wait_until(lambda: len(runner.started) == 2, 5)
+    time.sleep(0.5)
+    assert len(queue.claims) == 2  # no calls while all slots are busy
+    runner.release.set()
+    wait_until(lambda: len(runner.started) == 5, 10)
+    assert loop.stop() == 0
+    assert runner.max_running == 2
+    assert metrics.registry.get_sample_value("fondation_worker_jobs_claimed_total") == 5
+    assert (
+        metrics.registry.get_sample_value(
+            "fondation_worker_jobs_finished_total", {"outcome": "completed"}
+        )
+        == 5
+    )
+
+
+def test_heartbeats_carry_progress_and_cancel_stops_the_job() -> None:
+    queue = FakeQueue(jobs=1)
+    runner = FakeRunner(block=True)
+    scheduler, _, metrics = make(queue, runner)
+    loop = Loop(scheduler)
+    wait_until(lambda: len(queue.heartbeats) >= 2, 5)
+    queue.cancel.add("job0")
+    wait_until(lambda: "job0" in runner.aborts, 5)
+    assert runner.aborts["job0"] == "cancel"
+    assert loop.stop() == 0
+    assert (
+        metrics.registry.get_sample_value(
+            "fondation_worker_jobs_finished_total", {"outcome": "canceled"}
+        )
+        == 1
+    )
+
+
+def test_drain_lets_running_jobs_finish() -> None:
+    queue = FakeQueue(jobs=3)
+    runner = FakeRunner(block=True)
+    scheduler, health, _ = make(queue, runner, drain_timeout=5000)
+    loop = Loop(scheduler)
+    wait_until(lambda: runner.started, 5)
+    scheduler.request_stop()
+    wait_until(lambda: health.readiness()[1]["checks"]["draining"], 5)
+    claims = len(queue.claims)
+    time.sleep(0.3)
+    runner.release.set()
+    loop.thread.join(10)
+    assert loop.code == 0
+    assert runner.aborts == {"job0": None}
+    assert len(queue.claims) == claims  # no claim after the signal
+
+
+def test_drain_timeout_releases_jobs() -> None:
+    queue = FakeQueue(jobs=1)
+    runner = FakeRunner(block=True)
+    scheduler, _, metrics = make(queue, runner, drain_timeout=500)
+    loop = Loop(scheduler)
+    wait_until(lambda: runner.started, 5)
+    t0 = time.monotonic()
+    assert loop.stop() == 0
+    assert 0.4 <= time.monotonic() - t0 < 5
+    assert runner.aborts == {"job0": "shutdown"}
+    assert (
+        metrics.registry.get_sample_value(
+            "fondation_worker_jobs_finished_total", {"outcome": "released"}
+        )
+        == 1
+    )
+
+
+def test_second_signal_releases_at_once() -> None:
+    queue = FakeQueue(jobs=1)
+    runner = FakeRunner(block=True)
+    scheduler, _, _ = make(queue, runner, drain_timeout=600_000)
+    loop = Loop(scheduler)
+    wait_until(lambda: runner.started, 5)
+    t0 = time.monotonic()
+    assert loop.stop(times=2) == 0
+    assert time.monotonic() - t0 < 3
+    assert runner.aborts == {"job0": "shutdown"}
+
+
+def test_job_timeout_aborts_the_job() -> None:
+    queue = FakeQueue(jobs=1)
+    runner = FakeRunner(block=True)
+    scheduler, _, _ = make(queue, runner, job_timeout=1000, step_timeout=1000, clone_timeout=1000)
+    loop = Loop(scheduler)
+    wait_until(lambda: "job0" in runner.aborts, 5)
+    assert runner.aborts["job0"] == "timeout"
+    loop.stop()
+
+
+def test_auth_failure_pauses_claiming_until_the_recheck_passes() -> None:
+    queue = FakeQueue(jobs=3)
+    runner = FakeRunner(JobOutcome("deferred", "auth", "Not logged in"))
+    verdicts = [Classification("auth", "Not logged in"), Classification("ok", "fine")]
+    probes: list[float] = []
+
+    def probe() -> Classification:
+        probes.append(time.monotonic())
+        return verdicts.pop(0)
+
+    scheduler, health, _ = make(queue, runner, probe=probe, auth_recheck_ms=300)
+    loop = Loop(scheduler)
+    wait_until(lambda: scheduler.paused == "auth", 5)
+    ready, body = health.readiness()
+    assert not ready
+    assert any(r.startswith("claude: Claude authentication failed") for r in body["reasons"])
+    claims = len(queue.claims)
+    wait_until(lambda: len(probes) == 1, 5)
+    assert len(queue.claims) == claims  # nothing claimed while paused
+    assert scheduler.paused == "auth"  # the first re-check still failed
+    runner.outcome = JobOutcome("completed", docs=1)
+    wait_until(lambda: len(probes) == 2 and scheduler.paused is None, 5)
+    wait_until(lambda: len(runner.started) == 3, 5)
+    wait_until(lambda: health.readiness()[0], 5)
+    loop.stop()
+
+
+def test_usage_limit_pauses_until_the_reset() -> None:
+    queue = FakeQueue(jobs=2)
+    runner = FakeRunner(JobOutcome("deferred", "usage_limit", "limit", retry_after_ms=800))
+    scheduler, health, _ = make(queue, runner, probe=lambda: Classification("ok", "fine"))
+    loop = Loop(scheduler)
+    wait_until(lambda: scheduler.paused == "usage_limit", 5)
+    t0 = time.monotonic()
+    assert "usage limit" in health.readiness()[1]["reasons"][0]
+    runner.outcome = JobOutcome("completed")
+    wait_until(lambda: len(runner.started) == 2, 5)
+    assert time.monotonic() - t0 >= 0.6
+    loop.stop()
+
+
+def test_disk_failure_pauses_until_space_is_back() -> None:
+    queue = FakeQueue(jobs=2)
+    runner = FakeRunner(JobOutcome("deferred", "disk", "not enough free disk"))
+    scheduler, health, _ = make(queue, runner, disk_ok=False)
+    loop = Loop(scheduler)
+    wait_until(lambda: scheduler.paused == "disk", 5)
+    assert health.readiness()[1]["checks"]["disk"] is False
+    time.sleep(0.5)
+    assert len(runner.started) == 1
+    scheduler._disk = lambda: DiskStatus(free_mb=1000, min_free_mb=10)
+    wait_until(lambda: len(runner.started) == 2, 15)
+    loop.stop()
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [(ConvexUnavailable("down"), "unreachable"), (Unauthorized("no"), "worker token refused")],
+)
+def test_convex_problems_make_the_worker_not_ready(error: Exception, reason: str) -> None:
+    queue = FakeQueue(jobs=1)
+    queue.claim_error = error
+    scheduler, health, _ = make(queue, FakeRunner())
+    loop = Loop(scheduler)
+    wait_until(lambda: health.problem("convex"), 5)
+    assert not health.readiness()[0]
+    assert reason in health.readiness()[1]["reasons"][0]
+    queue.claim_error = None
+    wait_until(lambda: health.readiness()[0], 5)
+    loop.stop()
+
+
+def test_a_job_claimed_while_stopping_is_given_back_at_once() -> None:
+    queue = FakeQueue(jobs=1)
+    runner = FakeRunner(block=True)
+    scheduler, _, _ = make(queue, runner, drain_timeout=600_000)
+    queue.on_claim = scheduler.request_stop  # the signal lands during the claim call
+    t0 = time.monotonic()
+    assert scheduler.run() == 0
+    assert time.monotonic() - t0 < 5
+    assert runner.aborts == {"job0": "shutdown"}

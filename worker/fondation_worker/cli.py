@@ -1,0 +1,498 @@
+"""``fondation-worker``: run, check, enqueue, status, healthcheck.
+
+Configuration problems print one line each to stderr and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import httpx
+import typer
+from pydantic import SecretStr
+
+from . import __version__
+from .classify import Classification
+from .claude_runner import ClaudeRunner
+from .clock import SystemClock
+from .config import Settings, load_settings, parse_bind
+from .convex_client import ConvexClient
+from .credentials import StagedCredentials, stage_credentials
+from .errors import ConfigError, ConvexCodedError, OperatorActionNeeded, WorkerError
+from .health import HealthServer, HealthState
+from .job_runner import JobRunner
+from .logging_setup import configure_logging, get_logger
+from .metrics import Metrics
+from .models import TERMINAL_STATUSES, PublicJob
+from .process import SubprocessRunner
+from .redact import Redactor
+from .scheduler import Scheduler
+from .workspace import disk_status, remove_tree, sweep
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Runs Fondation's Claude analysis jobs from a Convex queue.",
+)
+
+EXIT_CONFIG = 2
+MIN_GIT = (2, 32)  # GIT_CONFIG_GLOBAL
+
+log = get_logger(__name__)
+
+
+def _fail_config(problems: list[str]) -> typer.Exit:
+    for problem in problems:
+        typer.echo(f"fondation-worker: config error: {problem}", err=True)
+    return typer.Exit(EXIT_CONFIG)
+
+
+def _settings(*, quiet_logs: bool = True) -> Settings:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise _fail_config(exc.problems) from None
+    if quiet_logs:
+        # Operator commands print their own output; log lines only for warnings, on stderr.
+        configure_logging(
+            Redactor(settings.secret_values()),
+            log_format="console",
+            level="warning",
+            stream=sys.stderr,
+        )
+    return settings
+
+
+def _which(program: str) -> str | None:
+    if "/" in program:
+        return program if os.access(program, os.X_OK) and Path(program).is_file() else None
+    return shutil.which(program)
+
+
+def _ensure_writable_dir(path: Path) -> str | None:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        return f"cannot create {path}: {exc.strerror}"
+    probe = path / f".write-test-{uuid.uuid4().hex}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return f"{path} is not writable: {exc.strerror}"
+    return None
+
+
+def _runtime_problems(settings: Settings) -> list[str]:
+    problems: list[str] = []
+    if _which(settings.claude_bin) is None:
+        problems.append(f"CLAUDE_BIN: {settings.claude_bin!r} not found or not executable")
+    if _which(settings.git_bin) is None:
+        problems.append(f"GIT_BIN: {settings.git_bin!r} not found or not executable")
+    problem = _ensure_writable_dir(settings.temp_dir)
+    if problem:
+        problems.append(f"TEMP_DIR: {problem}")
+    if settings.claude_config_dir is not None:
+        problem = _ensure_writable_dir(settings.claude_config_dir)
+        if problem:
+            problems.append(
+                f"CLAUDE_CONFIG_DIR: {problem} (the Claude CLI writes there during every run)"
+            )
+    if settings.log_file is not None:
+        problem = _ensure_writable_dir(settings.log_file.parent)
+        if problem:
+            problems.append(f"LOG_FILE: {problem}")
+    return problems
+
+
+def _stage_credentials(settings: Settings) -> StagedCredentials | None:
+    """Copy a read-only mounted login into the writable CLAUDE_CONFIG_DIR (if configured)."""
+    if settings.claude_credentials_source is None or settings.claude_config_dir is None:
+        return None
+    return stage_credentials(settings.claude_credentials_source, settings.claude_config_dir)
+
+
+def _convex(settings: Settings, metrics: Metrics | None = None) -> ConvexClient:
+    return ConvexClient(
+        settings.convex_url,
+        settings.worker_token,
+        timeout_s=settings.convex_timeout_ms / 1000,
+        metrics=metrics,
+    )
+
+
+def _probe(runner: ClaudeRunner, settings: Settings, timeout_s: float) -> Classification:
+    """A tiny real Claude call in a scratch directory that is removed afterwards."""
+    root = settings.temp_dir / "probe" / uuid.uuid4().hex
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        return runner.probe(root, timeout_s)
+    finally:
+        remove_tree(root)
+
+
+# --- run ------------------------------------------------------------------------------
+
+
+@app.command()
+def run() -> None:
+    """Claim and run jobs until SIGTERM/SIGINT (a second signal releases jobs at once)."""
+    settings = _settings(quiet_logs=False)
+    problems = _runtime_problems(settings)
+    if problems:
+        raise _fail_config(problems)
+    redactor = Redactor(settings.secret_values())
+    configure_logging(
+        redactor,
+        log_format=settings.log_format,
+        log_file=settings.log_file,
+        level=settings.log_level,
+    )
+    try:
+        staged = _stage_credentials(settings)
+    except OSError as exc:
+        typer.echo(f"fondation-worker: cannot stage Claude credentials: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    if staged is not None:
+        log.info(
+            "claude.credentials_staged",
+            source=str(staged.source),
+            copied=list(staged.copied),
+            skipped=list(staged.skipped),
+            login=staged.has_login,
+        )
+    clock = SystemClock()
+    metrics = Metrics()
+    health = HealthState(clock, metrics)
+    host, port = settings.health_address
+    try:
+        server = HealthServer(host, port, health, metrics)
+    except OSError as exc:
+        typer.echo(f"fondation-worker: cannot listen on HEALTH_BIND {host}:{port}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    server.start()
+    processes = SubprocessRunner()
+    base_env = dict(os.environ)
+    convex = _convex(settings, metrics)
+    claude = ClaudeRunner(settings, processes, clock, base_env)
+    scheduler = Scheduler(
+        settings=settings,
+        queue_api=convex,
+        runner=JobRunner(settings, convex, processes, clock, redactor, metrics, base_env),
+        clock=clock,
+        health=health,
+        metrics=metrics,
+        disk=lambda: disk_status(settings.temp_dir, settings.min_free_disk_mb),
+        sweep=lambda: _sweep(settings),
+        probe=lambda: _probe(claude, settings, 60.0),
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        del frame
+        scheduler.request_stop()
+        # Logging from a signal handler can deadlock on the handler's lock; the loop logs.
+        os.write(2, f"fondation-worker: received signal {signum}\n".encode())
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    code = 1
+    try:
+        code = scheduler.run()
+    finally:
+        server.stop()
+        convex.close()
+    raise typer.Exit(code)
+
+
+def _sweep(settings: Settings) -> list[Path]:
+    removed = sweep(settings.jobs_dir)
+    if removed:
+        log.info("workspace.swept", removed=[p.name for p in removed])
+    return removed
+
+
+# --- check ----------------------------------------------------------------------------
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.failed = False
+
+    def ok(self, name: str, message: str) -> None:
+        typer.echo(f"ok    {name}: {message}")
+
+    def fail(self, name: str, message: str) -> None:
+        self.failed = True
+        typer.echo(f"FAIL  {name}: {message}")
+
+    def warn(self, name: str, message: str) -> None:
+        typer.echo(f"warn  {name}: {message}")
+
+
+def _claude_verdict(result: Classification) -> tuple[bool, str]:
+    if result.ok:
+        return True, "a tiny real call succeeded"
+    text = result.reason
+    if result.kind == "auth":
+        lowered = text.lower()
+        if "not logged in" in lowered or "/login" in lowered:
+            return False, (
+                "Claude is not logged in. Set CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`) "
+                "or ANTHROPIC_API_KEY, or log in with CLAUDE_CONFIG_DIR pointing at the "
+                f"credentials ({text})"
+            )
+        return False, f"Claude authentication failed: {text}"
+    if result.kind == "usage_limit":
+        return False, f"Claude usage limit reached: {text}"
+    return False, f"Claude call failed ({result.kind}): {text}"
+
+
+@app.command()
+def check(
+    claude_timeout: Annotated[float, typer.Option(help="Seconds for the Claude call")] = 60.0,
+) -> None:
+    """Check config, Convex, Claude auth (a tiny real call), disk and git; non-zero on failure."""
+    settings = _settings()
+    report = _Report()
+    report.ok("config", f"valid (worker {settings.worker_id}, Convex {settings.convex_url})")
+
+    with _convex(settings) as convex:
+        try:
+            queue = convex.queue_metrics()
+        except OperatorActionNeeded:
+            report.fail("convex", "reachable, but the worker token was refused (UNAUTHORIZED)")
+        except WorkerError as exc:
+            report.fail("convex", f"not reachable: {exc}")
+        else:
+            counts = queue.get("counts", {})
+            report.ok("convex", f"reachable, token accepted (queue counts: {counts})")
+
+    problem = _ensure_writable_dir(settings.temp_dir)
+    if problem:
+        report.fail("disk", problem)
+    else:
+        disk = disk_status(settings.temp_dir, settings.min_free_disk_mb)
+        (report.ok if disk.ok else report.fail)("disk", f"{settings.temp_dir}: {disk.describe()}")
+
+    git = _which(settings.git_bin)
+    if git is None:
+        report.fail("git", f"{settings.git_bin!r} not found")
+    else:
+        try:
+            out = subprocess.run(  # noqa: S603 - argument list
+                [git, "--version"], capture_output=True, text=True, timeout=20, check=False
+            ).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            report.fail("git", f"cannot run {git}: {exc}")
+        else:
+            version = _git_version(out)
+            if version is None or version < MIN_GIT:
+                report.fail("git", f"{out or 'unknown version'}; need git >= 2.32")
+            else:
+                report.ok("git", out)
+
+    claude_bin = _which(settings.claude_bin)
+    if claude_bin is None:
+        report.fail("claude", f"{settings.claude_bin!r} not found on PATH")
+    else:
+        if settings.claude_config_dir is not None:
+            problem = _ensure_writable_dir(settings.claude_config_dir)
+            if problem:
+                report.fail("claude", f"CLAUDE_CONFIG_DIR: {problem}")
+        try:
+            staged = _stage_credentials(settings)
+        except OSError as exc:
+            report.fail("credentials", f"cannot copy the mounted login: {exc}")
+        else:
+            if staged is not None:
+                what = "a login" if staged.has_login else "no .credentials.json"
+                report.ok("credentials", f"{staged.source}: {what}, copied {list(staged.copied)}")
+        runner = ClaudeRunner(settings, SubprocessRunner(), SystemClock(), dict(os.environ))
+        good, message = _claude_verdict(_probe(runner, settings, claude_timeout))
+        (report.ok if good else report.fail)("claude", message)
+
+    raise typer.Exit(1 if report.failed else 0)
+
+
+def _git_version(text: str) -> tuple[int, int] | None:
+    parts = text.replace("git version", "").strip().split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+# --- enqueue --------------------------------------------------------------------------
+
+
+def _progress_line(job: PublicJob) -> str:
+    parts = [f"[{job.status}]"]
+    progress = job.progress
+    if progress is not None:
+        if progress.current_step is not None and progress.total_steps:
+            parts.append(f"step {progress.current_step} of {progress.total_steps}")
+        if progress.message:
+            parts.append(progress.message)
+    if job.attempts is not None and job.max_attempts:
+        parts.append(f"(attempt {job.attempts}/{job.max_attempts})")
+    if job.status in ("pending", "failed") and job.last_error:
+        parts.append(f"last error: {job.last_error[:120]}")
+    return " ".join(parts)
+
+
+@app.command()
+def enqueue(
+    repo: Annotated[str, typer.Argument(help="https://<host>/<owner>/<repo>")],
+    branch: Annotated[str | None, typer.Option(help="Branch (default: the repo's)")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends")] = False,
+    max_attempts: Annotated[int | None, typer.Option(min=1, max=10)] = None,
+    user_id: Annotated[str | None, typer.Option(help="User the job belongs to")] = None,
+    github_token_env: Annotated[
+        str | None,
+        typer.Option(help="Name of an environment variable holding a GitHub token (private)"),
+    ] = None,
+    poll: Annotated[float, typer.Option(help="Seconds between status reads with --wait")] = 2.0,
+) -> None:
+    """Queue a repository (operator, worker token); --wait exits with the job's outcome."""
+    settings = _settings()
+    token: SecretStr | None = None
+    if github_token_env:
+        raw = os.environ.get(github_token_env)
+        if not raw:
+            typer.echo(f"fondation-worker: {github_token_env} is not set", err=True)
+            raise typer.Exit(EXIT_CONFIG)
+        token = SecretStr(raw)
+    with _convex(settings) as convex:
+        try:
+            reply = convex.enqueue(
+                repo, branch, github_token=token, max_attempts=max_attempts, user_id=user_id
+            )
+        except ConvexCodedError as exc:
+            typer.echo(f"fondation-worker: refused: {exc}", err=True)
+            raise typer.Exit(EXIT_CONFIG) from None
+        except WorkerError as exc:
+            typer.echo(f"fondation-worker: enqueue failed: {exc}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"job {reply.job_id} {'queued' if reply.created else 'already queued'}")
+        if not wait:
+            return
+        raise typer.Exit(_follow(convex, reply.job_id, poll))
+
+
+def _follow(convex: ConvexClient, job_id: str, poll_s: float) -> int:
+    tty = sys.stdout.isatty()
+    last = ""
+    while True:
+        try:
+            job = convex.get_job(job_id)
+        except WorkerError as exc:
+            typer.echo(f"\nfondation-worker: cannot read the job: {exc}", err=True)
+            time.sleep(poll_s)
+            continue
+        if job is None:
+            typer.echo(f"\nfondation-worker: job {job_id} not found", err=True)
+            return 1
+        line = _progress_line(job)
+        if tty:
+            sys.stdout.write("\r\033[K" + line[:200])
+            sys.stdout.flush()
+        elif line != last:
+            typer.echo(line)
+        last = line
+        if job.status in TERMINAL_STATUSES:
+            if tty:
+                sys.stdout.write("\n")
+            if job.status == "completed":
+                docs = job.result.docs_count if job.result else "?"
+                typer.echo(f"job {job_id} completed: {docs} documents")
+                return 0
+            detail = f" ({job.last_error_kind}: {job.last_error})" if job.last_error else ""
+            typer.echo(f"job {job_id} {job.status}{detail}")
+            return 3 if job.status == "canceled" else 1
+        time.sleep(poll_s)
+
+
+# --- status ---------------------------------------------------------------------------
+
+
+def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, value
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw metrics as JSON")] = False,
+) -> None:
+    """Queue metrics (metrics:queue) as a table, or JSON for scripts."""
+    settings = _settings()
+    with _convex(settings) as convex:
+        try:
+            metrics = convex.queue_metrics()
+        except WorkerError as exc:
+            typer.echo(f"fondation-worker: {exc}", err=True)
+            raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
+        return
+    rows = [(k, v) for k, v in _flatten(metrics) if k != "now"]
+    width = max(len(k) for k, _ in rows) if rows else 0
+    for key, value in rows:
+        typer.echo(f"{key.ljust(width)}  {_cell(value)}")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.3f}"
+    return str(value)
+
+
+# --- healthcheck ----------------------------------------------------------------------
+
+
+@app.command()
+def healthcheck(
+    timeout: Annotated[float, typer.Option(help="Seconds")] = 3.0,
+) -> None:
+    """GET /healthz on HEALTH_BIND; exit 0 when healthy (for Docker HEALTHCHECK)."""
+    bind = os.environ.get("HEALTH_BIND", "127.0.0.1:8080")
+    try:
+        host, port = parse_bind(bind)
+    except ValueError as exc:
+        typer.echo(f"fondation-worker: HEALTH_BIND: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    if host in ("0.0.0.0", ""):  # noqa: S104 - connecting, not binding
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        response = httpx.get(f"http://{netloc}/healthz", timeout=timeout, trust_env=False)
+    except httpx.HTTPError as exc:
+        typer.echo(f"unhealthy: {type(exc).__name__}")
+        raise typer.Exit(1) from None
+    typer.echo(response.text.strip())
+    raise typer.Exit(0 if response.status_code == 200 else 1)
+
+
+@app.command()
+def version() -> None:
+    """Print the worker's version."""
+    typer.echo(__version__)

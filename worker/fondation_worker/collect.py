@@ -1,0 +1,224 @@
+"""Collect the generated docs from ``<clone>/.claude-tutorial-output/`` and batch them.
+
+The output directory is written by a process that read untrusted repository content, so
+every file is checked: no symlinks (files or directories), nothing resolving outside the
+directory, regular files only, UTF-8 text without NUL bytes, bounded size and count.
+Rejected files are reported, not uploaded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .models import Doc, DocKind
+
+OUTPUT_DIR_NAME = ".claude-tutorial-output"
+DOC_SUFFIXES = frozenset({".md", ".markdown", ".yaml", ".yml"})
+
+MAX_FILE_BYTES = 512 * 1024
+MAX_DOCS = 200
+MAX_TOTAL_BYTES = 16 * 1024 * 1024
+MAX_BATCH_BYTES = 512 * 1024
+MAX_BATCH_DOCS = 25
+MAX_TITLE_CHARS = 200
+MAX_SLUG_CHARS = 120
+
+_H1 = re.compile(r"^#[ \t]+(.+?)[ \t#]*$")
+_ORDER_PREFIX = re.compile(r"^(\d{1,4})(?=[-_. ]|$)")
+_SLUG_BAD = re.compile(r"[^a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    path: str
+    reason: str
+
+
+@dataclass
+class Collected:
+    docs: list[Doc] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(d.size for d in self.docs)
+
+
+def first_h1(text: str) -> str | None:
+    """The text of the first ATX level-1 heading outside fenced code blocks."""
+    fenced = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("```", "~~~")):
+            fenced = not fenced
+            continue
+        if fenced:
+            continue
+        match = _H1.match(line)
+        if match:
+            return match.group(1).strip()
+    return None
+
+
+def kind_for(relative: Path) -> DocKind:
+    parts = [p.lower() for p in relative.parts]
+    suffix = relative.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return "yaml"
+    if any(p in ("chapters", "chapter") for p in parts[:-1]):
+        return "chapter"
+    if any(p in ("tutorials", "tutorial") for p in parts[:-1]):
+        return "tutorial"
+    stem = relative.stem.lower()
+    if stem in ("index", "toc", "readme", "table-of-contents", "summary") and len(parts) == 1:
+        return "toc"
+    if stem.startswith("chapter"):
+        return "chapter"
+    if stem.startswith("tutorial"):
+        return "tutorial"
+    return "other"
+
+
+def slug_for(relative: Path) -> str:
+    raw = "/".join([*relative.parts[:-1], relative.stem]).lower()
+    slug = _SLUG_BAD.sub("-", raw).strip("-")
+    return (slug or "doc")[:MAX_SLUG_CHARS]
+
+
+def title_for(relative: Path, content: str, kind: DocKind) -> str:
+    title = first_h1(content) if kind != "yaml" else None
+    if not title:
+        stem = _ORDER_PREFIX.sub("", relative.stem).strip("-_. ")
+        title = stem.replace("-", " ").replace("_", " ").strip().capitalize() or relative.name
+    title = " ".join(title.split())
+    title = "".join(c for c in title if c >= " " and c != "\x7f")
+    return title[:MAX_TITLE_CHARS] or relative.name[:MAX_TITLE_CHARS]
+
+
+def _order_prefix(relative: Path) -> int | None:
+    match = _ORDER_PREFIX.match(relative.stem)
+    return int(match.group(1)) if match else None
+
+
+def _read_checked(root_real: Path, path: Path, max_file_bytes: int) -> tuple[str | None, str]:
+    """Read one candidate file safely; returns (content, "") or (None, reason)."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return None, f"cannot stat: {exc.strerror}"
+    if stat.S_ISLNK(st.st_mode):
+        return None, "symlink"
+    if not stat.S_ISREG(st.st_mode):
+        return None, "not a regular file"
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(root_real):
+        return None, "resolves outside the output directory"
+    if st.st_size > max_file_bytes:
+        return None, f"too large ({st.st_size} bytes > {max_file_bytes})"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        return None, f"cannot open: {exc.strerror}"
+    with os.fdopen(fd, "rb") as handle:
+        fst = os.fstat(handle.fileno())
+        if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+            return None, "changed while reading"
+        data = handle.read(max_file_bytes + 1)
+    if len(data) > max_file_bytes:
+        return None, f"too large (> {max_file_bytes} bytes)"
+    if b"\x00" in data:
+        return None, "binary (NUL bytes)"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    if not text.strip():
+        return None, "empty"
+    return text, ""
+
+
+def collect_docs(
+    output_dir: Path,
+    *,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    max_docs: int = MAX_DOCS,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+) -> Collected:
+    """Every acceptable doc under ``output_dir``, sorted by kind order then path."""
+    collected = Collected()
+    if output_dir.is_symlink():
+        collected.rejected.append(Rejection(OUTPUT_DIR_NAME, "output directory is a symlink"))
+        return collected
+    if not output_dir.is_dir():
+        return collected
+    root_real = Path(os.path.realpath(output_dir))
+
+    candidates: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(output_dir, followlinks=False):
+        here = Path(dirpath)
+        for name in list(dirnames):
+            if (here / name).is_symlink():
+                rel = (here / name).relative_to(output_dir)
+                collected.rejected.append(Rejection(str(rel), "symlink"))
+                dirnames.remove(name)
+        dirnames.sort()
+        for name in sorted(filenames):
+            candidates.append(here / name)
+
+    total = 0
+    used_slugs: set[str] = set()
+    per_kind_index: dict[str, int] = {}
+    for path in sorted(candidates, key=lambda p: p.relative_to(output_dir).as_posix()):
+        relative = path.relative_to(output_dir)
+        rel_text = relative.as_posix()
+        if path.suffix.lower() not in DOC_SUFFIXES and not path.is_symlink():
+            collected.rejected.append(Rejection(rel_text, "not a markdown or YAML file"))
+            continue
+        content, reason = _read_checked(root_real, path, max_file_bytes)
+        if content is None:
+            collected.rejected.append(Rejection(rel_text, reason))
+            continue
+        if len(collected.docs) >= max_docs:
+            collected.rejected.append(Rejection(rel_text, f"more than {max_docs} docs"))
+            continue
+        kind = kind_for(relative)
+        title = title_for(relative, content, kind)
+        slug = slug_for(relative)
+        base, n = slug, 2
+        while slug in used_slugs:
+            slug = f"{base}-{n}"
+            n += 1
+        doc_index = per_kind_index.get(kind, 0) + 1
+        per_kind_index[kind] = doc_index
+        prefix = _order_prefix(relative)
+        order = 0 if kind == "toc" else (prefix if prefix is not None else doc_index)
+        doc = Doc(slug=slug, title=title, kind=kind, order=order, content=content)
+        if total + doc.size > max_total_bytes:
+            collected.rejected.append(Rejection(rel_text, "total output size limit reached"))
+            continue
+        used_slugs.add(slug)
+        total += doc.size
+        collected.docs.append(doc)
+    return collected
+
+
+def batch_docs(
+    docs: list[Doc], *, max_batch_bytes: int = MAX_BATCH_BYTES, max_batch_docs: int = MAX_BATCH_DOCS
+) -> list[list[Doc]]:
+    """Split docs into upload batches within Convex's argument limits, keeping order."""
+    batches: list[list[Doc]] = []
+    current: list[Doc] = []
+    size = 0
+    for doc in docs:
+        if current and (size + doc.size > max_batch_bytes or len(current) >= max_batch_docs):
+            batches.append(current)
+            current, size = [], 0
+        current.append(doc)
+        size += doc.size
+    if current:
+        batches.append(current)
+    return batches

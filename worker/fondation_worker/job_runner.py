@@ -1,0 +1,386 @@
+"""One job from claim to its last call: workspace, disk, clone, start, steps, upload, complete.
+
+The runner ends every job with exactly one final call that matches how it ended:
+``complete``; ``retryOrFail`` with the error kind; ``release`` (shutdown);
+``acknowledgeCancel`` (cancel); or nothing at all when the lease was lost (fence).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import structlog
+
+from .claude_runner import ClaudeRunner
+from .clock import Clock
+from .collect import OUTPUT_DIR_NAME, batch_docs, collect_docs
+from .config import Settings
+from .convex_client import QueueApi
+from .errors import (
+    ConvexUnavailable,
+    ErrorKind,
+    GiveUp,
+    InvalidState,
+    JobAborted,
+    JobFailed,
+    LeaseLost,
+    OperatorActionNeeded,
+    WorkerError,
+)
+from .git_clone import CloneOptions, clone
+from .lease import ProgressBox
+from .logging_setup import get_logger
+from .metrics import Metrics
+from .models import ClaimedJob, Progress, Summary
+from .pipeline import STEPS, Step, render_prompt
+from .process import AbortSignal, ProcessRunner
+from .redact import Redactor
+from .validate import ValidationError, validate_branch, validate_repo_url
+from .workspace import disk_status, job_workspace, remove_tree
+
+log = get_logger(__name__)
+
+Outcome = Literal[
+    "completed", "deferred", "failed", "dead", "canceled", "released", "fenced", "lost"
+]
+
+DISK_RETRY_MS = 5 * 60 * 1000
+MAX_ERROR_CHARS = 1000
+_CLASS_TO_KIND: dict[str, ErrorKind] = {
+    "auth": "auth",
+    "usage_limit": "usage_limit",
+    "transient": "transient",
+    "permanent": "permanent",
+}
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    outcome: Outcome
+    kind: ErrorKind | None = None
+    message: str = ""
+    retry_after_ms: int | None = None
+    docs: int = 0
+
+
+@dataclass
+class JobContext:
+    """What the scheduler shares with a running job."""
+
+    abort: AbortSignal
+    progress: ProgressBox
+    stop_heartbeat: Callable[[], None]
+
+
+class JobRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: QueueApi,
+        processes: ProcessRunner,
+        clock: Clock,
+        redactor: Redactor,
+        metrics: Metrics,
+        base_env: Mapping[str, str],
+        steps: Sequence[Step] = STEPS,
+    ) -> None:
+        self._settings = settings
+        self._queue = queue
+        self._processes = processes
+        self._clock = clock
+        self._redactor = redactor
+        self._metrics = metrics
+        self._base_env = dict(base_env)
+        self._steps = tuple(steps)
+        self._claude = ClaudeRunner(settings, processes, clock, base_env)
+
+    def run(self, job: ClaimedJob, ctx: JobContext) -> JobOutcome:
+        token = job.github_token.get_secret_value() if job.github_token else None
+        self._redactor.register(token)
+        self._redactor.register(job.lease_token.get_secret_value())
+        try:
+            with structlog.contextvars.bound_contextvars(job_id=job.job_id, attempt=job.attempt):
+                return self._run(job, ctx, token)
+        finally:
+            self._redactor.unregister(token)
+            self._redactor.unregister(job.lease_token.get_secret_value())
+
+    # --- the work -------------------------------------------------------------------
+
+    def _run(self, job: ClaimedJob, ctx: JobContext, token: str | None) -> JobOutcome:
+        started = self._clock.monotonic()
+        log.info(
+            "job.started",
+            repo=job.repo_url,
+            branch=job.branch,
+            max_attempts=job.max_attempts,
+            private=token is not None,
+        )
+        try:
+            docs = self._execute(job, ctx, token, started)
+        except JobAborted as aborted:
+            return self._finish_aborted(job, ctx, aborted.reason)
+        except JobFailed as failed:
+            if ctx.abort.reason == "fence":
+                return self._finish_aborted(job, ctx, "fence")
+            return self._finish_failed(job, ctx, failed)
+        except LeaseLost as exc:
+            ctx.stop_heartbeat()
+            log.error("job.lease_lost", problem=str(exc))
+            return JobOutcome("fenced", message=str(exc))
+        except (ConvexUnavailable, OperatorActionNeeded) as exc:
+            if ctx.abort.reason == "fence":
+                return self._finish_aborted(job, ctx, "fence")
+            ctx.stop_heartbeat()
+            # We cannot report anything now; the lease will run out and the job comes back.
+            log.error("job.abandoned", problem=str(exc))
+            return JobOutcome("lost", message=str(exc))
+        except WorkerError as exc:
+            return self._finish_failed(job, ctx, JobFailed("transient", f"worker error: {exc}"))
+        except Exception as exc:
+            log.exception("job.internal_error")
+            internal = JobFailed("transient", f"internal worker error: {type(exc).__name__}")
+            return self._finish_failed(job, ctx, internal)
+        return self._finish_completed(job, ctx, docs)
+
+    def _check(self, ctx: JobContext) -> None:
+        if ctx.abort.reason is not None:
+            raise JobAborted(ctx.abort.reason)
+
+    def _execute(
+        self, job: ClaimedJob, ctx: JobContext, token: str | None, started: float
+    ) -> _Done:
+        settings = self._settings
+        try:
+            repo = validate_repo_url(job.repo_url, settings.allowed_repo_hosts)
+            branch = validate_branch(job.branch) if job.branch else None
+        except ValidationError as exc:
+            raise JobFailed("invalid_repository", str(exc)) from None
+        total = len(self._steps)
+        self._check(ctx)
+        with job_workspace(settings.jobs_dir, job.job_id) as workspace:
+            disk = disk_status(settings.temp_dir, settings.min_free_disk_mb)
+            if not disk.ok:
+                raise JobFailed(
+                    "disk", f"not enough free disk in TEMP_DIR: {disk.describe()}", DISK_RETRY_MS
+                )
+            ctx.progress.set(
+                Progress(step="clone", current_step=0, total_steps=total, message="Cloning")
+            )
+            clone(
+                url=repo.url,
+                branch=branch,
+                token=token,
+                workspace=workspace,
+                options=CloneOptions(
+                    git_bin=settings.git_bin,
+                    timeout_s=settings.clone_timeout / 1000,
+                    max_bytes=settings.max_repo_mb * 1024 * 1024,
+                    ca_bundle=settings.git_ca_bundle,
+                ),
+                runner=self._processes,
+                abort=ctx.abort,
+                base_env=self._base_env,
+            )
+            log.info("job.cloned")
+            output_dir = workspace.repo / OUTPUT_DIR_NAME
+            remove_tree(output_dir)  # whatever the repository shipped there is not ours
+            self._check(ctx)
+            self._queue.start(job.job_id, job.lease_token)
+
+            cost = 0.0
+            for index, step in enumerate(self._steps, start=1):
+                self._check(ctx)
+                ctx.progress.set(
+                    Progress(
+                        step=step.name,
+                        current_step=index,
+                        total_steps=total,
+                        message=f"{step.title} (step {index} of {total})",
+                    )
+                )
+                log.info("step.started", step=step.name, index=index, total=total)
+                cost += self._run_step(
+                    job, ctx, repo.slug, workspace.repo, workspace.root, step, index
+                )
+
+            self._check(ctx)
+            collected = collect_docs(output_dir)
+            for rejection in collected.rejected:
+                log.warning("docs.rejected", path=rejection.path, reason=rejection.reason)
+            if not collected.docs:
+                raise JobFailed("permanent", "the analysis produced no documents")
+            run_id = str(uuid.uuid4())
+            batches = batch_docs(collected.docs)
+            ctx.progress.set(
+                Progress(
+                    step="upload",
+                    current_step=total,
+                    total_steps=total,
+                    message=f"Uploading {len(collected.docs)} documents",
+                )
+            )
+            stored = 0
+            for batch in batches:
+                self._check(ctx)
+                stored += self._queue.upload_docs(job.job_id, job.lease_token, run_id, batch)
+            log.info("docs.uploaded", docs=len(collected.docs), batches=len(batches))
+            self._check(ctx)
+            duration_ms = (self._clock.monotonic() - started) * 1000
+            return _Done(run_id, len(collected.docs), duration_ms, cost)
+
+    def _run_step(
+        self,
+        job: ClaimedJob,
+        ctx: JobContext,
+        repo_slug: str,
+        repo_dir: Path,
+        scratch: Path,
+        step: Step,
+        index: int,
+    ) -> float:
+        prompt = render_prompt(
+            step,
+            repo_name=repo_slug,
+            branch=job.branch or "(default)",
+            index=index,
+            total=len(self._steps),
+        )
+        result = self._claude.run(
+            prompt,
+            cwd=repo_dir,
+            scratch=scratch,
+            abort=ctx.abort,
+            timeout_s=self._settings.step_timeout / 1000,
+            job_id=job.job_id,
+            step=step.name,
+        )
+        verdict = result.classification
+        if result.aborted:
+            raise JobAborted(result.aborted)
+        self._metrics.claude_steps.labels(step=step.name, outcome=verdict.kind).inc()
+        log.info(
+            "step.finished",
+            step=step.name,
+            outcome=verdict.kind,
+            seconds=round(result.duration_s, 1),
+            cost_usd=result.cost_usd,
+        )
+        if verdict.timed_out:
+            raise JobFailed(
+                "timeout", f"step {step.name} took longer than STEP_TIMEOUT: {verdict.reason}"
+            )
+        if not verdict.ok:
+            kind = _CLASS_TO_KIND[verdict.kind]
+            raise JobFailed(kind, f"step {step.name}: {verdict.reason}", verdict.retry_after_ms)
+        missing = [p for p in step.expects if not any((repo_dir / OUTPUT_DIR_NAME).glob(p))]
+        if missing:
+            raise JobFailed("transient", f"step {step.name} did not write {', '.join(missing)}")
+        return result.cost_usd
+
+    # --- the one final call -----------------------------------------------------------
+
+    def _finish_completed(self, job: ClaimedJob, ctx: JobContext, done: _Done) -> JobOutcome:
+        ctx.stop_heartbeat()
+        if ctx.abort.reason == "fence":
+            return self._finish_aborted(job, ctx, "fence")
+        summary = Summary(
+            docs_count=done.docs, duration_ms=round(done.duration_ms), cost_usd=done.cost_usd
+        )
+        try:
+            self._queue.complete(job.job_id, job.lease_token, done.run_id, summary)
+        except (InvalidState, LeaseLost) as exc:
+            if exc.after_retry and self._already(job, "completed"):
+                log.info("job.completed", docs=done.docs, note="confirmed after a retry")
+                return JobOutcome("completed", docs=done.docs)
+            log.error("job.complete_refused", problem=str(exc))
+            return JobOutcome("fenced", message=str(exc))
+        except WorkerError as exc:
+            log.error("job.complete_failed", problem=str(exc))
+            return JobOutcome("lost", message=str(exc))
+        log.info(
+            "job.completed",
+            docs=done.docs,
+            duration_ms=round(done.duration_ms),
+            cost_usd=round(done.cost_usd, 4),
+        )
+        return JobOutcome("completed", docs=done.docs)
+
+    def _finish_failed(self, job: ClaimedJob, ctx: JobContext, failed: JobFailed) -> JobOutcome:
+        ctx.stop_heartbeat()
+        if ctx.abort.reason == "fence":
+            return self._finish_aborted(job, ctx, "fence")
+        message = self._redactor.redact(failed.message)[:MAX_ERROR_CHARS]
+        retry_after = failed.retry_after_ms
+        if failed.kind == "auth" and retry_after is None:
+            retry_after = self._settings.auth_recheck_ms
+        try:
+            reply = self._queue.retry_or_fail(
+                job.job_id, job.lease_token, message, failed.kind, retry_after
+            )
+        except LeaseLost as exc:
+            log.error("job.retry_refused", problem=str(exc), kind=failed.kind)
+            return JobOutcome("fenced", failed.kind, message)
+        except (GiveUp, WorkerError) as exc:
+            log.error("job.retry_failed", problem=str(exc), kind=failed.kind)
+            return JobOutcome("lost", failed.kind, message)
+        outcome: Outcome = "deferred" if reply.status == "pending" else reply.status
+        log.warning(
+            "job.failed",
+            kind=failed.kind,
+            error=message,
+            status=reply.status,
+            run_at=reply.run_at,
+        )
+        return JobOutcome(outcome, failed.kind, message, retry_after)
+
+    def _finish_aborted(self, job: ClaimedJob, ctx: JobContext, reason: str) -> JobOutcome:
+        ctx.stop_heartbeat()
+        if reason == "fence":
+            # Another worker may own the job now: not one more call for it.
+            log.warning("job.fenced")
+            return JobOutcome("fenced", message="lease could not be renewed")
+        if reason == "timeout":
+            return self._finish_failed(
+                job,
+                ctx,
+                JobFailed(
+                    "timeout", f"job took longer than JOB_TIMEOUT ({self._job_timeout_s()} s)"
+                ),
+            )
+        try:
+            if reason == "cancel":
+                self._queue.acknowledge_cancel(job.job_id, job.lease_token)
+                log.info("job.canceled")
+                return JobOutcome("canceled")
+            self._queue.release(job.job_id, job.lease_token, "shutdown")
+            log.info("job.released", reason="shutdown")
+            return JobOutcome("released", "shutdown")
+        except LeaseLost as exc:
+            log.error("job.final_call_refused", problem=str(exc), reason=reason)
+            return JobOutcome("fenced", message=str(exc))
+        except WorkerError as exc:
+            log.error("job.final_call_failed", problem=str(exc), reason=reason)
+            return JobOutcome("lost", message=str(exc))
+
+    def _job_timeout_s(self) -> int:
+        return self._settings.job_timeout // 1000
+
+    def _already(self, job: ClaimedJob, status: str) -> bool:
+        try:
+            public = self._queue.get_job(job.job_id)
+        except WorkerError:
+            return False
+        return public is not None and public.status == status
+
+
+@dataclass(frozen=True)
+class _Done:
+    run_id: str
+    docs: int
+    duration_ms: float
+    cost_usd: float

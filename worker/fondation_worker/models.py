@@ -1,0 +1,113 @@
+"""Pydantic models of the wire contract (docs/CONTRACT.md): what Convex sends and receives."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+DocKind = Literal["chapter", "tutorial", "toc", "yaml", "other"]
+JobStatus = Literal["pending", "claimed", "running", "completed", "failed", "dead", "canceled"]
+# "failed" is not terminal: the job waits for its retry (runAt), like "pending".
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "dead", "canceled"})
+
+
+class _Reply(BaseModel):
+    # Convex may add fields; the worker reads only what the contract promises.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ClaimedJob(_Reply):
+    job_id: str = Field(alias="jobId")
+    lease_token: SecretStr = Field(alias="leaseToken")
+    lease_until: float = Field(alias="leaseUntil")
+    attempt: int
+    max_attempts: int = Field(alias="maxAttempts")
+    repo_url: str = Field(alias="repoUrl")
+    branch: str | None = None
+    user_id: str | None = Field(default=None, alias="userId")
+    github_token: SecretStr | None = Field(default=None, alias="githubToken")
+
+
+class HeartbeatReply(_Reply):
+    cancel_requested: bool = Field(alias="cancelRequested")
+    lease_until: float = Field(alias="leaseUntil")
+
+
+class UploadReply(_Reply):
+    stored: int
+
+
+class RetryReply(_Reply):
+    # "canceled" is returned by convex/jobs.ts when a cancel was requested meanwhile
+    # (not listed in docs/CONTRACT.md).
+    status: Literal["failed", "dead", "pending", "canceled"]
+    run_at: float | None = Field(default=None, alias="runAt")
+
+
+class EnqueueReply(_Reply):
+    job_id: str = Field(alias="jobId")
+    created: bool
+
+
+class CancelReply(_Reply):
+    status: str
+
+
+class Progress(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    step: str | None = None
+    current_step: int | None = Field(default=None, alias="currentStep")
+    total_steps: int | None = Field(default=None, alias="totalSteps")
+    message: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class Summary(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    docs_count: int = Field(alias="docsCount")
+    duration_ms: float = Field(alias="durationMs")
+    cost_usd: float | None = Field(default=None, alias="costUsd")
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class Doc(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    slug: str
+    title: str
+    kind: DocKind
+    order: int
+    content: str
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    @property
+    def size(self) -> int:
+        return len(self.content.encode("utf-8")) + len(self.title.encode("utf-8")) + 64
+
+
+class PublicJob(_Reply):
+    """What ``jobs:get`` returns; only the fields the CLI reads are typed."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    job_id: str = Field(alias="jobId")
+    status: str
+    repo_url: str | None = Field(default=None, alias="repoUrl")
+    branch: str | None = None
+    attempts: int | None = None
+    max_attempts: int | None = Field(default=None, alias="maxAttempts")
+    deferrals: int | None = None
+    result: Summary | None = None
+    progress: Progress | None = None
+    last_error: str | None = Field(default=None, alias="lastError")
+    last_error_kind: str | None = Field(default=None, alias="lastErrorKind")
+    run_at: float | None = Field(default=None, alias="runAt")

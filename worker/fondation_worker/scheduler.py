@@ -1,0 +1,417 @@
+"""The worker loop: claim up to MAX_CONCURRENT_JOBS, heartbeat each, pause, drain.
+
+- Polls at POLL_INTERVAL while work is found and backs off to IDLE_POLL_MAX when idle.
+- One thread per job and one heartbeat thread per job (see lease.py for self-fencing).
+- Auth and usage-limit failures mark the worker not ready and pause claiming until a
+  re-check (a tiny real Claude call) passes; low disk pauses claiming until space is back.
+- Shutdown: the first SIGTERM/SIGINT stops claiming and lets jobs finish for up to
+  DRAIN_TIMEOUT, then releases them; a second signal releases them at once.
+
+Time and processes are parameters (``Clock``, the job runner, the probe), so tests can
+drive the loop without real waiting.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal, Protocol
+
+import structlog
+
+from .backoff import idle_poll_delay_ms
+from .classify import Classification
+from .clock import Clock
+from .config import Settings
+from .convex_client import QueueApi
+from .errors import OperatorActionNeeded, WorkerError
+from .health import HealthState
+from .job_runner import JobContext, JobOutcome
+from .lease import Heartbeat, ProgressBox
+from .logging_setup import get_logger
+from .metrics import Metrics
+from .models import ClaimedJob, HeartbeatReply, Progress
+from .process import AbortSignal
+from .workspace import DiskStatus
+
+log = get_logger(__name__)
+
+LOOP_TICK_S = 0.25
+DISK_RECHECK_S = 5.0
+# After releasing, how long jobs get to kill their processes and make their last call
+# (release is bounded to about 11 s) before the worker exits anyway. With the default
+# DRAIN_TIMEOUT of 90 s, the worker is gone within about 110 s of SIGTERM.
+ABORT_GRACE_S = 20.0
+
+PauseReason = Literal["auth", "usage_limit", "disk"]
+
+
+class RunsJobs(Protocol):
+    def run(self, job: ClaimedJob, ctx: JobContext) -> JobOutcome: ...
+
+
+@dataclass
+class _Running:
+    job: ClaimedJob
+    abort: AbortSignal
+    heartbeat: Heartbeat
+    thread: threading.Thread
+    started: float
+    deadline: float
+
+
+@dataclass
+class _Pause:
+    reason: PauseReason
+    until: float
+    message: str
+    probing: bool = False
+    probe_result: Classification | None = field(default=None)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        queue_api: QueueApi,
+        runner: RunsJobs,
+        clock: Clock,
+        health: HealthState,
+        metrics: Metrics,
+        disk: Callable[[], DiskStatus],
+        sweep: Callable[[], object] | None = None,
+        probe: Callable[[], Classification] | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._s = settings
+        self._queue = queue_api
+        self._runner = runner
+        self._clock = clock
+        self._health = health
+        self._metrics = metrics
+        self._disk = disk
+        self._sweep = sweep
+        self._probe = probe
+        self._rand = rand
+
+        self._wake = threading.Event()
+        self._done: queue.Queue[tuple[str, JobOutcome]] = queue.Queue()
+        self._running: dict[str, _Running] = {}
+        self._stop_level = 0  # set from signal handlers: a plain int, no locks
+        self._draining = False
+        self._drain_deadline = 0.0
+        self._released_at: float | None = None
+        self._next_poll = 0.0
+        self._empty_polls = 0
+        self._pause: _Pause | None = None
+        self._next_disk_check = 0.0
+        self._convex_problem_logged: str | None = None
+
+    # --- control ----------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """First call: drain. Second: release now. Safe to call from a signal handler."""
+        self._stop_level = min(2, self._stop_level + 1)
+
+    @property
+    def running_jobs(self) -> list[str]:
+        return list(self._running)
+
+    @property
+    def paused(self) -> PauseReason | None:
+        return self._pause.reason if self._pause else None
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; 0 after a clean drain, 1 if jobs had to be abandoned."""
+        if self._sweep is not None:
+            self._sweep()
+        log.info(
+            "worker.started",
+            worker_id=self._s.worker_id,
+            max_concurrent_jobs=self._s.max_concurrent_jobs,
+            poll_interval_ms=self._s.poll_interval,
+            idle_poll_max_ms=self._s.idle_poll_max,
+            lease_ms=self._s.lease_ms,
+            heartbeat_ms=self._s.heartbeat_ms,
+        )
+        while True:
+            now = self._clock.monotonic()
+            self._health.tick()
+            self._reap()
+            self._enforce_deadlines(now)
+            if self._stop_level:
+                if self._shutdown_step(now):
+                    break
+            else:
+                self._update_pause(now)
+                self._maybe_claim(now)
+            self._clock.wait(self._wake, self._sleep_for(self._clock.monotonic()))
+            self._wake.clear()
+        abandoned = len(self._running)
+        if abandoned:
+            log.error("worker.exit_with_jobs", jobs=list(self._running))
+        log.info("worker.stopped", abandoned=abandoned)
+        return 1 if abandoned else 0
+
+    def _sleep_for(self, now: float) -> float:
+        if self._stop_level or self._pause is not None:
+            return LOOP_TICK_S
+        until_poll = self._next_poll - now
+        return max(0.0, min(LOOP_TICK_S, until_poll))
+
+    # --- claiming ---------------------------------------------------------------------
+
+    def _maybe_claim(self, now: float) -> None:
+        if self._pause is not None or now < self._next_poll:
+            return
+        if len(self._running) >= self._s.max_concurrent_jobs:
+            return
+        request_id = str(uuid.uuid4())
+        sent = self._clock.monotonic()
+        try:
+            job = self._queue.claim_one(self._s.worker_id, self._s.lease_ms, request_id)
+        except OperatorActionNeeded as exc:
+            self._convex_problem(f"worker token refused by Convex, operator action needed: {exc}")
+            self._schedule_idle(now)
+            return
+        except WorkerError as exc:
+            self._convex_problem(f"unreachable or failing: {exc}")
+            self._schedule_idle(now)
+            return
+        if self._health.clear_problem("convex"):
+            log.info("convex.reachable_again")
+            self._convex_problem_logged = None
+        if job is None:
+            self._schedule_idle(now)
+            return
+        self._empty_polls = 0
+        self._next_poll = now + self._s.poll_interval / 1000
+        self._start_job(job, sent)
+        if self._stop_level:
+            # The signal came while the claim was in flight: give the job straight back.
+            self._running[job.job_id].abort.abort("shutdown")
+
+    def _schedule_idle(self, now: float) -> None:
+        self._empty_polls += 1
+        delay_ms = idle_poll_delay_ms(
+            self._empty_polls, self._s.poll_interval, self._s.idle_poll_max, self._rand()
+        )
+        self._next_poll = now + delay_ms / 1000
+
+    def _convex_problem(self, reason: str) -> None:
+        self._health.set_problem("convex", reason)
+        if self._convex_problem_logged != reason:
+            log.error("convex.problem", problem=reason)
+            self._convex_problem_logged = reason
+
+    # --- jobs -------------------------------------------------------------------------
+
+    def _start_job(self, job: ClaimedJob, claimed_at: float) -> None:
+        abort = AbortSignal()
+        progress = ProgressBox()
+        lease_s = self._s.lease_ms / 1000
+        interval_s = self._s.heartbeat_ms / 1000
+        call_timeout_s = min(self._s.convex_timeout_ms / 1000, interval_s)
+        queue_api = self._queue
+        lease_ms = self._s.lease_ms
+
+        def send(progress_now: Progress | None, timeout_s: float) -> HeartbeatReply:
+            return queue_api.heartbeat(
+                job.job_id, job.lease_token, lease_ms, progress_now, timeout_s=timeout_s
+            )
+
+        heartbeat = Heartbeat(
+            send=send,
+            lease_s=lease_s,
+            interval_s=interval_s,
+            call_timeout_s=call_timeout_s,
+            claimed_at=claimed_at,
+            abort=abort,
+            progress=progress,
+            clock=self._clock,
+            metrics=self._metrics,
+        )
+        ctx = JobContext(abort=abort, progress=progress, stop_heartbeat=heartbeat.stop)
+        thread = threading.Thread(
+            target=self._job_main,
+            args=(job, ctx, heartbeat),
+            name=f"job-{job.job_id}",
+            daemon=True,
+        )
+        now = self._clock.monotonic()
+        self._running[job.job_id] = _Running(
+            job=job,
+            abort=abort,
+            heartbeat=heartbeat,
+            thread=thread,
+            started=now,
+            deadline=now + self._s.job_timeout / 1000,
+        )
+        self._metrics.jobs_claimed.inc()
+        self._metrics.in_flight.set(len(self._running))
+        log.info(
+            "job.claimed",
+            job_id=job.job_id,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            lease_until=job.lease_until,
+        )
+        thread.start()
+
+    def _job_main(self, job: ClaimedJob, ctx: JobContext, heartbeat: Heartbeat) -> None:
+        outcome = JobOutcome("lost", message="job thread ended without an outcome")
+        with structlog.contextvars.bound_contextvars(job_id=job.job_id, attempt=job.attempt):
+            heartbeat.start(name=f"heartbeat-{job.job_id}")
+            try:
+                outcome = self._runner.run(job, ctx)
+            except BaseException:
+                log.exception("job.crashed")
+            finally:
+                heartbeat.stop()
+                self._done.put((job.job_id, outcome))
+                self._wake.set()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                job_id, outcome = self._done.get_nowait()
+            except queue.Empty:
+                return
+            running = self._running.pop(job_id, None)
+            if running is None:
+                continue
+            running.thread.join(timeout=5)
+            elapsed = self._clock.monotonic() - running.started
+            self._metrics.jobs_finished.labels(outcome=outcome.outcome).inc()
+            self._metrics.job_duration.labels(outcome=outcome.outcome).observe(elapsed)
+            self._metrics.in_flight.set(len(self._running))
+            self._after_outcome(outcome)
+            # A slot is free: look for more work soon (at POLL_INTERVAL pace).
+            self._empty_polls = 0
+            self._next_poll = min(self._next_poll, self._clock.monotonic())
+
+    def _enforce_deadlines(self, now: float) -> None:
+        for running in self._running.values():
+            if now >= running.deadline and running.abort.abort("timeout"):
+                log.warning("job.timeout", job_id=running.job.job_id)
+
+    # --- readiness and pauses ---------------------------------------------------------
+
+    def _after_outcome(self, outcome: JobOutcome) -> None:
+        now = self._clock.monotonic()
+        if outcome.kind == "auth":
+            self._pause_for(
+                "auth",
+                now + self._s.auth_recheck_ms / 1000,
+                f"Claude authentication failed ({outcome.message}); operator action needed",
+            )
+        elif outcome.kind == "usage_limit":
+            wait_s = (outcome.retry_after_ms or self._s.auth_recheck_ms) / 1000
+            until = (self._clock.now() + timedelta(seconds=wait_s)).isoformat(timespec="seconds")
+            self._pause_for(
+                "usage_limit", now + wait_s, f"Claude usage limit reached, paused until {until}"
+            )
+        elif outcome.kind == "disk":
+            self._pause_for("disk", now, outcome.message or "not enough free disk")
+        elif outcome.outcome == "completed" and self._pause is None:
+            self._health.clear_problem("claude")
+
+    def _pause_for(self, reason: PauseReason, until: float, message: str) -> None:
+        self._pause = _Pause(reason=reason, until=until, message=message)
+        self._health.set_problem("disk" if reason == "disk" else "claude", message)
+        log.warning(
+            "worker.paused",
+            reason=reason,
+            message=message,
+            resume_in_s=round(until - self._clock.monotonic(), 1),
+        )
+
+    def _update_pause(self, now: float) -> None:
+        pause = self._pause
+        if pause is None:
+            return
+        if pause.reason == "disk":
+            if now < self._next_disk_check:
+                return
+            self._next_disk_check = now + DISK_RECHECK_S
+            status = self._disk()
+            if status.ok:
+                self._resume("disk", f"disk ok again: {status.describe()}")
+            else:
+                self._health.set_problem("disk", f"not enough free disk: {status.describe()}")
+            return
+        if pause.probing:
+            result = pause.probe_result
+            if result is None:
+                return
+            pause.probing = False
+            pause.probe_result = None
+            if result.kind == "auth":
+                pause.until = now + self._s.auth_recheck_ms / 1000
+                pause.reason = "auth"
+                self._health.set_problem("claude", f"Claude authentication failed: {result.reason}")
+                log.warning("worker.still_paused", reason="auth", problem=result.reason)
+            elif result.kind == "usage_limit":
+                wait_s = (result.retry_after_ms or self._s.auth_recheck_ms) / 1000
+                pause.until = now + wait_s
+                pause.reason = "usage_limit"
+                self._health.set_problem("claude", f"Claude usage limit: {result.reason}")
+                log.warning("worker.still_paused", reason="usage_limit", resume_in_s=wait_s)
+            else:
+                self._resume("claude", f"claude re-check: {result.kind}")
+            return
+        if now < pause.until:
+            return
+        if self._probe is None:
+            self._resume("claude", "pause over")
+            return
+        pause.probing = True
+        probe = self._probe
+
+        def run_probe() -> None:
+            try:
+                result = probe()
+            except Exception as exc:  # a broken probe must not stop the loop
+                result = Classification("transient", f"probe failed: {exc}")
+            pause.probe_result = result
+            self._wake.set()
+
+        threading.Thread(target=run_probe, name="claude-probe", daemon=True).start()
+
+    def _resume(self, key: str, why: str) -> None:
+        self._pause = None
+        self._health.clear_problem(key)
+        self._next_poll = self._clock.monotonic()
+        self._empty_polls = 0
+        log.info("worker.resumed", why=why)
+
+    # --- shutdown ---------------------------------------------------------------------
+
+    def _shutdown_step(self, now: float) -> bool:
+        """Advance the shutdown; True when the loop may end."""
+        if not self._draining:
+            self._draining = True
+            self._drain_deadline = now + self._s.drain_timeout / 1000
+            self._health.set_draining()
+            log.info(
+                "worker.draining",
+                jobs=list(self._running),
+                drain_timeout_ms=self._s.drain_timeout,
+            )
+        if not self._running:
+            return True
+        if self._released_at is None and (self._stop_level >= 2 or now >= self._drain_deadline):
+            self._released_at = now
+            why = "second signal" if self._stop_level >= 2 else "drain timeout"
+            log.warning("worker.releasing_jobs", why=why, jobs=list(self._running))
+            for running in self._running.values():
+                running.abort.abort("shutdown")
+        return self._released_at is not None and now - self._released_at > ABORT_GRACE_S

@@ -1,0 +1,179 @@
+"""Per-job workspaces under ``TEMP_DIR/jobs``, always removed; sweep; disk preflight.
+
+Each workspace holds an ``flock`` on its ``.lock`` file for as long as its job runs. The
+startup sweep removes every workspace whose lock nobody holds: leftovers of a crashed
+predecessor, never the directory of another live worker sharing the same TEMP_DIR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+LOCK_NAME = ".lock"
+# A directory without a lock file is being created right now, or is a crash leftover from
+# between mkdir and lock; leave young ones alone.
+UNLOCKED_GRACE_S = 300.0
+_SAFE = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+@dataclass(frozen=True)
+class DiskStatus:
+    free_mb: int
+    min_free_mb: int
+
+    @property
+    def ok(self) -> bool:
+        return self.free_mb >= self.min_free_mb
+
+    def describe(self) -> str:
+        return f"{self.free_mb} MiB free, minimum {self.min_free_mb} MiB"
+
+
+def disk_status(path: Path, min_free_mb: int) -> DiskStatus:
+    """Free space on the filesystem holding ``path`` (its nearest existing parent)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    usage = shutil.disk_usage(probe)
+    return DiskStatus(free_mb=usage.free // (1024 * 1024), min_free_mb=min_free_mb)
+
+
+def _chmod_and_retry(func: object, path: str, _exc: object) -> None:
+    # rmtree cannot delete entries of read-only directories (git marks some objects so).
+    with contextlib.suppress(OSError):
+        parent = os.path.dirname(path)
+        os.chmod(parent, stat.S_IRWXU)
+        os.chmod(path, stat.S_IRWXU)
+    if callable(func):
+        with contextlib.suppress(OSError):
+            func(path)
+
+
+def remove_tree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+        return
+    if path.exists():
+        shutil.rmtree(path, onerror=_chmod_and_retry)
+
+
+class Workspace:
+    """``root/`` with ``repo/`` (the clone), ``home/`` (HOME for git) and ``tmp/``."""
+
+    def __init__(self, root: Path, lock_fd: int) -> None:
+        self.root = root
+        self._lock_fd = lock_fd
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "repo"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    def close(self) -> None:
+        try:
+            remove_tree(self.root)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+
+
+@contextlib.contextmanager
+def job_workspace(jobs_dir: Path, job_id: str) -> Iterator[Workspace]:
+    """Create a locked workspace for ``job_id``; it is removed whatever happens."""
+    jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    name = f"{_SAFE.sub('_', job_id)[:64]}-{secrets.token_hex(4)}"
+    root = jobs_dir / name
+    root.mkdir(mode=0o700)
+    lock_fd = -1
+    try:
+        lock_fd = os.open(root / LOCK_NAME, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for sub in ("home", "tmp"):
+            (root / sub).mkdir(mode=0o700)
+    except BaseException:
+        if lock_fd >= 0:
+            os.close(lock_fd)
+        remove_tree(root)
+        raise
+    workspace = Workspace(root, lock_fd)
+    try:
+        yield workspace
+    finally:
+        workspace.close()
+
+
+def sweep(jobs_dir: Path, now: float | None = None) -> list[Path]:
+    """Remove workspaces nobody holds; returns what was removed."""
+    removed: list[Path] = []
+    if not jobs_dir.is_dir():
+        return removed
+    now = time.time() if now is None else now
+    for entry in sorted(jobs_dir.iterdir()):
+        if entry.is_symlink() or not entry.is_dir():
+            remove_tree(entry)
+            removed.append(entry)
+            continue
+        lock_path = entry / LOCK_NAME
+        if not lock_path.exists():
+            try:
+                age = now - entry.stat().st_mtime
+            except OSError:
+                continue
+            if age > UNLOCKED_GRACE_S:
+                remove_tree(entry)
+                removed.append(entry)
+            continue
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live worker owns it
+            remove_tree(entry)
+            removed.append(entry)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def directory_size(path: Path, limit: int | None = None) -> int:
+    """Bytes used under ``path`` (no symlink following); stops early past ``limit``."""
+    total = 0
+    stack = [path]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += st.st_blocks * 512 if st.st_blocks else st.st_size
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+                    if limit is not None and total > limit:
+                        return total
+        except OSError:
+            continue
+    return total
