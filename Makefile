@@ -62,8 +62,8 @@ lint: deps ## ruff, mypy --strict, yamllint, ansible-lint (production), tsc
 	@if [ -f devbackend/tsconfig.json ]; then tsc --noEmit -p devbackend; fi
 	@if [ -f tests/convex/tsconfig.json ]; then tsc --noEmit -p tests/convex; fi
 
-unit: deps ## the Python test suites (pytest)
-	pytest tests
+unit: deps ## the Python test suites (pytest), the real-CLI ones with the pinned binary
+	REAL_CLAUDE_BIN=$$(scripts/claude-cli.sh binary) pytest tests
 
 convex-test: deps ## the Convex functions under convex-test (vitest)
 	vitest run

@@ -15,7 +15,6 @@ log() { printf 'build-image: %s\n' "$*" >&2; }
 image=${FONDATION_IMAGE:-fondation-worker}
 python=${PYTHON:-$root/.venv/bin/python}
 context=build/image-context
-cache=build/cache
 archives=build/images
 # shellcheck source=../worker/claude-cli.lock
 . worker/claude-cli.lock
@@ -24,18 +23,10 @@ revision=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
 bash scripts/docker-engine.sh
 bash scripts/base-image.sh bookworm
-mkdir -p "$context/wheels" "$cache" "$archives"
+mkdir -p "$context/wheels" "$archives"
 
-# 1a. Claude CLI: fetch once per version, verify the pin every time.
-tgz="$cache/claude-cli-$CLAUDE_CLI_VERSION.tgz"
-if [ ! -f "$tgz" ]; then
-  log "fetching $CLAUDE_CLI_PACKAGE@$CLAUDE_CLI_VERSION"
-  tmp=$(mktemp -d)
-  (cd "$tmp" && timeout 600 npm pack --silent "$CLAUDE_CLI_PACKAGE@$CLAUDE_CLI_VERSION" >/dev/null)
-  mv "$tmp"/*.tgz "$tgz"; rm -rf "$tmp"
-fi
-echo "$CLAUDE_CLI_SHA256  $tgz" | sha256sum -c --quiet - \
-  || { log "checksum mismatch for $tgz: refusing to build"; rm -f "$tgz"; exit 1; }
+# 1a. Claude CLI: fetched once per version, its sha256 checked every time.
+tgz=$(bash scripts/claude-cli.sh tarball)
 # A hard link keeps the 180 MB file out of a second copy; cmp keeps the context stable.
 cmp -s "$tgz" "$context/claude-cli.tgz" 2>/dev/null || ln -f "$tgz" "$context/claude-cli.tgz" \
   || cp "$tgz" "$context/claude-cli.tgz"

@@ -281,7 +281,12 @@ def test_job_timeout_aborts_the_job() -> None:
 def test_auth_failure_pauses_claiming_until_the_recheck_passes() -> None:
     queue = FakeQueue(jobs=3)
     runner = FakeRunner(JobOutcome("deferred", "auth", "Not logged in"))
-    verdicts = [Classification("auth", "Not logged in"), Classification("ok", "fine")]
+    # The start-up probe passes; the job then fails on auth; one re-check fails, one passes.
+    verdicts = [
+        Classification("ok", "fine"),
+        Classification("auth", "Not logged in"),
+        Classification("ok", "fine"),
+    ]
     probes: list[float] = []
 
     def probe() -> Classification:
@@ -290,18 +295,37 @@ def test_auth_failure_pauses_claiming_until_the_recheck_passes() -> None:
 
     scheduler, health, _ = make(queue, runner, probe=probe, auth_recheck_ms=300)
     loop = Loop(scheduler)
-    wait_until(lambda: scheduler.paused == "auth", 5)
+    wait_until(lambda: len(runner.started) == 1 and scheduler.paused == "auth", 5)
     ready, body = health.readiness()
     assert not ready
     assert any(r.startswith("claude: Claude authentication failed") for r in body["reasons"])
     claims = len(queue.claims)
-    wait_until(lambda: len(probes) == 1, 5)
+    wait_until(lambda: len(probes) == 2, 5)
     assert len(queue.claims) == claims  # nothing claimed while paused
     assert scheduler.paused == "auth"  # the first re-check still failed
     runner.outcome = JobOutcome("completed", docs=1)
-    wait_until(lambda: len(probes) == 2 and scheduler.paused is None, 5)
+    wait_until(lambda: len(probes) == 3 and scheduler.paused is None, 5)
     wait_until(lambda: len(runner.started) == 3, 5)
     wait_until(lambda: health.readiness()[0], 5)
+    loop.stop()
+
+
+def test_without_claude_auth_at_start_the_worker_says_so_and_claims_nothing() -> None:
+    queue = FakeQueue(jobs=2)
+    runner = FakeRunner(JobOutcome("completed", docs=1))
+    scheduler, health, _ = make(
+        queue,
+        runner,
+        probe=lambda: Classification("auth", "Not logged in · Please run /login"),
+        auth_recheck_ms=200,
+    )
+    loop = Loop(scheduler)
+    wait_until(lambda: any("Not logged in" in r for r in health.readiness()[1]["reasons"]), 5)
+    time.sleep(0.6)  # several re-checks
+    assert not health.readiness()[0]
+    assert scheduler.paused == "auth"
+    assert queue.claims == []  # the jobs stay queued for workers that can run them
+    assert runner.started == []
     loop.stop()
 
 

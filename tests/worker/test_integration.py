@@ -337,8 +337,11 @@ def test_auth_failure(
     fake_claude_log: Path,
 ) -> None:
     mode_file = tmp_path / "mode"
-    mode_file.write_text("auth_error")
+    mode_file.write_text("success")
     worker = start_worker(dev_backend, FAKE_CLAUDE_MODE_FILE=str(mode_file), AUTH_RECHECK_MS="1500")
+    # The start-up probe passes; the login then expires while the worker runs.
+    wait_until(lambda: worker.get("/readyz").status_code == 200, 30)
+    mode_file.write_text("auth_error")
     job_id = enqueue(dev_backend, repos["public"])
     wait_until(lambda: get_job(dev_backend, job_id).get("lastErrorKind") == "auth", 30)
     job = get_job(dev_backend, job_id)
@@ -353,6 +356,32 @@ def test_auth_failure(
     paused = worker.wait_event("worker.paused")
     assert paused["reason"] == "auth"
     # The operator fixes the login: the periodic re-check passes and the job runs.
+    mode_file.write_text("success")
+    job = wait_status(dev_backend, job_id, {"completed"}, timeout=30)
+    assert job["attempts"] == 1
+    wait_until(lambda: worker.get("/readyz").status_code == 200, 10)
+
+
+def test_without_claude_auth_at_start_jobs_wait_for_a_ready_worker(
+    dev_backend: DevBackend,
+    start_worker: Any,
+    repos: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    mode_file = tmp_path / "mode"
+    mode_file.write_text("auth_error")
+    worker = start_worker(dev_backend, FAKE_CLAUDE_MODE_FILE=str(mode_file), AUTH_RECHECK_MS="1500")
+    job_id = enqueue(dev_backend, repos["public"])
+    still = worker.wait_event("worker.still_paused")
+    assert still["reason"] == "auth"
+    ready = worker.get("/readyz")
+    assert ready.status_code == 503
+    assert any("Not logged in" in r for r in ready.json()["reasons"])
+    time.sleep(2)  # more than one re-check: the job is left alone, no deferral burnt
+    job = get_job(dev_backend, job_id)
+    assert job["status"] == "pending"
+    assert job["attempts"] == 0
+    assert job["deferrals"] == 0
     mode_file.write_text("success")
     job = wait_status(dev_backend, job_id, {"completed"}, timeout=30)
     assert job["attempts"] == 1

@@ -135,7 +135,7 @@ def _convex(settings: Settings, metrics: Metrics | None = None) -> ConvexClient:
 
 def _probe(runner: ClaudeRunner, settings: Settings, timeout_s: float) -> Classification:
     """A tiny real Claude call in a scratch directory that is removed afterwards."""
-    root = settings.temp_dir / "probe" / uuid.uuid4().hex
+    root = settings.temp_dir / f"probe-{uuid.uuid4().hex}"
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         return runner.probe(root, timeout_s)
@@ -218,6 +218,10 @@ def run() -> None:
 
 def _sweep(settings: Settings) -> list[Path]:
     removed = sweep(settings.jobs_dir)
+    # Scratch dirs of auth probes cut short by a crash (no lock: only this worker uses them).
+    for leftover in settings.temp_dir.glob("probe-*"):
+        remove_tree(leftover)
+        removed.append(leftover)
     if removed:
         log.info("workspace.swept", removed=[p.name for p in removed])
     return removed

@@ -133,6 +133,14 @@ class Scheduler:
         """Run until stopped; 0 after a clean drain, 1 if jobs had to be abandoned."""
         if self._sweep is not None:
             self._sweep()
+        if self._probe is not None:
+            # Learn Claude's auth state before the first claim: a worker without working
+            # credentials says so (readiness, logs) and leaves jobs to ready workers instead
+            # of claiming them only to defer them. The first tick runs the probe.
+            self._pause = _Pause(
+                reason="auth", until=self._clock.monotonic(), message="checking Claude auth"
+            )
+            self._health.set_problem("claude", "checking Claude authentication at start")
         log.info(
             "worker.started",
             worker_id=self._s.worker_id,
