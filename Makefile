@@ -47,14 +47,15 @@ test: deps ## every check: lint, Convex tests, Python tests, Molecule
 	@$(STAGE) run engine scripts/docker-engine.sh
 	@$(STAGE) run images scripts/base-image.sh all
 	@$(STAGE) run lint $(MAKE) --no-print-directory lint
+	@$(STAGE) run image scripts/build-image.sh
 	@$(STAGE) run convex-test $(MAKE) --no-print-directory convex-test
 	@$(STAGE) run molecule $(MAKE) --no-print-directory molecule
 	@$(STAGE) run unit $(MAKE) --no-print-directory unit
 	@$(STAGE) summary
 
 lint: deps ## ruff, mypy --strict, yamllint, ansible-lint (production), tsc
-	ruff check worker tests molecule bench
-	ruff format --check worker tests molecule bench
+	ruff check worker tests molecule bench scripts
+	ruff format --check worker tests molecule bench scripts
 	mypy
 	yamllint --strict .
 	ansible-lint
@@ -68,16 +69,23 @@ unit: deps ## the Python test suites (pytest), the real-CLI ones with the pinned
 convex-test: deps ## the Convex functions under convex-test (vitest)
 	vitest run
 
-molecule: deps images ## the Molecule scenarios on Debian 12 and 13 systemd containers
-	molecule test --all
+# The end-to-end checks need the dev backend; it must also allow the scenarios' git fixture.
+molecule: deps images image ## the Molecule scenarios (Debian 12 and 13 systemd hosts, DinD)
+	@scripts/devbackend.sh stop
+	@ALLOWED_REPO_HOSTS=github.com,10.213.0.1:8443 scripts/devbackend.sh start >/dev/null
+	@FONDATION_TEST_CONVEX_URL=$$(scripts/devbackend.sh url) molecule test --all; \
+	  rc=$$?; scripts/devbackend.sh stop; exit $$rc
 
 # --- the embedded default target ---------------------------------------------------------
-deploy: deps images ## deploy to the local Debian systemd container (inventories/local)
+deploy: deps images image ## deploy the stack to the local Debian systemd container, then run a job
 	scripts/local-target.sh up
-	ansible-playbook -i inventories/local playbooks/deploy.yml
+	FONDATION_CONVEX_URL=$$(scripts/devbackend.sh start) \
+	  ansible-playbook -i inventories/local playbooks/deploy.yml
+	python scripts/demo_job.py
 
-clean-local: ## remove the local target container and its volume
+clean-local: ## remove the local target container, its volume and the dev backend
 	@scripts/local-target.sh down
+	@scripts/devbackend.sh stop
 
 clean: clean-local ## remove local state: venv, node_modules, build output
 	rm -rf $(VENV) node_modules build .ansible

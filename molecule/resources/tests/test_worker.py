@@ -1,0 +1,221 @@
+"""What the deploy promises on a worker host, checked on each Molecule platform.
+
+Reads like a checklist: the engine, the replica's unit and container, its files, its health
+port, its log rotation and, with the dev backend running on the controller, a real job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from typing import Any
+
+import pytest
+
+REPLICA = 1
+CONTAINER = f"fondation-worker-{REPLICA}"
+UNIT = f"fondation-worker@{REPLICA}"
+HEALTH_PORT = 8080  # fondation_worker_health_port: replica 1 on 8080
+LOG_FILE = f"/var/log/fondation-worker/worker-{REPLICA}.log"
+LOGROTATE = "/etc/logrotate.d/fondation-worker"
+# The git fixture from prepare.yml: the only non-loopback listener the tests tolerate.
+GIT_FIXTURE_PORT = 8443
+SAMPLE_REPO = f"https://10.213.0.1:{GIT_FIXTURE_PORT}/fondation/sample.git"
+
+
+def journal(host: Any, unit: str = UNIT, lines: int = 40) -> str:
+    out = host.run(f"journalctl --no-pager -n {lines} -u {unit}").stdout
+    logs = host.run(f"docker logs --tail {lines} {CONTAINER} 2>&1").stdout
+    return f"\n--- journal of {unit} ---\n{out}\n--- docker logs {CONTAINER} ---\n{logs}"
+
+
+def inspect(host: Any, name: str = CONTAINER) -> dict[str, Any]:
+    result = host.run(f"docker container inspect {name}")
+    assert result.rc == 0, result.stderr + journal(host)
+    data: dict[str, Any] = json.loads(result.stdout)[0]
+    return data
+
+
+def image_env(host: Any) -> str:
+    content = host.file("/etc/fondation-worker/image.env").content_string
+    match = re.search(r"^FONDATION_WORKER_IMAGE=(\S+)$", content, re.MULTILINE)
+    assert match, content
+    return match.group(1)
+
+
+# --- the engine ------------------------------------------------------------------------
+
+
+def test_docker_is_enabled_and_running(host: Any) -> None:
+    docker = host.service("docker")
+    assert docker.is_enabled
+    assert docker.is_running
+
+
+def test_daemon_json_rotates_container_logs(host: Any) -> None:
+    daemon = json.loads(host.file("/etc/docker/daemon.json").content_string)
+    assert daemon["log-driver"] == "json-file"
+    assert daemon["log-opts"]["max-size"]
+    assert int(daemon["log-opts"]["max-file"]) >= 1
+
+
+# --- the replica -------------------------------------------------------------------------
+
+
+def test_replica_unit_is_enabled_and_active(host: Any) -> None:
+    service = host.service(UNIT)
+    assert service.is_enabled, journal(host)
+    assert service.is_running, journal(host)
+
+
+def test_container_runs_the_deployed_image(host: Any) -> None:
+    data = inspect(host)
+    assert data["State"]["Running"], journal(host)
+    assert data["Image"] == image_env(host)
+
+
+def test_container_runs_as_the_worker_uid(host: Any) -> None:
+    data = inspect(host)
+    assert data["Config"]["User"] == "10001:10001"
+    status = host.file(f"/proc/{data['State']['Pid']}/status").content_string
+    assert re.search(r"^Uid:\s+10001\s", status, re.MULTILINE), status
+
+
+def test_container_is_locked_down(host: Any) -> None:
+    data = inspect(host)
+    config = data["HostConfig"]
+    assert config["ReadonlyRootfs"] is True
+    assert config["CapDrop"] == ["ALL"]
+    assert not config["CapAdd"]
+    assert "no-new-privileges" in config["SecurityOpt"]
+    assert not config["Privileged"]
+    # systemd owns restarts: no docker restart policy.
+    assert config["RestartPolicy"]["Name"] in ("", "no")
+    status = host.file(f"/proc/{data['State']['Pid']}/status").content_string
+    assert re.search(r"^CapEff:\s+0+$", status, re.MULTILINE), status
+
+
+def test_credentials_are_mounted_read_only(host: Any) -> None:
+    mounts = {m["Destination"]: m for m in inspect(host)["Mounts"]}
+    creds = mounts["/run/claude-credentials"]
+    assert creds["Source"] == "/srv/claude-creds"
+    assert creds["RW"] is False
+    assert mounts["/tmp/fondation"]["Type"] == "volume"
+
+
+def test_credentials_directory_belongs_to_the_worker(host: Any) -> None:
+    creds = host.file("/srv/claude-creds")
+    assert creds.is_directory
+    assert (creds.uid, creds.gid) == (10001, 10001)
+    assert creds.mode == 0o700
+
+
+@pytest.mark.parametrize(
+    "path", ["/etc/fondation-worker/worker.env", "/etc/fondation-worker/claude.env"]
+)
+def test_env_files_are_private_to_root(host: Any, path: str) -> None:
+    env = host.file(path)
+    assert env.is_file
+    assert env.user == "root"
+    assert env.group == "root"
+    assert env.mode == 0o600
+
+
+def test_no_backup_of_a_previous_env_file_is_left_behind(host: Any) -> None:
+    leftovers = host.run("ls /etc/fondation-worker /etc/systemd/system | grep '~$' || true")
+    assert leftovers.stdout.strip() == ""
+
+
+# --- health and network exposure -----------------------------------------------------------
+
+
+def test_healthz_answers_on_loopback(host: Any) -> None:
+    code = host.run(
+        f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://127.0.0.1:{HEALTH_PORT}/healthz"
+    ).stdout
+    assert code == "200", journal(host)
+    assert host.socket(f"tcp://127.0.0.1:{HEALTH_PORT}").is_listening
+
+
+def test_docker_healthcheck_reports_healthy(host: Any) -> None:
+    # The image's HEALTHCHECK (15 s interval) runs `fondation-worker healthcheck` inside.
+    deadline = time.monotonic() + 60
+    status = ""
+    while time.monotonic() < deadline:
+        status = inspect(host)["State"].get("Health", {}).get("Status", "")
+        if status == "healthy":
+            break
+        time.sleep(2)
+    assert status == "healthy", journal(host)
+
+
+def test_nothing_listens_on_a_public_address(host: Any) -> None:
+    listeners = host.run("ss -Hltn").stdout.splitlines()
+    exposed = []
+    for line in listeners:
+        local = line.split()[3]
+        address, _, port = local.rpartition(":")
+        address = address.strip("[]")
+        if address.startswith("127.") or address == "::1":
+            continue
+        if int(port) == GIT_FIXTURE_PORT:  # the test fixture, not the deploy
+            continue
+        exposed.append(local)
+    assert exposed == [], "\n".join(listeners)
+
+
+# --- logs --------------------------------------------------------------------------------
+
+
+def test_logrotate_config_is_valid(host: Any) -> None:
+    result = host.run(f"logrotate -d {LOGROTATE}")
+    assert result.rc == 0, result.stdout + result.stderr
+    config = host.file(LOGROTATE).content_string
+    for directive in ("daily", "compress", "maxsize", "create 0640 fondation-worker"):
+        assert directive in config
+
+
+def test_forced_rotation_keeps_the_worker_writing(host: Any) -> None:
+    assert host.file(LOG_FILE).exists, journal(host)
+    state = "/tmp/logrotate-test.state"
+    result = host.run(f"logrotate -f -s {state} {LOGROTATE}")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert host.file(f"{LOG_FILE}.1").exists, host.run("ls -la /var/log/fondation-worker").stdout
+    new = host.file(LOG_FILE)
+    assert (new.uid, new.gid, new.mode) == (10001, 10001, 0o640)
+    # Every health request is logged at debug level (the scenario's LOG_LEVEL).
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        host.run(f"curl -s -o /dev/null --max-time 3 http://127.0.0.1:{HEALTH_PORT}/healthz")
+        if host.file(LOG_FILE).size > 0:
+            break
+        time.sleep(1)
+    assert host.file(LOG_FILE).size > 0, "the worker did not reopen its log file" + journal(host)
+
+
+# --- a real job (needs the dev backend on the controller) -----------------------------------
+
+
+def test_worker_completes_a_job_from_the_dev_backend(host: Any) -> None:
+    if not os.environ.get("FONDATION_TEST_CONVEX_URL"):
+        pytest.skip(
+            "FONDATION_TEST_CONVEX_URL is not set: start the dev backend with "
+            f"ALLOWED_REPO_HOSTS=github.com,10.213.0.1:{GIT_FIXTURE_PORT} "
+            "scripts/devbackend.sh start and export its URL to run this end-to-end check"
+        )
+    # The CLI in a throwaway container of the same image, with the worker's settings: it
+    # enqueues the fixture repository and follows the job until it ends.
+    result = host.run(
+        "timeout 300 docker run --rm --read-only --cap-drop ALL --user 10001:10001 "
+        "--env-file /etc/fondation-worker/worker.env --env GIT_CA_BUNDLE= "
+        f"{image_env(host)} enqueue {SAMPLE_REPO} --wait --poll 1"
+    )
+    output = result.stdout + result.stderr
+    assert "refused" not in output, (
+        "the dev backend refused the fixture repository: start it with "
+        f"ALLOWED_REPO_HOSTS including 10.213.0.1:{GIT_FIXTURE_PORT}\n{output}"
+    )
+    assert result.rc == 0, output + journal(host, lines=80)
+    assert "completed" in output, output

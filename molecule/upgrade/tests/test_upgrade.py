@@ -1,0 +1,89 @@
+"""After the upgrade from A to B with a job in flight: B runs, A is kept, the job finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+JOB_FILE = "/var/lib/fondation-test-upgrade-job"
+TERMINAL = {"completed", "dead", "canceled"}
+
+
+def journal(host: Any) -> str:
+    out = host.run("journalctl --no-pager -n 60 -u fondation-worker@1").stdout
+    return f"\n--- journal of fondation-worker@1 ---\n{out}"
+
+
+def image_env(host: Any) -> str:
+    content = host.file("/etc/fondation-worker/image.env").content_string
+    match = re.search(r"^FONDATION_WORKER_IMAGE=(\S+)$", content, re.MULTILINE)
+    assert match, content
+    return match.group(1)
+
+
+def test_replica_runs_image_b(host: Any) -> None:
+    data = json.loads(host.run("docker container inspect fondation-worker-1").stdout)[0]
+    assert data["State"]["Running"], journal(host)
+    assert data["Image"] == image_env(host)
+    assert data["Config"]["Labels"].get("org.fondation.test-variant") == "upgrade-b"
+    code = host.run("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/healthz").stdout
+    assert code == "200", journal(host)
+
+
+def test_image_a_is_kept_for_a_rollback(host: Any) -> None:
+    releases = host.file("/var/lib/fondation-worker/releases").content_string.split()
+    assert len(releases) == 2, releases
+    assert releases[-1] == image_env(host)
+    assert host.run(f"docker image inspect {releases[0]}").rc == 0
+
+
+def _job(url: str, token: str, job_id: str) -> dict[str, Any]:
+    body = json.dumps(
+        {"path": "jobs:get", "args": {"jobId": job_id, "token": token}, "format": "json"}
+    ).encode()
+    request = urllib.request.Request(
+        f"{url}/api/query", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        reply: dict[str, Any] = json.loads(response.read())
+    assert reply["status"] == "success", reply
+    value: dict[str, Any] = reply["value"]
+    assert value is not None, f"job {job_id} not found"
+    return value
+
+
+def test_the_job_in_flight_was_not_lost(host: Any) -> None:
+    url = os.environ.get("FONDATION_TEST_CONVEX_URL", "").rstrip("/")
+    if not url:
+        pytest.skip(
+            "FONDATION_TEST_CONVEX_URL is not set: no job ran during the upgrade "
+            "(start the dev backend with scripts/devbackend.sh start and export its URL)"
+        )
+    token = os.environ.get("FONDATION_TEST_WORKER_TOKEN") or "local-dev-token-not-secret"
+    job_id = host.file(JOB_FILE).content_string.strip()
+    deadline = time.monotonic() + 240
+    job = _job(url, token, job_id)
+    while job["status"] not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(2)
+        job = _job(url, token, job_id)
+    assert job["status"] == "completed", json.dumps(job, indent=2) + journal(host)
+
+
+def test_the_upgrade_restarted_the_replica_while_the_job_ran(host: Any) -> None:
+    if not os.environ.get("FONDATION_TEST_CONVEX_URL"):
+        pytest.skip("FONDATION_TEST_CONVEX_URL is not set: no job ran during the upgrade")
+    job_id = host.file(JOB_FILE).content_string.strip()
+    # A's log file outlives its container: it drained with the job in hand.
+    logs = host.run("cat /var/log/fondation-worker/worker-1.log*").stdout
+    draining = [
+        json.loads(line)
+        for line in logs.splitlines()
+        if line.startswith("{") and '"worker.draining"' in line
+    ]
+    assert any(job_id in event.get("jobs", []) for event in draining), draining
