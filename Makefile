@@ -70,9 +70,11 @@ convex-test: deps ## the Convex functions under convex-test (vitest)
 	vitest run
 
 # The end-to-end checks need the dev backend; it must also allow the scenarios' git fixture.
+# Its own port, so a `make deploy` backend on the default port does not collide.
 molecule: deps images image ## the Molecule scenarios (Debian 12 and 13 systemd hosts, DinD)
 	@scripts/devbackend.sh stop
-	@ALLOWED_REPO_HOSTS=github.com,10.213.0.1:8443 scripts/devbackend.sh start >/dev/null
+	@DEV_BACKEND_PORT=3290 ALLOWED_REPO_HOSTS=github.com,10.213.0.1:8443 \
+	  scripts/devbackend.sh start >/dev/null
 	@FONDATION_TEST_CONVEX_URL=$$(scripts/devbackend.sh url) molecule test --all; \
 	  rc=$$?; scripts/devbackend.sh stop; exit $$rc
 
