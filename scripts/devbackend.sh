@@ -14,8 +14,14 @@ mkdir -p "$state"
 log() { printf 'devbackend: %s\n' "$*" >&2; }
 
 port=${DEV_BACKEND_PORT:-3210}
-host=${DEV_BACKEND_HOST:-$(docker network inspect bridge \
-  --format '{{ (index .IPAM.Config 0).Gateway }}' 2>/dev/null || echo 127.0.0.1)}
+bridge_gateway() {
+  # The IPAM gateway when the engine reports one, else docker0's own address.
+  local gw
+  gw=$(docker network inspect bridge --format '{{ (index .IPAM.Config 0).Gateway }}' 2>/dev/null || true)
+  [ -n "$gw" ] || gw=$(ip -4 -o addr show docker0 2>/dev/null | awk '{ split($4, a, "/"); print a[1]; exit }')
+  echo "${gw:-127.0.0.1}"
+}
+host=${DEV_BACKEND_HOST:-$(bridge_gateway)}
 url="http://$host:$port"
 
 healthy() { curl -fsS --max-time 2 "$1/health" >/dev/null 2>&1; }
