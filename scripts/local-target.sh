@@ -25,10 +25,11 @@ up() {
     running) log "$name already running" ;;
     absent)
       # --privileged fails in some sandboxes: this explicit capability set is enough for
-      # systemd as PID 1 and for a Docker engine inside (its /var/lib/docker is a volume
+      # systemd as PID 1 and for a Docker engine inside (SYS_PTRACE lets `docker exec` enter
+      # the non-root worker container, which Docker health checks need; /var/lib/docker is a volume
       # because overlay on overlay is refused).
       docker run -d --name "$name" --hostname "$name" \
-        --cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add MKNOD --cap-add NET_RAW \
+        --cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add MKNOD --cap-add NET_RAW --cap-add SYS_PTRACE \
         --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
         --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
         --tmpfs /run --tmpfs /run/lock \
