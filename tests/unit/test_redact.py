@@ -19,7 +19,7 @@ SHAPES = [
     "ghs_" + "9" * 36,
     "ghu_" + "x" * 36,
     "ghr_" + "y" * 36,
-    "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOP",
+    "github_pat_" + "11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOP",
     "sk-ant-api03-" + "Q" * 40,
     "sk-ant-oat01-abcDEF_123-xyz" + "w" * 20,
 ]
