@@ -6,10 +6,10 @@
 #   devbackend.sh stop    stop it
 #   devbackend.sh url     print the URL of the running one
 # Env: DEV_BACKEND_PORT (3210), WORKER_TOKEN (a fixed local test value), ALLOWED_REPO_HOSTS,
-#      RECLAIM_INTERVAL_MS.
+#      RECLAIM_INTERVAL_MS, DEV_BACKEND_STATE (state dir; one per concurrent backend).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-state=$root/build/devbackend
+state=${DEV_BACKEND_STATE:-$root/build/devbackend}
 mkdir -p "$state"
 log() { printf 'devbackend: %s\n' "$*" >&2; }
 
