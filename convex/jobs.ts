@@ -15,7 +15,8 @@ import {
   setStatus,
   settleExpired,
   getJob,
-  expiredLeases,
+  reclaimCounts,
+  reclaimExpiredLeases,
   type Job,
 } from "./lib/model";
 import {
@@ -27,7 +28,6 @@ import {
   MAX_MAX_ATTEMPTS,
   MAX_RETRY_AFTER_MS,
   MIN_LEASE_MS,
-  RECLAIM_BATCH,
   backoffMs,
   constantTimeEqual,
   errorPolicy,
@@ -408,39 +408,12 @@ export const acknowledgeCancel = mutation({
 /**
  * Cron (crons.ts): jobs whose lease expired go back to pending (the attempt stays
  * consumed), or become dead at maxAttempts, or canceled when a cancel was requested.
- * At most RECLAIM_BATCH jobs per run.
+ * At most RECLAIM_BATCH jobs per run. `operator:reclaimNow` runs the same pass on demand.
  */
 export const reclaimExpired = internalMutation({
   args: {},
   returns: v.object({ moved: v.number(), dead: v.number(), canceled: v.number() }),
-  handler: async (ctx) => {
-    const now = Date.now();
-    const batch = await expiredLeases(ctx, now, RECLAIM_BATCH);
-    let moved = 0;
-    let dead = 0;
-    let canceled = 0;
-    for (const job of batch) {
-      const settled = await settleExpired(ctx, job, now);
-      if (settled === "dead") dead++;
-      else if (settled === "canceled") canceled++;
-      else {
-        await setStatus(
-          ctx,
-          job,
-          "pending",
-          {
-            runAt: now,
-            lastError: `lease expired (worker ${job.lockedBy ?? "unknown"})`,
-            lastErrorKind: "lease_expired",
-          },
-          now,
-          { failedAttempt: true },
-        );
-        moved++;
-      }
-    }
-    return { moved, dead, canceled };
-  },
+  handler: async (ctx) => reclaimCounts(await reclaimExpiredLeases(ctx, Date.now())),
 });
 
 // ---------------------------------------------------------------- client-facing

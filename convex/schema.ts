@@ -1,6 +1,6 @@
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
-import { vDocKind, vProgress, vStatus, vSummary } from "./lib/validators";
+import { vDocKind, vProgress, vRequeue, vStatus, vSummary } from "./lib/validators";
 
 export default defineSchema({
   // One row per analysis job. Every status change goes through lib/model.ts (setStatus),
@@ -29,6 +29,8 @@ export default defineSchema({
     lastError: v.optional(v.string()),
     lastErrorKind: v.optional(v.string()),
     releaseReason: v.optional(v.string()),
+    // operator:requeue of a dead job: what it looked like when it was requeued (newest last)
+    requeues: v.optional(v.array(vRequeue)),
     progress: v.optional(vProgress),
     result: v.optional(vSummary),
     // documents: readers see only docsRunId's set; uploads of the current attempt are staged
@@ -43,6 +45,7 @@ export default defineSchema({
   })
     .index("by_status_runAt", ["status", "runAt"]) // claim order, ready/scheduled, oldest ready
     .index("by_status_leaseUntil", ["status", "leaseUntil"]) // expired leases
+    .index("by_status_startedAt", ["status", "startedAt"]) // running too long (listStuck)
     .index("by_claimRequestId", ["claimRequestId"]) // repeated claim requests
     .index("by_user_dedupe_status", ["userId", "dedupeKey", "status"]) // dedupe
     .index("by_user_createdAt", ["userId", "createdAt"]), // listByUser

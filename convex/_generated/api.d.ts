@@ -23,6 +23,7 @@ import type * as lib_policy from "../lib/policy.js";
 import type * as lib_validation from "../lib/validation.js";
 import type * as lib_validators from "../lib/validators.js";
 import type * as metrics from "../metrics.js";
+import type * as operator from "../operator.js";
 
 /**
  * A utility for referencing Convex functions in your app's API.
@@ -43,6 +44,7 @@ declare const fullApi: ApiFromModules<{
   "lib/validation": typeof lib_validation;
   "lib/validators": typeof lib_validators;
   metrics: typeof metrics;
+  operator: typeof operator;
 }>;
 export declare const api: FilterApi<
   typeof fullApi,

@@ -9,6 +9,7 @@ import {
   DOC_PURGE_BATCH,
   HISTOGRAM_SIZE,
   QUEUE_BUCKET_MS,
+  RECLAIM_BATCH,
   STATS_BUCKET_MS,
   constantTimeEqual,
   histogramIndex,
@@ -352,6 +353,56 @@ export async function settleExpired(
   return null;
 }
 
+/** What one expired lease became: back in the queue, dead at maxAttempts, or canceled. */
+export type ReclaimOutcome = "pending" | "dead" | "canceled";
+
+/**
+ * The reclaim pass shared by the `jobs:reclaimExpired` cron and `operator:reclaimNow`:
+ * up to RECLAIM_BATCH claimed/running jobs whose lease expired before `now` go back to
+ * pending (the attempt stays consumed), or become dead at maxAttempts, or canceled when a
+ * cancel was requested. Returns what happened to each job, oldest expiry first.
+ */
+export async function reclaimExpiredLeases(
+  ctx: MutationCtx,
+  now: number,
+): Promise<{ jobId: string; outcome: ReclaimOutcome }[]> {
+  const batch = await expiredLeases(ctx, now, RECLAIM_BATCH);
+  const done: { jobId: string; outcome: ReclaimOutcome }[] = [];
+  for (const job of batch) {
+    let outcome: ReclaimOutcome | null = await settleExpired(ctx, job, now);
+    if (outcome === null) {
+      await setStatus(
+        ctx,
+        job,
+        "pending",
+        {
+          runAt: now,
+          lastError: `lease expired (worker ${job.lockedBy ?? "unknown"})`,
+          lastErrorKind: "lease_expired",
+        },
+        now,
+        { failedAttempt: true },
+      );
+      outcome = "pending";
+    }
+    done.push({ jobId: job._id as string, outcome });
+  }
+  return done;
+}
+
+/** Outcome counts of a reclaim pass (the cron's reply). */
+export function reclaimCounts(done: { outcome: ReclaimOutcome }[]): {
+  moved: number;
+  dead: number;
+  canceled: number;
+} {
+  return {
+    moved: done.filter((d) => d.outcome === "pending").length,
+    dead: done.filter((d) => d.outcome === "dead").length,
+    canceled: done.filter((d) => d.outcome === "canceled").length,
+  };
+}
+
 // ---------------------------------------------------------------- views
 
 export function publicJob(job: Job) {
@@ -370,6 +421,7 @@ export function publicJob(job: Job) {
     dedupeKey: job.dedupeKey,
     lastError: job.lastError,
     lastErrorKind: job.lastErrorKind,
+    requeues: job.requeues,
     progress: job.progress,
     result: job.result,
     cancelRequested: job.cancelRequested,

@@ -53,6 +53,15 @@ export const vDocInput = v.object({
   content: v.string(),
 });
 
+/** One operator:requeue of a dead job, kept on the job for audit. */
+export const vRequeue = v.object({
+  at: v.number(),
+  lastError: v.optional(v.string()),
+  lastErrorKind: v.optional(v.string()),
+  attempts: v.number(),
+  deferrals: v.number(),
+});
+
 /** What claimOne returns (docs/CONTRACT.md: ClaimedJob). */
 export const vClaimedJob = v.object({
   jobId: v.string(),
@@ -82,6 +91,7 @@ export const vPublicJob = v.object({
   dedupeKey: v.optional(v.string()),
   lastError: v.optional(v.string()),
   lastErrorKind: v.optional(v.string()),
+  requeues: v.optional(v.array(vRequeue)),
   progress: v.optional(vProgress),
   result: v.optional(vSummary),
   cancelRequested: v.boolean(),
@@ -90,3 +100,24 @@ export const vPublicJob = v.object({
   completedAt: v.optional(v.number()),
   updatedAt: v.number(),
 });
+
+/** Why operator:listStuck reports a job. */
+export const vStuckReason = v.union(v.literal("lease_expired"), v.literal("running_too_long"));
+
+/** A claimed/running job that looks stuck (operator:listStuck): no secrets, no lease token. */
+export const vStuckJob = v.object({
+  jobId: v.string(),
+  status: v.union(v.literal("claimed"), v.literal("running")),
+  why: vStuckReason,
+  attempts: v.number(),
+  maxAttempts: v.number(),
+  workerId: v.union(v.string(), v.null()),
+  leaseExpiresAt: v.union(v.number(), v.null()),
+  startedAt: v.union(v.number(), v.null()),
+  repoUrl: v.string(),
+  branch: v.union(v.string(), v.null()),
+  cancelRequested: v.boolean(),
+});
+
+/** What one expired lease became in a reclaim pass. */
+export const vReclaimOutcome = v.union(v.literal("pending"), v.literal("dead"), v.literal("canceled"));

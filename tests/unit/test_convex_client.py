@@ -253,3 +253,36 @@ def test_tokens_never_reach_the_logs() -> None:
     assert "convex.call" in text
     for secret in (TOKEN, github, LEASE.get_secret_value()):
         assert secret not in text
+
+
+def test_operator_calls_shapes_and_retries() -> None:
+    seen: list[tuple[str, str, dict[str, Any]]] = []
+    replies: list[httpx.Response] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append((request.url.path, body["path"], body["args"]))
+        return replies.pop(0)
+
+    c, sleeps = client(handler)
+    replies.append(ok([{"jobId": "j1", "status": "running", "why": "lease_expired"}]))
+    with pytest.raises(ConvexFunctionError, match="does not match the contract"):
+        c.list_stuck(60_000)
+    assert seen[-1] == (
+        "/api/query",
+        "operator:listStuck",
+        {"token": TOKEN, "runningLongerThanMs": 60_000},
+    )
+    replies.append(ok({"moved": 2, "dead": 0, "canceled": 1, "more": False, "jobs": []}))
+    reply = c.reclaim_now()
+    assert (reply.moved, reply.canceled, reply.total) == (2, 1, 3)
+    assert seen[-1] == ("/api/mutation", "operator:reclaimNow", {"token": TOKEN})
+    # requeue is not retried: after a lost reply the retry would be refused (no longer dead)
+    replies.append(httpx.Response(503))
+    with pytest.raises(ConvexUnavailable):
+        c.requeue("j1")
+    assert seen[-1] == ("/api/mutation", "operator:requeue", {"token": TOKEN, "jobId": "j1"})
+    assert sleeps == []
+    replies.append(err("INVALID_STATE"))
+    with pytest.raises(InvalidState):
+        c.requeue("j1")

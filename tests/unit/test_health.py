@@ -3,6 +3,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from fondation_worker import __version__
 from fondation_worker.health import HealthServer, HealthState
 from fondation_worker.metrics import Metrics
 from unit.fakeclock import FakeClock
@@ -42,6 +43,10 @@ def test_readyz_lists_reasons(served: tuple[HealthState, FakeClock, Metrics, str
         "ready": True,
         "reasons": [],
         "checks": {"convex": True, "claude": True, "disk": True, "loop": True, "draining": False},
+        "version": __version__,
+        "worker_id": None,
+        "current_job": None,
+        "current_jobs": [],
     }
     assert metrics.registry.get_sample_value("fondation_worker_ready") == 1
     state.set_problem("claude", "Claude authentication failed")
@@ -79,3 +84,45 @@ def test_metrics_and_404(served: tuple[HealthState, FakeClock, Metrics, str]) ->
     ):
         assert name in text
     assert httpx.get(f"{base}/nope").status_code == 404
+
+
+def test_both_bodies_say_which_version_runs_which_jobs() -> None:
+    clock = FakeClock()
+    metrics = Metrics()
+    state = HealthState(clock, metrics, stale_after_s=30, worker_id="host-a-1")
+    server = HealthServer("127.0.0.1", 0, state, metrics)
+    server.start()
+    host, port = server.address
+    base = f"http://{host}:{port}"
+    try:
+        starting = httpx.get(f"{base}/healthz")
+        assert starting.status_code == 503
+        assert starting.json() == {
+            "status": "starting",
+            "version": __version__,
+            "worker_id": "host-a-1",
+            "current_job": None,
+            "current_jobs": [],
+        }
+        state.tick()
+        state.job_started("job-b")
+        state.job_started("job-a")
+        for path in ("/healthz", "/readyz"):
+            reply = httpx.get(f"{base}{path}")
+            assert reply.status_code == 200
+            body = reply.json()
+            assert body["version"] == __version__
+            assert body["worker_id"] == "host-a-1"
+            assert body["current_job"] == "job-b"  # the oldest
+            assert body["current_jobs"] == ["job-b", "job-a"]
+        assert httpx.get(f"{base}/healthz").json()["status"] == "ok"  # fields kept
+        state.job_finished("job-b")
+        assert httpx.get(f"{base}/readyz").json()["current_job"] == "job-a"
+        state.job_finished("job-a")
+        state.job_finished("job-a")  # twice is harmless
+        body = httpx.get(f"{base}/readyz").json()
+        assert body["current_job"] is None
+        assert body["current_jobs"] == []
+        assert body["ready"] is True
+    finally:
+        server.stop()

@@ -163,6 +163,22 @@ class Loop:
         return self.code
 
 
+def test_health_names_the_jobs_being_run() -> None:
+    queue = FakeQueue(jobs=2)
+    runner = FakeRunner(block=True)
+    scheduler, health, _ = make(queue, runner, max_concurrent_jobs=1)
+    assert health.readiness()[1]["current_job"] is None
+    loop = Loop(scheduler)
+    wait_until(lambda: runner.started == ["job0"], 5)
+    assert health.readiness()[1]["current_job"] == "job0"
+    assert health.liveness()[1]["current_jobs"] == ["job0"]
+    runner.release.set()
+    wait_until(lambda: len(runner.started) == 2 and runner.running == 0, 5)
+    wait_until(lambda: health.readiness()[1]["current_job"] is None, 5)
+    assert loop.stop() == 0
+    assert health.liveness()[1]["current_jobs"] == []
+
+
 def test_idle_worker_makes_about_120_calls_an_hour() -> None:
     clock = FakeClock()
     queue = FakeQueue(clock=clock)

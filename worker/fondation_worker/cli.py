@@ -1,4 +1,4 @@
-"""``fondation-worker``: run, check, enqueue, status, healthcheck.
+"""``fondation-worker``: run, check, enqueue, status, stuck, reclaim, requeue, healthcheck.
 
 Configuration problems print one line each to stderr and exit 2, never a traceback.
 """
@@ -29,12 +29,19 @@ from .clock import SystemClock
 from .config import Settings, load_settings, parse_bind
 from .convex_client import ConvexClient
 from .credentials import StagedCredentials, stage_credentials
-from .errors import ConfigError, ConvexCodedError, OperatorActionNeeded, WorkerError
+from .errors import (
+    ConfigError,
+    ConvexCodedError,
+    InvalidState,
+    NotFound,
+    OperatorActionNeeded,
+    WorkerError,
+)
 from .health import HealthServer, HealthState
 from .job_runner import JobRunner
 from .logging_setup import configure_logging, get_logger
 from .metrics import Metrics
-from .models import TERMINAL_STATUSES, PublicJob
+from .models import TERMINAL_STATUSES, PublicJob, StuckJob
 from .process import SubprocessRunner
 from .redact import Redactor
 from .scheduler import Scheduler
@@ -175,7 +182,7 @@ def run() -> None:
         )
     clock = SystemClock()
     metrics = Metrics()
-    health = HealthState(clock, metrics)
+    health = HealthState(clock, metrics, worker_id=settings.worker_id)
     host, port = settings.health_address
     try:
         server = HealthServer(host, port, health, metrics)
@@ -269,6 +276,10 @@ def check(
 ) -> None:
     """Check config, Convex, Claude auth (a tiny real call), disk and git; non-zero on failure."""
     settings = _settings()
+    problems = _runtime_problems(settings)
+    if problems:
+        # The same configuration would stop `run`: say so the same way.
+        raise _fail_config(problems)
     report = _Report()
     report.ok("config", f"valid (worker {settings.worker_id}, Convex {settings.convex_url})")
 
@@ -466,6 +477,186 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else f"{value:.3f}"
     return str(value)
+
+
+# --- stuck jobs (docs/RUNBOOK.md, playbooks/runbook-stuck-jobs.yml) ----------------------
+
+
+def _duration(ms: float) -> str:
+    """12s, 4m 05s, 2h 03m, 3d 04h."""
+    seconds = max(0, int(ms // 1000))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours:02d}h"
+
+
+def _stuck_since(job: StuckJob, now_ms: float) -> str:
+    if job.why == "lease_expired" and job.lease_expires_at is not None:
+        return f"lease expired {_duration(now_ms - job.lease_expires_at)} ago"
+    if job.started_at is not None:
+        return f"running for {_duration(now_ms - job.started_at)}"
+    return "-"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+def _convex_failure(exc: WorkerError) -> typer.Exit:
+    typer.echo(f"fondation-worker: {exc}", err=True)
+    return typer.Exit(1)
+
+
+@app.command()
+def stuck(
+    running_longer_than: Annotated[
+        int | None,
+        typer.Option(
+            "--running-longer-than",
+            metavar="MS",
+            min=0,
+            help="Also list jobs running for longer than this many ms (default: JOB_TIMEOUT)",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list")] = False,
+) -> None:
+    """List claimed/running jobs whose lease expired or that run too long (exit 0 either way)."""
+    settings = _settings()
+    threshold = settings.job_timeout if running_longer_than is None else running_longer_than
+    with _convex(settings) as convex:
+        try:
+            jobs = convex.list_stuck(threshold)
+        except WorkerError as exc:
+            raise _convex_failure(exc) from None
+    if as_json:
+        typer.echo(json.dumps([j.model_dump(by_alias=True, mode="json") for j in jobs], indent=2))
+        return
+    criteria = f"lease expired, or running longer than {_duration(threshold)}"
+    if not jobs:
+        typer.echo(f"no stuck jobs ({criteria})")
+        return
+    now_ms = time.time() * 1000
+    rows = [["JOB", "STATUS", "WHY", "ATTEMPT", "WORKER", "SINCE", "REPOSITORY"]]
+    for job in jobs:
+        repo = job.repo_url + (f" ({job.branch})" if job.branch else "")
+        rows.append(
+            [
+                job.job_id,
+                job.status + (" (cancel requested)" if job.cancel_requested else ""),
+                job.why,
+                f"{job.attempts}/{job.max_attempts}",
+                job.worker_id or "-",
+                _stuck_since(job, now_ms),
+                repo,
+            ]
+        )
+    typer.echo(f"{len(jobs)} stuck job(s) ({criteria}):")
+    for line in _table(rows):
+        typer.echo(line)
+
+
+@app.command()
+def reclaim(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reply as JSON")] = False,
+) -> None:
+    """Run the reclaim cron's pass now: expired leases back to pending, or dead/canceled."""
+    settings = _settings()
+    with _convex(settings) as convex:
+        try:
+            reply = convex.reclaim_now()
+        except WorkerError as exc:
+            raise _convex_failure(exc) from None
+    if as_json:
+        typer.echo(json.dumps(reply.model_dump(by_alias=True, mode="json"), indent=2))
+        return
+    if reply.total == 0:
+        typer.echo("no expired leases: nothing to reclaim")
+    else:
+        typer.echo(
+            f"reclaimed {reply.total} expired lease(s): {reply.moved} back to pending, "
+            f"{reply.dead} dead (no attempt left), {reply.canceled} canceled (cancel requested)"
+        )
+        for job in reply.jobs:
+            typer.echo(f"  {job.job_id}  -> {job.outcome}")
+    if reply.more:
+        typer.echo("more expired leases remain: run `fondation-worker reclaim` again")
+
+
+def _describe(job: PublicJob) -> list[str]:
+    repo = (job.repo_url or "?") + (f" ({job.branch})" if job.branch else "")
+    lines = [
+        f"job       {job.job_id}",
+        f"status    {job.status}",
+        f"repo      {repo}",
+        f"attempts  {job.attempts}/{job.max_attempts} (deferrals {job.deferrals})",
+    ]
+    if job.user_id:
+        lines.append(
+            f"user      {job.user_id}" + (f" (key {job.dedupe_key})" if job.dedupe_key else "")
+        )
+    if job.last_error:
+        lines.append(f"error     {job.last_error_kind or '?'}: {job.last_error[:300]}")
+    if job.completed_at is not None:
+        ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(job.completed_at / 1000))
+        lines.append(f"ended     {ended}")
+    if job.requeues:
+        lines.append(f"requeued  {len(job.requeues)} time(s) before")
+    return lines
+
+
+@app.command()
+def requeue(
+    job_id: Annotated[str, typer.Argument(help="The dead job's id")],
+    yes: Annotated[bool, typer.Option("--yes", help="Requeue without asking")] = False,
+) -> None:
+    """Put a dead job back in the queue (attempts reset, last error kept); needs --yes."""
+    settings = _settings()
+    with _convex(settings) as convex:
+        try:
+            job = convex.get_job(job_id)
+        except WorkerError as exc:
+            raise _convex_failure(exc) from None
+        if job is None:
+            typer.echo(f"fondation-worker: job {job_id} not found", err=True)
+            raise typer.Exit(1)
+        if job.status != "dead":
+            typer.echo(
+                f"fondation-worker: job {job_id} is {job.status}: only a dead job can be requeued",
+                err=True,
+            )
+            raise typer.Exit(1)
+        for line in _describe(job):
+            typer.echo(line)
+        if not yes:
+            typer.echo("re-run with --yes to requeue")
+            raise typer.Exit(1)
+        try:
+            requeued = convex.requeue(job_id)
+        except (InvalidState, NotFound) as exc:
+            # Raced with another change, or another job with the same dedupe key is active.
+            typer.echo(f"fondation-worker: not requeued: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except WorkerError as exc:
+            typer.echo(
+                f"fondation-worker: requeue failed: {exc} (check with `fondation-worker requeue "
+                f"{job_id}`: it may have happened)",
+                err=True,
+            )
+            raise typer.Exit(1) from None
+    typer.echo(
+        f"job {requeued.job_id} requeued: {requeued.status}, attempts reset to "
+        f"{requeued.attempts}/{requeued.max_attempts}"
+    )
 
 
 # --- healthcheck ----------------------------------------------------------------------

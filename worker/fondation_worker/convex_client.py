@@ -43,7 +43,9 @@ from .models import (
     HeartbeatReply,
     Progress,
     PublicJob,
+    ReclaimReply,
     RetryReply,
+    StuckJob,
     Summary,
     UploadReply,
 )
@@ -328,6 +330,37 @@ class ConvexClient:
         if not isinstance(value, dict):
             raise ConvexFunctionError("metrics:queue: reply is not an object")
         return value
+
+    # --- operator functions: the stuck-jobs runbook (convex/operator.ts) -----------------
+
+    def list_stuck(
+        self, running_longer_than_ms: int | None = None, limit: int | None = None
+    ) -> list[StuckJob]:
+        """Claimed/running jobs whose lease expired, or running longer than the threshold."""
+        args: dict[str, Any] = self._auth()
+        if running_longer_than_ms is not None:
+            args["runningLongerThanMs"] = running_longer_than_ms
+        if limit is not None:
+            args["limit"] = limit
+        value = self.call("query", "operator:listStuck", args)
+        if not isinstance(value, list):
+            raise ConvexFunctionError("operator:listStuck: reply is not a list")
+        return [self._parse(StuckJob, "operator:listStuck", item) for item in value]
+
+    def reclaim_now(self) -> ReclaimReply:
+        """The reclaim cron's pass, now (safe to repeat: it only takes expired leases)."""
+        value = self.call("mutation", "operator:reclaimNow", self._auth())
+        reply: ReclaimReply = self._parse(ReclaimReply, "operator:reclaimNow", value)
+        return reply
+
+    def requeue(self, job_id: str) -> PublicJob:
+        """A dead job back to pending (INVALID_STATE for any other state)."""
+        # Not retried: after a lost reply the retry would be refused (no longer dead).
+        value = self.call(
+            "mutation", "operator:requeue", {**self._auth(), "jobId": job_id}, retries=0
+        )
+        job: PublicJob = self._parse(PublicJob, "operator:requeue", value)
+        return job
 
 
 __all__ = ["ConvexClient", "ConvexCodedError", "QueueApi", "error_for"]

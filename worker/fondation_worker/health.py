@@ -3,6 +3,10 @@
 Readiness says whether this worker can do useful work now: Convex reachable with our
 token, Claude authentication not known bad and no usage limit in force, enough disk, not
 draining. Each problem is kept under a key with a human-readable reason.
+
+Both JSON bodies also say what the replica is doing, for `playbooks/status.yml`:
+``version`` (the worker's), ``worker_id``, ``current_job`` (the id of the job it has run
+the longest, or null) and ``current_jobs`` (every job it runs, oldest first).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from . import __version__
 from .clock import Clock
 from .logging_setup import get_logger
 from .metrics import Metrics
@@ -26,16 +31,41 @@ DEFAULT_STALE_AFTER_S = 60.0
 
 class HealthState:
     def __init__(
-        self, clock: Clock, metrics: Metrics, stale_after_s: float = DEFAULT_STALE_AFTER_S
+        self,
+        clock: Clock,
+        metrics: Metrics,
+        stale_after_s: float = DEFAULT_STALE_AFTER_S,
+        *,
+        worker_id: str | None = None,
     ) -> None:
         self._clock = clock
         self._metrics = metrics
         self._lock = threading.Lock()
         self._stale_after_s = stale_after_s
+        self._worker_id = worker_id
         self._last_tick: float | None = None
         self._problems: dict[str, str] = {}
         self._draining = False
+        self._jobs: dict[str, None] = {}  # running job ids, in claim order
         self._metrics.ready.set(0)
+
+    def job_started(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs[job_id] = None
+
+    def job_finished(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+    def _identity(self) -> dict[str, Any]:
+        """What this replica is and does (both bodies); call with the lock held."""
+        jobs = list(self._jobs)
+        return {
+            "version": __version__,
+            "worker_id": self._worker_id,
+            "current_job": jobs[0] if jobs else None,
+            "current_jobs": jobs,
+        }
 
     def tick(self) -> None:
         with self._lock:
@@ -72,17 +102,23 @@ class HealthState:
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         with self._lock:
             last = self._last_tick
+            identity = self._identity()
         if last is None:
-            return False, {"status": "starting"}
+            return False, {"status": "starting", **identity}
         age = self._clock.monotonic() - last
         alive = age <= self._stale_after_s
-        return alive, {"status": "ok" if alive else "stale", "last_tick_age_s": round(age, 3)}
+        return alive, {
+            "status": "ok" if alive else "stale",
+            "last_tick_age_s": round(age, 3),
+            **identity,
+        }
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         alive, live = self.liveness()
         with self._lock:
             problems = dict(self._problems)
             draining = self._draining
+            identity = self._identity()
         reasons = [f"{key}: {reason}" for key, reason in sorted(problems.items())]
         if draining:
             reasons.append("draining: the worker is shutting down")
@@ -96,7 +132,7 @@ class HealthState:
             "loop": alive,
             "draining": draining,
         }
-        return ready, {"ready": ready, "reasons": reasons, "checks": checks}
+        return ready, {"ready": ready, "reasons": reasons, "checks": checks, **identity}
 
 
 class _Server6(ThreadingHTTPServer):

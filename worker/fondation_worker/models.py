@@ -94,6 +94,16 @@ class Doc(BaseModel):
         return len(self.content.encode("utf-8")) + len(self.title.encode("utf-8")) + 64
 
 
+class RequeueRecord(_Reply):
+    """One ``operator:requeue`` of a dead job, kept on the job for audit."""
+
+    at: float
+    attempts: int
+    deferrals: int
+    last_error: str | None = Field(default=None, alias="lastError")
+    last_error_kind: str | None = Field(default=None, alias="lastErrorKind")
+
+
 class PublicJob(_Reply):
     """What ``jobs:get`` returns; only the fields the CLI reads are typed."""
 
@@ -111,3 +121,52 @@ class PublicJob(_Reply):
     last_error: str | None = Field(default=None, alias="lastError")
     last_error_kind: str | None = Field(default=None, alias="lastErrorKind")
     run_at: float | None = Field(default=None, alias="runAt")
+    user_id: str | None = Field(default=None, alias="userId")
+    dedupe_key: str | None = Field(default=None, alias="dedupeKey")
+    completed_at: float | None = Field(default=None, alias="completedAt")
+    requeues: list[RequeueRecord] | None = None
+
+
+# --- operator functions (convex/operator.ts, the stuck-jobs runbook) -----------------------
+
+StuckReason = Literal["lease_expired", "running_too_long"]
+ReclaimOutcome = Literal["pending", "dead", "canceled"]
+
+
+class StuckJob(_Reply):
+    """One row of ``operator:listStuck``: never a lease token or a GitHub token."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    job_id: str = Field(alias="jobId")
+    status: Literal["claimed", "running"]
+    why: StuckReason
+    attempts: int
+    max_attempts: int = Field(alias="maxAttempts")
+    worker_id: str | None = Field(alias="workerId")
+    lease_expires_at: float | None = Field(alias="leaseExpiresAt")
+    started_at: float | None = Field(alias="startedAt")
+    repo_url: str = Field(alias="repoUrl")
+    branch: str | None
+    cancel_requested: bool = Field(alias="cancelRequested")
+
+
+class ReclaimedJob(_Reply):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    job_id: str = Field(alias="jobId")
+    outcome: ReclaimOutcome
+
+
+class ReclaimReply(_Reply):
+    """``operator:reclaimNow``: what the reclaim cron's pass did, run on demand."""
+
+    moved: int  # back to pending
+    dead: int
+    canceled: int
+    more: bool = False  # expired leases remain (a pass takes at most 100)
+    jobs: list[ReclaimedJob] = Field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.moved + self.dead + self.canceled

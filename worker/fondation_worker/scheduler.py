@@ -263,6 +263,7 @@ class Scheduler:
             started=now,
             deadline=now + self._s.job_timeout / 1000,
         )
+        self._health.job_started(job.job_id)
         self._metrics.jobs_claimed.inc()
         self._metrics.in_flight.set(len(self._running))
         log.info(
@@ -294,6 +295,7 @@ class Scheduler:
             except queue.Empty:
                 return
             running = self._running.pop(job_id, None)
+            self._health.job_finished(job_id)
             if running is None:
                 continue
             running.thread.join(timeout=5)

@@ -1,0 +1,316 @@
+"""``fondation-worker stuck | reclaim | requeue`` against a fake Convex HTTP API.
+
+The replies follow docs/CONTRACT.md; the real functions are covered by the vitest suites and
+by tests/worker/test_stuck_jobs.py against the dev backend.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from fondation_worker import cli
+from fondation_worker.config import Settings
+from fondation_worker.convex_client import ConvexClient
+from fondation_worker.metrics import Metrics
+
+TOKEN = "cli-unit-test-token-0123456789"
+NOW_MS = 1_767_000_000_000.0
+
+STUCK = [
+    {
+        "jobId": "j-expired",
+        "status": "running",
+        "why": "lease_expired",
+        "attempts": 1,
+        "maxAttempts": 3,
+        "workerId": "host-a-1",
+        "leaseExpiresAt": NOW_MS - 125_000,
+        "startedAt": NOW_MS - 600_000,
+        "repoUrl": "https://github.com/acme/widgets",
+        "branch": "main",
+        "cancelRequested": False,
+    },
+    {
+        "jobId": "j-long",
+        "status": "running",
+        "why": "running_too_long",
+        "attempts": 2,
+        "maxAttempts": 3,
+        "workerId": "host-b-2",
+        "leaseExpiresAt": NOW_MS + 60_000,
+        "startedAt": NOW_MS - 2 * 3_600_000,
+        "repoUrl": "https://github.com/acme/gadgets",
+        "branch": None,
+        "cancelRequested": True,
+    },
+]
+
+
+def public_job(job_id: str, status: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "jobId": job_id,
+        "repoUrl": "https://github.com/acme/widgets",
+        "branch": None,
+        "userId": "operator",
+        "status": status,
+        "runAt": NOW_MS,
+        "attempts": 2,
+        "maxAttempts": 2,
+        "deferrals": 0,
+        "cancelRequested": False,
+        "createdAt": NOW_MS - 10_000,
+        "updatedAt": NOW_MS,
+        **extra,
+    }
+
+
+class FakeConvex:
+    """Answers the operator functions from in-memory state and records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.stuck: list[dict[str, Any]] = []
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.reclaim: dict[str, Any] = {
+            "moved": 0,
+            "dead": 0,
+            "canceled": 0,
+            "more": False,
+            "jobs": [],
+        }
+        self.requeue_error: dict[str, str] | None = None
+        self.down = False
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused")
+        body = json.loads(request.content)
+        path, args = body["path"], body["args"]
+        self.calls.append((path, args))
+        if args.get("token") != TOKEN:
+            return self._error("UNAUTHORIZED", "unauthorized")
+        if path == "operator:listStuck":
+            return self._ok(self.stuck)
+        if path == "operator:reclaimNow":
+            return self._ok(self.reclaim)
+        if path == "jobs:get":
+            return self._ok(self.jobs.get(args["jobId"]))
+        if path == "operator:requeue":
+            if self.requeue_error is not None:
+                return self._error(self.requeue_error["code"], self.requeue_error["message"])
+            job = self.jobs[args["jobId"]]
+            job.update(
+                status="pending",
+                attempts=0,
+                requeues=[{"at": NOW_MS, "attempts": 2, "deferrals": 0}],
+            )
+            return self._ok(job)
+        return self._error(None, f"Could not find public function for '{path}'")
+
+    def paths(self) -> list[str]:
+        return [p for p, _ in self.calls]
+
+    @staticmethod
+    def _ok(value: Any) -> httpx.Response:
+        return httpx.Response(200, json={"status": "success", "value": value, "logLines": []})
+
+    @staticmethod
+    def _error(code: str | None, message: str) -> httpx.Response:
+        body: dict[str, Any] = {"status": "error", "errorMessage": message, "logLines": []}
+        if code is not None:
+            body["errorData"] = {"code": code, "message": message}
+        return httpx.Response(200, json=body)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> FakeConvex:
+    fake = FakeConvex()
+    for name, value in {
+        "CONVEX_URL": "http://127.0.0.1:3999",
+        "WORKER_TOKEN": TOKEN,
+        "TEMP_DIR": str(tmp_path / "tmp"),
+        "JOB_TIMEOUT": "5400000",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    def convex(settings: Settings, metrics: Metrics | None = None) -> ConvexClient:
+        return ConvexClient(
+            settings.convex_url,
+            settings.worker_token,
+            transport=httpx.MockTransport(fake.handle),
+            sleep=lambda _s: None,
+            metrics=metrics,
+        )
+
+    monkeypatch.setattr(cli, "_convex", convex)
+    monkeypatch.setattr(cli.time, "time", lambda: NOW_MS / 1000)
+    return fake
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(cli.app, list(args))
+
+
+# --- stuck -------------------------------------------------------------------------------
+
+
+def test_stuck_json_lists_the_jobs_and_defaults_to_job_timeout(fake: FakeConvex) -> None:
+    fake.stuck = STUCK
+    result = run("stuck", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == STUCK
+    assert fake.calls == [("operator:listStuck", {"token": TOKEN, "runningLongerThanMs": 5400000})]
+    assert TOKEN not in result.output
+
+
+def test_stuck_passes_the_threshold(fake: FakeConvex) -> None:
+    result = run("stuck", "--running-longer-than", "120000", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == []
+    assert fake.calls[0][1]["runningLongerThanMs"] == 120000
+    assert run("stuck", "--running-longer-than", "-5").exit_code == 2  # refused by typer
+
+
+def test_stuck_table(fake: FakeConvex) -> None:
+    result = run("stuck")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == "no stuck jobs (lease expired, or running longer than 1h 30m)"
+    fake.stuck = STUCK
+    result = run("stuck")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "2 stuck job(s) (lease expired, or running longer than 1h 30m):"
+    assert lines[1].split() == ["JOB", "STATUS", "WHY", "ATTEMPT", "WORKER", "SINCE", "REPOSITORY"]
+    assert lines[2].split()[:5] == ["j-expired", "running", "lease_expired", "1/3", "host-a-1"]
+    assert "lease expired 2m 05s ago" in lines[2]
+    assert "https://github.com/acme/widgets (main)" in lines[2]
+    assert "running (cancel requested)" in lines[3]
+    assert "running for 2h 00m" in lines[3]
+
+
+def test_stuck_when_convex_is_unreachable_or_the_token_is_wrong(
+    fake: FakeConvex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.down = True
+    result = run("stuck")
+    assert result.exit_code == 1
+    assert "ConnectError" in result.stderr
+    fake.down = False
+    monkeypatch.setenv("WORKER_TOKEN", "another-token-0123456789")
+    result = run("stuck", "--json")
+    assert result.exit_code == 1
+    assert "operator:listStuck: unauthorized" in result.stderr
+    assert "another-token" not in result.output
+
+
+def test_config_errors_exit_2(fake: FakeConvex, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORKER_TOKEN")
+    for args in (["stuck"], ["reclaim"], ["requeue", "j1", "--yes"]):
+        result = run(*args)
+        assert result.exit_code == 2, args
+        assert "config error: WORKER_TOKEN" in result.stderr
+    assert fake.calls == []
+
+
+# --- reclaim -----------------------------------------------------------------------------
+
+
+def test_reclaim_prints_what_happened(fake: FakeConvex) -> None:
+    result = run("reclaim")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == "no expired leases: nothing to reclaim"
+    fake.reclaim = {
+        "moved": 1,
+        "dead": 1,
+        "canceled": 0,
+        "more": True,
+        "jobs": [{"jobId": "j1", "outcome": "pending"}, {"jobId": "j2", "outcome": "dead"}],
+    }
+    result = run("reclaim")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [
+        "reclaimed 2 expired lease(s): 1 back to pending, 1 dead (no attempt left), "
+        "0 canceled (cancel requested)",
+        "  j1  -> pending",
+        "  j2  -> dead",
+        "more expired leases remain: run `fondation-worker reclaim` again",
+    ]
+    result = run("reclaim", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == fake.reclaim
+    assert fake.paths() == ["operator:reclaimNow"] * 3
+
+
+# --- requeue -----------------------------------------------------------------------------
+
+
+def dead_job(fake: FakeConvex) -> None:
+    fake.jobs["j-dead"] = public_job(
+        "j-dead",
+        "dead",
+        lastError="RuntimeError: boom",
+        lastErrorKind="transient",
+        completedAt=NOW_MS,
+    )
+
+
+def test_requeue_without_yes_shows_the_job_and_refuses(fake: FakeConvex) -> None:
+    dead_job(fake)
+    result = run("requeue", "j-dead")
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["job", "j-dead"]
+    assert lines[1].split() == ["status", "dead"]
+    assert "error     transient: RuntimeError: boom" in lines
+    assert lines[-1] == "re-run with --yes to requeue"
+    assert fake.paths() == ["jobs:get"]
+    assert fake.jobs["j-dead"]["status"] == "dead"
+
+
+def test_requeue_with_yes(fake: FakeConvex) -> None:
+    dead_job(fake)
+    result = run("requeue", "j-dead", "--yes")
+    assert result.exit_code == 0, result.output
+    assert fake.paths() == ["jobs:get", "operator:requeue"]
+    assert fake.calls[1][1] == {"token": TOKEN, "jobId": "j-dead"}
+    assert result.stdout.splitlines()[-1] == "job j-dead requeued: pending, attempts reset to 0/2"
+
+
+@pytest.mark.parametrize(
+    "status", ["pending", "claimed", "running", "failed", "completed", "canceled"]
+)
+def test_requeue_of_a_job_that_is_not_dead_is_one_line(fake: FakeConvex, status: str) -> None:
+    fake.jobs["j1"] = public_job("j1", status)
+    result = run("requeue", "j1", "--yes")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert (
+        result.stderr == f"fondation-worker: job j1 is {status}: only a dead job can be requeued\n"
+    )
+    assert fake.paths() == ["jobs:get"]
+
+
+def test_requeue_of_an_unknown_job(fake: FakeConvex) -> None:
+    result = run("requeue", "nope", "--yes")
+    assert result.exit_code == 1
+    assert result.stderr == "fondation-worker: job nope not found\n"
+
+
+def test_requeue_refused_by_convex(fake: FakeConvex) -> None:
+    dead_job(fake)
+    fake.requeue_error = {
+        "code": "INVALID_STATE",
+        "message": "job j-other with the same dedupe key is running: only one may be active",
+    }
+    result = run("requeue", "j-dead", "--yes")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "fondation-worker: not requeued: operator:requeue: job j-other with the same dedupe key "
+        "is running: only one may be active"
+    )
+    assert fake.paths() == ["jobs:get", "operator:requeue"]  # not retried
