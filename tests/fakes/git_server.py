@@ -33,15 +33,16 @@ def _git(args: list[str], cwd: Path) -> None:
     subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, timeout=60)
 
 
-def make_cert(directory: Path) -> tuple[Path, Path]:
+def make_cert(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
+    san = "IP:127.0.0.1,DNS:localhost" + (f",IP:{host}" if host != "127.0.0.1" else "")
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
         [
             "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
             "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-subj", f"/CN={host}",
+            "-addext", f"subjectAltName={san}",
         ],
         check=True,
         capture_output=True,
@@ -66,16 +67,19 @@ class GitServer:
     port: int = 0
     tokens: dict[str, str] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
+    # Where it listens (and the certificate's IP): loopback, or e.g. a Docker network's
+    # gateway so that containers reach it (the chaos suite).
+    bind_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         self.repos = self.root / "repos"
         self.repos.mkdir(parents=True, exist_ok=True)
-        self.cert, self.key = make_cert(self.root / "tls")
+        self.cert, self.key = make_cert(self.root / "tls", self.bind_host)
         self._server: ThreadingHTTPServer | None = None
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.bind_host}:{self.port}"
 
     def url(self, owner: str, name: str) -> str:
         return f"https://{self.host}/{owner}/{name}.git"
@@ -90,7 +94,10 @@ class GitServer:
         token: str | None = None,
         extra_branches: dict[str, dict[str, str | bytes]] | None = None,
         symlinks: dict[str, str] | None = None,
+        gitlinks: dict[str, str] | None = None,
     ) -> str:
+        """A bare repository served at ``url(owner, name)``; ``gitlinks`` maps a path to a
+        commit id recorded as a submodule entry (pair it with a ``.gitmodules`` file)."""
         work = self.root / "work" / owner / name
         if work.exists():
             shutil.rmtree(work)
@@ -106,6 +113,8 @@ class GitServer:
         for rel, target in (symlinks or {}).items():
             os.symlink(target, work / rel)
         _git(["add", "-A"], work)
+        for rel, commit in (gitlinks or {}).items():
+            _git(["update-index", "--add", "--cacheinfo", f"160000,{commit},{rel}"], work)
         _git(["commit", "-q", "-m", "initial"], work)
         for other, other_files in (extra_branches or {}).items():
             _git(["checkout", "-q", "-b", other], work)
@@ -225,7 +234,7 @@ class GitServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        httpd = ThreadingHTTPServer((self.bind_host, self.port), Handler)
         httpd.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert, self.key)

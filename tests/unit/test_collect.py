@@ -169,3 +169,29 @@ def test_batches_respect_size_and_count() -> None:
     many = batch_docs([doc(i, 10) for i in range(60)], max_batch_docs=25)
     assert [len(b) for b in many] == [25, 25, 10]
     assert [d.slug for b in many for d in b] == [f"d{i}" for i in range(60)]
+
+
+def test_hard_link_to_a_file_outside_is_rejected(out: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.md"
+    secret.write_text("# Secret\n\nhost data\n")
+    os.link(secret, out / "chapters" / "01-hard.md")
+    write(out / "chapters" / "02-fine.md", "# Fine\n")
+    collected = collect_docs(out)
+    assert [d.slug for d in collected.docs] == ["chapters-02-fine"]
+    assert [(r.path, r.reason) for r in collected.rejected] == [
+        ("chapters/01-hard.md", "hard link")
+    ]
+
+
+def test_names_that_are_not_utf8_give_valid_titles(out: Path) -> None:
+    odd = out / "chapters" / os.fsdecode(b"03-caf\xe9-notes.md")
+    write(odd, "no heading\n")
+    write(out / "chapters" / os.fsdecode(b"04-\xff.md"), "# A real title\n")
+    collected = collect_docs(out)
+    assert not collected.rejected
+    by_order = {d.order: d for d in collected.docs}
+    assert by_order[3].title == "Caf\ufffd notes"
+    assert by_order[4].title == "A real title"
+    for doc in collected.docs:
+        assert doc.size > 0  # encodes as UTF-8
+        assert doc.slug.isascii()

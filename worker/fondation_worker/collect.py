@@ -1,9 +1,10 @@
 """Collect the generated docs from ``<clone>/.claude-tutorial-output/`` and batch them.
 
 The output directory is written by a process that read untrusted repository content, so
-every file is checked: no symlinks (files or directories), nothing resolving outside the
-directory, regular files only, UTF-8 text without NUL bytes, bounded size and count.
-Rejected files are reported, not uploaded.
+every file is checked: no symlinks (files or directories), no hard links, nothing resolving
+outside the directory, regular files only, UTF-8 text without NUL bytes, bounded size and
+count. Rejected files are reported, not uploaded. File names that are not UTF-8 are shown
+with U+FFFD in titles and reports.
 """
 
 from __future__ import annotations
@@ -89,14 +90,24 @@ def slug_for(relative: Path) -> str:
     return (slug or "doc")[:MAX_SLUG_CHARS]
 
 
+def printable_name(name: str) -> str:
+    """A file name as valid text: bytes that are not UTF-8 become U+FFFD.
+
+    Names that are not UTF-8 reach Python as lone surrogates, which no JSON encoder or
+    UTF-8 encoder accepts.
+    """
+    return os.fsencode(name).decode("utf-8", "replace")
+
+
 def title_for(relative: Path, content: str, kind: DocKind) -> str:
     title = first_h1(content) if kind != "yaml" else None
+    name = printable_name(relative.name)
     if not title:
-        stem = _ORDER_PREFIX.sub("", relative.stem).strip("-_. ")
-        title = stem.replace("-", " ").replace("_", " ").strip().capitalize() or relative.name
+        stem = _ORDER_PREFIX.sub("", printable_name(relative.stem)).strip("-_. ")
+        title = stem.replace("-", " ").replace("_", " ").strip().capitalize() or name
     title = " ".join(title.split())
     title = "".join(c for c in title if c >= " " and c != "\x7f")
-    return title[:MAX_TITLE_CHARS] or relative.name[:MAX_TITLE_CHARS]
+    return title[:MAX_TITLE_CHARS] or name[:MAX_TITLE_CHARS]
 
 
 def _order_prefix(relative: Path) -> int | None:
@@ -114,6 +125,9 @@ def _read_checked(root_real: Path, path: Path, max_file_bytes: int) -> tuple[str
         return None, "symlink"
     if not stat.S_ISREG(st.st_mode):
         return None, "not a regular file"
+    if st.st_nlink > 1:
+        # Another name for a file that may live outside the output dir (a hard link).
+        return None, "hard link"
     real = Path(os.path.realpath(path))
     if not real.is_relative_to(root_real):
         return None, "resolves outside the output directory"
@@ -163,7 +177,7 @@ def collect_docs(
         for name in list(dirnames):
             if (here / name).is_symlink():
                 rel = (here / name).relative_to(output_dir)
-                collected.rejected.append(Rejection(str(rel), "symlink"))
+                collected.rejected.append(Rejection(printable_name(rel.as_posix()), "symlink"))
                 dirnames.remove(name)
         dirnames.sort()
         for name in sorted(filenames):
@@ -174,7 +188,7 @@ def collect_docs(
     per_kind_index: dict[str, int] = {}
     for path in sorted(candidates, key=lambda p: p.relative_to(output_dir).as_posix()):
         relative = path.relative_to(output_dir)
-        rel_text = relative.as_posix()
+        rel_text = printable_name(relative.as_posix())
         if path.suffix.lower() not in DOC_SUFFIXES and not path.is_symlink():
             collected.rejected.append(Rejection(rel_text, "not a markdown or YAML file"))
             continue

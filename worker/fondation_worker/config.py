@@ -154,6 +154,18 @@ class Settings(BaseSettings):
             raise ValueError("must not contain whitespace")
         return value
 
+    @field_validator("anthropic_api_key", "claude_code_oauth_token")
+    @classmethod
+    def _claude_credential(cls, value: SecretStr | None) -> SecretStr | None:
+        # A value pasted with its quotes or a trailing newline (an env file written by hand)
+        # would reach the CLI as is and fail every job with an authentication error.
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        if any(c.isspace() or not c.isprintable() or c in "\"'" for c in raw):
+            raise ValueError("must not contain whitespace, quotes or control characters")
+        return value
+
     @field_validator("worker_id")
     @classmethod
     def _worker_id(cls, value: str) -> str:
