@@ -1,0 +1,210 @@
+"""Deploy wall time on the local target (issue 6): a first converge, a no-op re-run, and an
+upgrade through the health gate.
+
+Exactly what `make deploy` runs, minus the image build and the demo job:
+``scripts/local-target.sh up`` then ``ansible-playbook -i inventories/local
+playbooks/deploy.yml`` with FONDATION_CONVEX_URL from ``scripts/devbackend.sh start`` (the
+default dev backend). Before the first converge the target is removed
+(``scripts/local-target.sh down``), so it starts from a fresh Debian 12 systemd container.
+The upgrade ships a new image ID: the current archive's image with one more label (a
+one-line ``FROM ... / LABEL`` build), saved as an archive named after its ID and passed as
+``fondation_worker_image_archive``; the play restarts the replica and waits for /healthz.
+Logs of each run: build/bench/deploy-*.log.
+
+Run: .venv/bin/python bench/deploy.py [--json]   (needs build/images/ from `make image`)
+Target (issue 6): no-op re-run at most 15 s with changed=0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import (
+    BENCH_BUILD,
+    ROOT,
+    Row,
+    archive_image_short_id,
+    emit,
+    image_archive,
+    log,
+    met_at_most,
+    run,
+)
+
+NOOP_TARGET_S = 15.0
+TARGET = os.environ.get("FONDATION_LOCAL_TARGET", "fondation-local")
+UPGRADE_LABEL = "org.fondation.bench-upgrade"
+
+
+def convex_url() -> str:
+    started = run([str(ROOT / "scripts" / "devbackend.sh"), "start"], 120, capture_output=True)
+    if started.returncode != 0:
+        raise RuntimeError(f"devbackend.sh start failed: {started.stderr[-500:]}")
+    return started.stdout.strip().splitlines()[-1]
+
+
+def slowest_tasks(name: str, count: int = 3) -> str:
+    """The slowest tasks of a run, from profile_tasks' summary in its log."""
+    text = (BENCH_BUILD / f"deploy-{name}.log").read_text(encoding="utf-8", errors="replace")
+    tasks = re.findall(r"^(\S.*?) -{3,} (\d+\.\d+)s$", text, re.MULTILINE)
+    ranked = sorted(((float(s), t.strip()) for t, s in tasks), reverse=True)[:count]
+    return "; ".join(f"{task} {seconds:.1f} s" for seconds, task in ranked)
+
+
+def playbook(name: str, url: str, extra: list[str]) -> tuple[float, int]:
+    """Run the deploy play; (seconds, changed count). Raises when the play fails."""
+    env = {
+        **os.environ,
+        "FONDATION_CONVEX_URL": url,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        # Per-task times at the end of each log: where a slow run spends them.
+        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+    }
+    log_path = BENCH_BUILD / f"deploy-{name}.log"
+    cmd = ["ansible-playbook", "-i", "inventories/local", "playbooks/deploy.yml", *extra]
+    start = time.monotonic()
+    with open(log_path, "w", encoding="utf-8") as out:
+        done = run(cmd, 1800, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    seconds = time.monotonic() - start
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    recap = re.search(rf"^{re.escape(TARGET)}\s*:.*?changed=(\d+).*?failed=(\d+)", text, re.M)
+    if done.returncode != 0 or recap is None or recap.group(2) != "0":
+        raise RuntimeError(f"{name}: the deploy play failed (rc {done.returncode}), see {log_path}")
+    return seconds, int(recap.group(1))
+
+
+def target(action: str) -> float:
+    start = time.monotonic()
+    done = run(
+        ["bash", str(ROOT / "scripts" / "local-target.sh"), action], 600, capture_output=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"local-target.sh {action} failed: {done.stderr[-500:]}")
+    return time.monotonic() - start
+
+
+def archive_image_id() -> tuple[Path, str]:
+    real = image_archive()
+    if not real.is_file():
+        raise RuntimeError(f"{real} is missing: run `make image` first")
+    short = archive_image_short_id(real)
+    if short is None:
+        raise RuntimeError(f"cannot read the image ID from {real.name}")
+    if run(["docker", "image", "inspect", short], 60, capture_output=True).returncode != 0:
+        load = run(["docker", "load", "-i", str(real)], 900, capture_output=True)
+        if load.returncode != 0:
+            raise RuntimeError(f"docker load failed: {load.stderr[-300:]}")
+    return real, short
+
+
+def upgrade_archive(base: str) -> Path:
+    """The base image plus one label: a new image ID, saved like scripts/build-image.sh does."""
+    for old in BENCH_BUILD.glob("fondation-worker-bench-upgrade-*.tar.gz"):
+        old.unlink()
+    tag = "fondation-worker:bench-upgrade"
+    dockerfile = f"FROM {base}\nLABEL {UPGRADE_LABEL}={int(time.time())}\n"
+    # `docker build` cannot name an image ID in FROM: give the base a temporary tag.
+    run(["docker", "tag", base, "fondation-worker:bench-base"], 60, check=True)
+    try:
+        built = run(
+            ["docker", "build", "-q", "-t", tag, "-"], 300, input=dockerfile, capture_output=True
+        )
+        if built.returncode != 0:
+            raise RuntimeError(f"docker build failed: {built.stderr[-300:]}")
+    finally:
+        run(["docker", "rmi", "fondation-worker:bench-base"], 60, capture_output=True)
+    image_id = run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", tag], 60, capture_output=True, check=True
+    ).stdout.strip()
+    short = image_id.removeprefix("sha256:")[:12]
+    archive = BENCH_BUILD / f"fondation-worker-bench-upgrade-{short}.tar.gz"
+    tmp = archive.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE)
+        gzip = subprocess.Popen(["gzip", "-1"], stdin=save.stdout, stdout=out)
+        if save.stdout is not None:
+            save.stdout.close()
+        try:
+            save_rc, gzip_rc = save.wait(900), gzip.wait(900)
+        except subprocess.TimeoutExpired:
+            save.kill()
+            gzip.kill()
+            raise
+    if save_rc or gzip_rc:
+        raise RuntimeError("docker save | gzip failed")
+    tmp.rename(archive)
+    return archive
+
+
+def running_image() -> str:
+    done = run(
+        ["docker", "exec", TARGET, "docker", "inspect", "-f", "{{.Image}}", "fondation-worker-1"],
+        60,
+        capture_output=True,
+    )
+    return done.stdout.strip().removeprefix("sha256:")[:12]
+
+
+def main() -> int:
+    BENCH_BUILD.mkdir(parents=True, exist_ok=True)
+    archive_in, base = archive_image_id()
+    pin = ["-e", f"fondation_worker_image_archive={archive_in}"]
+    url = convex_url()
+    log(f"fresh target; Convex {url}; image {base}")
+    target("down")
+    up_s = target("up")
+    converge_s, converge_changed = playbook("first", url, pin)
+    log(f"first converge: up {up_s:.0f} s + play {converge_s:.0f} s")
+    noop_s, noop_changed = playbook("noop", url, pin)
+    log(f"no-op: {noop_s:.1f} s, changed={noop_changed}")
+    archive = upgrade_archive(base)
+    upgrade_s, upgrade_changed = playbook(
+        "upgrade", url, ["-e", f"fondation_worker_image_archive={archive}"]
+    )
+    now_running = ""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        now_running = running_image()
+    expected = archive.name.rsplit("-", 1)[1].removesuffix(".tar.gz")
+    log(f"upgrade: {upgrade_s:.0f} s, replica runs {now_running} (expected {expected})")
+    rows = [
+        Row(
+            "deploy: first converge (fresh target)",
+            up_s + converge_s,
+            "s",
+            note=(
+                f"target up {up_s:.0f} s + play {converge_s:.0f} s, changed={converge_changed}, "
+                f"image {base}"
+            ),
+        ),
+        Row(
+            "deploy: no-op re-run",
+            noop_s,
+            "s",
+            f"<= {NOOP_TARGET_S:.0f} s, changed=0",
+            bool(met_at_most(noop_s, NOOP_TARGET_S)) and noop_changed == 0,
+            note=f"changed={noop_changed}; slowest tasks: {slowest_tasks('noop')}",
+        ),
+        Row(
+            "deploy: upgrade through the health gate",
+            upgrade_s,
+            "s",
+            note=(
+                f"new image {expected} (one more label), changed={upgrade_changed}, replica "
+                f"{'runs it and is healthy' if now_running == expected else 'runs ' + now_running}"
+            ),
+        ),
+    ]
+    emit("deploy", rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
