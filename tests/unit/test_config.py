@@ -53,7 +53,7 @@ def test_defaults(env: pytest.MonkeyPatch) -> None:
     assert s.temp_dir == Path("/tmp/fondation")
     assert s.lease_ms == 90_000
     assert s.heartbeat_ms == 20_000
-    assert s.idle_poll_max == 30_000
+    assert s.idle_poll_max == 32_000
     assert s.drain_timeout == 90_000  # inside a 120 s container stop timeout
     assert s.allowed_repo_hosts == ["github.com"]
     assert s.health_address == ("127.0.0.1", 8080)
@@ -136,7 +136,7 @@ def test_secret_values_are_never_echoed(env: pytest.MonkeyPatch) -> None:
     ("values", "expected"),
     [
         ({"HEARTBEAT_MS": "50000"}, "HEARTBEAT_MS: 50000 must be less than half of LEASE_MS"),
-        ({"POLL_INTERVAL": "40000"}, "IDLE_POLL_MAX: 30000 must be at least POLL_INTERVAL"),
+        ({"POLL_INTERVAL": "40000"}, "IDLE_POLL_MAX: 32000 must be at least POLL_INTERVAL"),
         ({"STEP_TIMEOUT": "7200000"}, "STEP_TIMEOUT: 7200000 must not exceed JOB_TIMEOUT"),
     ],
 )

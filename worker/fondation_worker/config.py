@@ -90,7 +90,7 @@ class Settings(BaseSettings):
 
     # Polling and leases
     poll_interval: int = Field(5_000, ge=100, le=3_600_000, description="ms between polls")
-    idle_poll_max: int = Field(30_000, ge=100, le=3_600_000, description="idle poll ceiling")
+    idle_poll_max: int = Field(32_000, ge=100, le=3_600_000, description="idle poll ceiling")
     max_concurrent_jobs: int = Field(1, ge=1, le=32)
     worker_id: str = Field(default_factory=default_worker_id)
     lease_ms: int = Field(90_000, ge=1_000, le=3_600_000)
