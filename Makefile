@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: help test lint unit integration convex-test molecule deploy clean-local \
-        engine images image deps clean
+        engine images image deps clean bench chaos chaos-short
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,20 +44,21 @@ image: deps ## build the worker image and its registry-less archive (build/image
 	scripts/build-image.sh
 
 # --- checks ------------------------------------------------------------------------------
-test: deps ## every check: lint, Convex tests, Python tests, Molecule
+test: deps ## every check: lint, Convex tests, short chaos run, Python tests, Molecule
 	@$(STAGE) reset
 	@$(STAGE) run engine scripts/docker-engine.sh
 	@$(STAGE) run images scripts/base-image.sh all
 	@$(STAGE) run lint $(MAKE) --no-print-directory lint
 	@$(STAGE) run image scripts/build-image.sh
 	@$(STAGE) run convex-test $(MAKE) --no-print-directory convex-test
+	@$(STAGE) run chaos-short $(MAKE) --no-print-directory chaos-short
 	@$(STAGE) run molecule $(MAKE) --no-print-directory molecule
 	@$(STAGE) run unit $(MAKE) --no-print-directory unit
 	@$(STAGE) summary
 
 lint: deps ## ruff, mypy --strict, yamllint, ansible-lint (production), tsc
-	ruff check worker tests molecule bench scripts
-	ruff format --check worker tests molecule bench scripts
+	ruff check worker tests molecule bench scripts chaos
+	ruff format --check worker tests molecule bench scripts chaos
 	mypy
 	yamllint --strict .
 	ansible-lint
@@ -86,6 +87,23 @@ deploy: deps images image ## deploy the stack to the local Debian systemd contai
 	FONDATION_CONVEX_URL=$$(scripts/devbackend.sh start) \
 	  ansible-playbook -i inventories/local playbooks/deploy.yml
 	python scripts/demo_job.py
+
+# --- the performance report --------------------------------------------------------------
+bench: deps images image ## performance report: one table of figures vs targets (bench/results.md)
+	python bench/report.py
+
+# --- the chaos suite (chaos/): real worker containers under faults ----------------------
+JOBS ?= 200
+WORKERS ?= 3
+DURATION ?= 420
+SEED ?= 1
+chaos: deps image ## chaos run: JOBS=200 WORKERS=3 DURATION=420 SEED=1 -> build/chaos/<run>/
+	python -m chaos.run --jobs $(JOBS) --workers $(WORKERS) --duration $(DURATION) --seed $(SEED) \
+	  --out build/chaos
+
+chaos-short: deps ## the short chaos run of `make test`: 60 jobs, 3 workers, every fault once
+	python -m chaos.run --jobs 60 --workers 3 --duration 150 --seed $(SEED) --out build/chaos \
+	  --name short
 
 clean-local: ## remove the local target container, its volume and the dev backend
 	@scripts/local-target.sh down

@@ -1,0 +1,1 @@
+"""Chaos suite: real worker containers under faults (issue 8). See chaos/run.py."""
