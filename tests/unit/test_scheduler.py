@@ -359,10 +359,13 @@ def test_usage_limit_pauses_until_the_reset() -> None:
     loop.stop()
 
 
-def test_disk_failure_pauses_until_space_is_back() -> None:
+def test_disk_failure_during_a_job_pauses_until_space_is_back() -> None:
     queue = FakeQueue(jobs=2)
     runner = FakeRunner(JobOutcome("deferred", "disk", "not enough free disk"))
-    scheduler, health, _ = make(queue, runner, disk_ok=False)
+    scheduler, health, _ = make(queue, runner)
+    # Space is there at claim time and gone once the job has started (it filled the disk).
+    checks = iter([DiskStatus(free_mb=1000, min_free_mb=10)])
+    scheduler._disk = lambda: next(checks, DiskStatus(free_mb=1, min_free_mb=10))
     loop = Loop(scheduler)
     wait_until(lambda: scheduler.paused == "disk", 5)
     assert health.readiness()[1]["checks"]["disk"] is False
@@ -370,6 +373,21 @@ def test_disk_failure_pauses_until_space_is_back() -> None:
     assert len(runner.started) == 1
     scheduler._disk = lambda: DiskStatus(free_mb=1000, min_free_mb=10)
     wait_until(lambda: len(runner.started) == 2, 15)
+    loop.stop()
+
+
+def test_a_worker_short_of_disk_claims_nothing_until_space_is_back() -> None:
+    queue = FakeQueue(jobs=1)
+    runner = FakeRunner()
+    scheduler, health, _ = make(queue, runner, disk_ok=False)
+    loop = Loop(scheduler)
+    wait_until(lambda: scheduler.paused == "disk", 5)
+    assert health.readiness()[1]["checks"]["disk"] is False
+    time.sleep(0.5)
+    assert queue.claims == []
+    scheduler._disk = lambda: DiskStatus(free_mb=1000, min_free_mb=10)
+    wait_until(lambda: runner.started == ["job0"], 15)
+    assert health.readiness()[1]["checks"]["disk"] is True
     loop.stop()
 
 

@@ -182,6 +182,13 @@ class Scheduler:
             return
         if len(self._running) >= self._s.max_concurrent_jobs:
             return
+        # A worker short of disk would only claim a job to defer it for minutes while a
+        # healthy worker could run it now: check first (a statvfs, cheap), pause if short.
+        disk = self._disk()
+        if not disk.ok:
+            self._next_disk_check = now + DISK_RECHECK_S
+            self._pause_for("disk", now, f"not enough free disk: {disk.describe()}")
+            return
         request_id = str(uuid.uuid4())
         sent = self._clock.monotonic()
         try:
