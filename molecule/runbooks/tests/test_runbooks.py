@@ -1,0 +1,224 @@
+"""After the runbook plays (side_effect.yml): what each one promised, checked on the host.
+
+The side effect keeps what it set up and what each play reported under STATE; the checks
+below compare that with the host as it is now.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+STATE = "/var/lib/fondation-test-runbooks"
+WORK = "/var/lib/docker/volumes/fondation-work-1/_data/jobs"
+TERMINAL = {"completed", "dead", "canceled"}
+MIB = 1024 * 1024
+
+
+def journal(host: Any, unit: str = "fondation-worker@*") -> str:
+    out = host.run(f"journalctl --no-pager -n 60 -u '{unit}'").stdout
+    return f"\n--- journal of {unit} ---\n{out}"
+
+
+def state(host: Any, name: str) -> Any:
+    content = host.file(f"{STATE}/{name}").content_string
+    return json.loads(content) if name.endswith(".json") else content.strip()
+
+
+def image_env(host: Any) -> str:
+    content = host.file("/etc/fondation-worker/image.env").content_string
+    match = re.search(r"^FONDATION_WORKER_IMAGE=(\S+)$", content, re.MULTILINE)
+    assert match, content
+    return match.group(1)
+
+
+def releases(host: Any) -> list[str]:
+    return list(host.file("/var/lib/fondation-worker/releases").content_string.split())
+
+
+def backend() -> tuple[str, str]:
+    url = os.environ.get("FONDATION_TEST_CONVEX_URL", "").rstrip("/")
+    if not url:
+        pytest.skip(
+            "FONDATION_TEST_CONVEX_URL is not set: no job ran (start the dev backend with "
+            "scripts/devbackend.sh start and export its URL)"
+        )
+    return url, os.environ.get("FONDATION_TEST_WORKER_TOKEN") or "local-dev-token-not-secret"
+
+
+def get_job(job_id: str) -> dict[str, Any]:
+    url, token = backend()
+    body = json.dumps(
+        {"path": "jobs:get", "args": {"jobId": job_id, "token": token}, "format": "json"}
+    ).encode()
+    request = urllib.request.Request(
+        f"{url}/api/query", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        reply: dict[str, Any] = json.loads(response.read())
+    assert reply["status"] == "success", reply
+    value: dict[str, Any] = reply["value"]
+    assert value is not None, f"job {job_id} not found"
+    return value
+
+
+def wait_until_ended(job_id: str, timeout_s: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    job = get_job(job_id)
+    while job["status"] not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(2)
+        job = get_job(job_id)
+    return job
+
+
+# --- disk cleanup -----------------------------------------------------------------------------
+
+
+def test_cleanup_removed_the_junk_the_test_left(host: Any) -> None:
+    dangling = state(host, "dangling.id")
+    stopped = state(host, "stopped.id")
+    assert host.run(f"docker image inspect {dangling}").rc != 0, "the dangling image is still there"
+    assert host.run(f"docker container inspect {stopped}").rc != 0, (
+        "the stopped container is still there"
+    )
+    assert not host.file(f"{WORK}/oldjob-0000aaaa").exists, "the old workspace is still there"
+
+
+def test_cleanup_freed_the_space_the_test_filled(host: Any) -> None:
+    # 40 MiB image + 20 MiB container layer + 40 MiB workspace, all random bytes.
+    freed = int(state(host, "du-filled")) - int(state(host, "du-cleaned"))
+    assert freed >= 90 * MIB, f"only {freed / MIB:.1f} MiB freed under /var/lib/docker"
+    report = state(host, "cleanup.json")
+    assert report["workspaces_removed_bytes"] >= 40 * MIB, report
+    assert report["images_removed_bytes"] >= 40 * MIB, report
+    assert report["containers_removed"] >= 1, report
+    assert any(path.endswith("/oldjob-0000aaaa") for path in report["workspaces_removed"]), report
+    for mount, free_before, free_after, size in report["filesystems"]:
+        assert mount.startswith("/"), report
+        assert 0 <= free_before <= size, report
+        assert 0 <= free_after <= size, report
+
+
+def test_cleanup_kept_what_a_worker_needs(host: Any) -> None:
+    history = releases(host)
+    assert len(history) >= 2, history  # A, then B deployed by the side effect
+    assert history[-1] == image_env(host)
+    for image in history:  # the running release and those a rollback goes back to
+        assert host.run(f"docker image inspect {image}").rc == 0, f"{image} was removed"
+    report = state(host, "cleanup.json")
+    assert set(history) <= set(report["images_kept"]), report
+    # A young workspace, and an old one whose lock a running job holds, stay (as seen right
+    # after the cleanup: the worker's own sweep may remove unlocked ones later).
+    left = state(host, "workspaces-after.json")
+    assert "youngjob-0000bbbb" in left, left
+    assert "busyjob-0000cccc" in left, left
+    assert "oldjob-0000aaaa" not in left, left
+    assert any(path.endswith("/busyjob-0000cccc") for path in report["workspaces_kept_busy"])
+
+
+def test_journal_is_within_the_cap(host: Any) -> None:
+    usage = host.run("journalctl --disk-usage").stdout
+    match = re.search(r"take up ([0-9.]+)([BKMGT])", usage)
+    assert match, usage
+    scale = {"B": 1, "K": 1024, "M": MIB, "G": 1024 * MIB, "T": 1024 * 1024 * MIB}
+    assert float(match.group(1)) * scale[match.group(2)] <= 200 * MIB, usage
+
+
+# --- auth refresh -----------------------------------------------------------------------------
+
+
+def test_auth_refresh_restarted_the_replica(host: Any) -> None:
+    assert state(host, "started-before-auth") != state(host, "started-after-auth")
+
+
+def test_the_container_sees_the_new_token(host: Any) -> None:
+    expected = state(host, "token.sha256")
+    seen = host.run(
+        "docker exec fondation-worker-1 python3 -c "
+        '"import hashlib, os; print(hashlib.sha256('
+        "os.environ.get('CLAUDE_CODE_OAUTH_TOKEN', '').encode()).hexdigest())\""
+    )
+    assert seen.rc == 0, seen.stderr + journal(host)
+    assert seen.stdout.strip() == expected, "the replica does not run with the new token"
+    env = host.file("/etc/fondation-worker/claude.env")
+    assert (env.user, env.group, env.mode) == ("root", "root", 0o600)
+
+
+def test_claude_was_ok_in_every_replica_after_the_refresh(host: Any) -> None:
+    verdicts = state(host, "auth.json")
+    assert verdicts, verdicts
+    assert all(line.startswith("ok") for line in verdicts.values()), verdicts
+
+
+# --- scale ------------------------------------------------------------------------------------
+
+
+def test_scale_up_ran_three_replicas(host: Any) -> None:
+    assert state(host, "replicas-up.json") == [1, 2, 3]
+
+
+def test_scale_down_left_exactly_one_healthy_replica(host: Any) -> None:
+    assert state(host, "replicas-down.json") == [1]
+    for replica in (2, 3):
+        unit = host.service(f"fondation-worker@{replica}")
+        assert not unit.is_running
+        assert not unit.is_enabled
+        assert host.run(f"docker container inspect fondation-worker-{replica}").rc != 0
+        assert not host.file(f"/etc/fondation-worker/replica-{replica}.env").exists
+    assert host.service("fondation-worker@1").is_running, journal(host)
+    code = host.run("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/healthz").stdout
+    assert code == "200", journal(host)
+
+
+def test_no_job_was_lost_while_scaling_down(host: Any) -> None:
+    backend()
+    jobs = state(host, "scale-jobs.json")
+    assert len(jobs) == 3, jobs
+    for job_id in jobs:
+        job = wait_until_ended(job_id)
+        assert job["status"] == "completed", json.dumps(job, indent=2) + journal(host)
+    # Replicas 2 and 3 were stopped with a job in hand: they drained it.
+    for replica in (2, 3):
+        logs = host.run(f"cat /var/log/fondation-worker/worker-{replica}.log*").stdout
+        draining = [
+            json.loads(line)
+            for line in logs.splitlines()
+            if line.startswith("{") and '"worker.draining"' in line
+        ]
+        assert any(event.get("jobs") for event in draining), (replica, draining)
+
+
+# --- stuck jobs -------------------------------------------------------------------------------
+
+
+def test_stuck_jobs_reclaimed_the_killed_workers_job(host: Any) -> None:
+    backend()
+    seen = state(host, "stuck.json")
+    job_id = seen["job"]
+    assert seen["listed"]["why"] == "lease_expired", seen
+    assert {"jobId": job_id, "outcome": "pending"} in seen["reclaim"]["jobs"], seen
+    # Reclaimed, not lost: it runs again once a worker is back.
+    job = wait_until_ended(job_id)
+    assert job["status"] == "completed", json.dumps(job, indent=2) + journal(host)
+    assert job["attempts"] >= 2, job
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+def test_status_reported_the_one_replica(host: Any) -> None:
+    rows = state(host, "status.json")
+    assert [row["replica"] for row in rows] == [1], rows
+    row = rows[0]
+    assert row["healthy"] is True, row
+    assert row["container"] == "running", row
+    assert row["current_image"] is True, row
+    assert row["version"] not in ("", "unknown"), row
+    if os.environ.get("FONDATION_TEST_CONVEX_URL"):
+        assert row["ready"] is True, row
