@@ -2,7 +2,7 @@
 idle worker's resident memory.
 
 Two real workers poll one empty dev backend side by side: ours with the production
-defaults (POLL_INTERVAL 5 s doubling to IDLE_POLL_MAX 30 s) and the baseline, polling at a
+defaults (POLL_INTERVAL 5 s doubling to IDLE_POLL_MAX 32 s) and the baseline, polling at a
 fixed 5 s like the original queue (POLL_INTERVAL=5000 IDLE_POLL_MAX=5000). After a warm-up
 that lets the back-off reach its ceiling, the bench reads each worker's Prometheus counter
 ``fondation_worker_convex_calls_total`` (every function) once a second for the window and
