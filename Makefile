@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: help test lint unit integration convex-test molecule deploy clean-local \
-        engine images image deps clean bench chaos chaos-short
+        engine images image deps clean bench chaos chaos-short flake
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -72,14 +72,16 @@ unit: deps ## the Python test suites (pytest), the real-CLI ones with the pinned
 convex-test: deps ## the Convex functions under convex-test (vitest)
 	vitest run
 
-# The end-to-end checks need the dev backend; it must also allow the scenarios' git fixture.
-# Its own port, so a `make deploy` backend on the default port does not collide.
+# The end-to-end checks need the dev backend; scripts/molecule.sh runs one of their own.
 molecule: deps images image ## the Molecule scenarios (Debian 12 and 13 systemd hosts, DinD)
-	@scripts/devbackend.sh stop
-	@DEV_BACKEND_PORT=3290 ALLOWED_REPO_HOSTS=github.com,10.213.0.1:8443 \
-	  scripts/devbackend.sh start >/dev/null
-	@FONDATION_TEST_CONVEX_URL=$$(scripts/devbackend.sh url) molecule test --all; \
-	  rc=$$?; scripts/devbackend.sh stop; exit $$rc
+	scripts/molecule.sh
+
+# Pin a flaky check down: repeat one Molecule scenario or one pytest node N times.
+N ?= 5
+flake: deps images image ## repeat a check: SCENARIO=runbooks N=5, or TEST=tests/x.py::test_y N=10
+	@if [ -n "$(SCENARIO)" ]; then scripts/flake.sh scenario "$(SCENARIO)" $(N); \
+	elif [ -n "$(TEST)" ]; then scripts/flake.sh pytest "$(TEST)" $(N); \
+	else echo "make flake SCENARIO=<molecule scenario> N=5, or TEST=<pytest node> N=10"; exit 2; fi
 
 # --- the embedded default target ---------------------------------------------------------
 deploy: deps images image ## deploy the stack to the local Debian systemd container, then run a job

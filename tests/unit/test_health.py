@@ -4,7 +4,7 @@ import httpx
 import pytest
 
 from fondation_worker import __version__
-from fondation_worker.health import HealthServer, HealthState
+from fondation_worker.health import STARTUP_CHECK_REASON, HealthServer, HealthState
 from fondation_worker.metrics import Metrics
 from unit.fakeclock import FakeClock
 
@@ -41,6 +41,7 @@ def test_readyz_lists_reasons(served: tuple[HealthState, FakeClock, Metrics, str
     assert reply.status_code == 200
     assert reply.json() == {
         "ready": True,
+        "starting": False,
         "reasons": [],
         "checks": {"convex": True, "claude": True, "disk": True, "loop": True, "draining": False},
         "version": __version__,
@@ -63,6 +64,26 @@ def test_readyz_lists_reasons(served: tuple[HealthState, FakeClock, Metrics, str
     body = httpx.get(f"{base}/readyz").json()
     assert body["ready"] is False
     assert body["reasons"] == ["draining: the worker is shutting down"]
+
+
+def test_readyz_tells_a_replica_still_starting_from_a_stuck_one(
+    served: tuple[HealthState, FakeClock, Metrics, str],
+) -> None:
+    state, _, _, base = served
+    body = httpx.get(f"{base}/readyz").json()  # no loop tick yet
+    assert (body["ready"], body["starting"]) == (False, True)
+    state.tick()
+    state.set_problem("claude", STARTUP_CHECK_REASON)
+    body = httpx.get(f"{base}/readyz").json()
+    assert (body["ready"], body["starting"]) == (False, True)
+    assert body["reasons"] == [f"claude: {STARTUP_CHECK_REASON}"]
+    # The check answered: a failed login is not "starting" any more.
+    state.set_problem("claude", "Claude authentication failed: Not logged in")
+    body = httpx.get(f"{base}/readyz").json()
+    assert (body["ready"], body["starting"]) == (False, False)
+    state.clear_problem("claude")
+    body = httpx.get(f"{base}/readyz").json()
+    assert (body["ready"], body["starting"]) == (True, False)
 
 
 def test_metrics_and_404(served: tuple[HealthState, FakeClock, Metrics, str]) -> None:

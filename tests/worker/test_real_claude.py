@@ -79,9 +79,12 @@ def test_worker_flags_stop_repository_hooks_and_mcp_servers(tmp_path: Path) -> N
     # Control: without the worker's flags the real CLI runs the hooks and the MCP server,
     # so this test can see them when they happen.
     control = run_claude([REAL, "-p", "hi", "--output-format", "json"], env, repo)
-    time.sleep(1)
     assert control.returncode != 0
-    assert {p.name.split("-")[0] for p in markers.iterdir()} == {"hook", "mcp"}
+    # The MCP server is a child the CLI may leave starting when it exits: wait for its mark.
+    deadline = time.monotonic() + 15
+    while {p.name.split("-")[0] for p in markers.iterdir()} != {"hook", "mcp"}:
+        assert time.monotonic() < deadline, sorted(p.name for p in markers.iterdir())
+        time.sleep(0.1)
     for path in markers.iterdir():
         path.unlink()
 

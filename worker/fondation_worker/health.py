@@ -27,6 +27,10 @@ from .metrics import Metrics
 log = get_logger(__name__)
 
 DEFAULT_STALE_AFTER_S = 60.0
+# The readiness reason while the start-up Claude check runs: /readyz then says
+# ``"starting": true``, so `playbooks/status.yml` tells a replica still starting from one
+# that is stuck.
+STARTUP_CHECK_REASON = "checking Claude authentication at start"
 
 
 class HealthState:
@@ -132,7 +136,15 @@ class HealthState:
             "loop": alive,
             "draining": draining,
         }
-        return ready, {"ready": ready, "reasons": reasons, "checks": checks, **identity}
+        starting = not alive and live["status"] == "starting"
+        starting = starting or problems.get("claude") == STARTUP_CHECK_REASON
+        return ready, {
+            "ready": ready,
+            "starting": starting and not ready,
+            "reasons": reasons,
+            "checks": checks,
+            **identity,
+        }
 
 
 class _Server6(ThreadingHTTPServer):

@@ -30,7 +30,7 @@ from .clock import Clock
 from .config import Settings
 from .convex_client import QueueApi
 from .errors import OperatorActionNeeded, WorkerError
-from .health import HealthState
+from .health import STARTUP_CHECK_REASON, HealthState
 from .job_runner import JobContext, JobOutcome
 from .lease import Heartbeat, ProgressBox
 from .logging_setup import get_logger
@@ -140,7 +140,7 @@ class Scheduler:
             self._pause = _Pause(
                 reason="auth", until=self._clock.monotonic(), message="checking Claude auth"
             )
-            self._health.set_problem("claude", "checking Claude authentication at start")
+            self._health.set_problem("claude", STARTUP_CHECK_REASON)
         log.info(
             "worker.started",
             worker_id=self._s.worker_id,

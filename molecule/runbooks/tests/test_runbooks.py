@@ -222,6 +222,28 @@ def test_status_reported_the_one_replica(host: Any) -> None:
     assert row["healthy"] is True, row
     assert row["container"] == "running", row
     assert row["current_image"] is True, row
+    # The short ID of the image the container runs (it once came out as U+0001).
+    assert re.fullmatch(r"[0-9a-f]{12}", row["image"]), row
+    assert image_env(host).startswith(f"sha256:{row['image']}"), row
     assert row["version"] not in ("", "unknown"), row
     if os.environ.get("FONDATION_TEST_CONVEX_URL"):
+        # side_effect.yml waited for /readyz before this status run.
         assert row["ready"] is True, row
+        assert row["starting"] is False, row
+
+
+def test_status_straight_after_a_restart_says_starting_or_ready(host: Any) -> None:
+    # Taken right after replica 1 came back: its start-up Claude check may still run. That
+    # is reported as `starting`, with the start-up reason, never as a failure.
+    rows = state(host, "status-early.json")
+    assert [row["replica"] for row in rows] == [1], rows
+    row = rows[0]
+    assert row["healthy"] is True, row
+    if row["ready"]:
+        assert row["starting"] is False, row
+    else:
+        assert row["starting"] is True, (
+            "a replica that is not ready right after a restart must be `starting`; read "
+            f"its log (docker logs fondation-worker-1) for why it is not: {row}"
+        )
+        assert all("start" in reason for reason in row["reasons"]), row

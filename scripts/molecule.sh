@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run Molecule scenarios with the dev backend they need: its own state dir and port (a
+# `make deploy` backend on the default port is left alone), allowing the scenarios' git
+# fixture, stopped again whatever the outcome.
+#   molecule.sh              every scenario (molecule test --all)
+#   molecule.sh NAME [NAME]  those scenarios, one after the other; stops at the first failure
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+export DEV_BACKEND_STATE=$root/build/devbackend-molecule
+export DEV_BACKEND_PORT=${MOLECULE_BACKEND_PORT:-3290}
+export ALLOWED_REPO_HOSTS=github.com,10.213.0.1:8443
+
+"$root/scripts/devbackend.sh" stop
+trap '"$root/scripts/devbackend.sh" stop' EXIT
+FONDATION_TEST_CONVEX_URL=$("$root/scripts/devbackend.sh" start)
+export FONDATION_TEST_CONVEX_URL
+
+cd "$root"
+if [ $# -eq 0 ]; then
+  molecule test --all
+else
+  for scenario in "$@"; do
+    molecule test -s "$scenario"
+  done
+fi
