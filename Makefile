@@ -52,8 +52,9 @@ test: deps ## every check: lint, Convex tests, short chaos run, Python tests, Mo
 	@$(STAGE) run image scripts/build-image.sh
 	@$(STAGE) run convex-test $(MAKE) --no-print-directory convex-test
 	@$(STAGE) run chaos-short $(MAKE) --no-print-directory chaos-short
-	@$(STAGE) run molecule $(MAKE) --no-print-directory molecule
-	@$(STAGE) run unit $(MAKE) --no-print-directory unit
+	@# Molecule waits on nested engines most of the time; the Python suites use the cores.
+	@$(STAGE) parallel molecule "$(MAKE) --no-print-directory molecule" \
+	  unit "$(MAKE) --no-print-directory unit"
 	@$(STAGE) summary
 
 lint: deps ## ruff, mypy --strict, yamllint, ansible-lint (production), tsc

@@ -27,6 +27,7 @@ class StatePoller:
         self.latest: dict[str, Observation] = {}
         self.polls = 0
         self.errors = 0
+        self._last_sent: float | None = None  # when the last successful poll was sent
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="state-poller", daemon=True)
@@ -44,6 +45,7 @@ class StatePoller:
             self._stop.wait(self.interval_s)
 
     def poll(self) -> None:
+        sent = time.time()
         try:
             rows = self.cluster.dump("jobs")
         except (httpx.HTTPError, ValueError, KeyError):
@@ -52,9 +54,11 @@ class StatePoller:
         now = time.time()
         with self._lock:
             self.polls += 1
+            since, self._last_sent = self._last_sent, sent
             for row in rows:
                 seen = Observation(
                     t=now,
+                    since=since,
                     status=row["status"],
                     locked_by=row.get("lockedBy"),
                     generation=int(row.get("leaseGeneration", 0)),
@@ -65,7 +69,8 @@ class StatePoller:
                 )
                 job_id = str(row["_id"])
                 last = self.latest.get(job_id)
-                if last is None or last.model_dump(exclude={"t"}) != seen.model_dump(exclude={"t"}):
+                same = {"t", "since"}
+                if last is None or last.model_dump(exclude=same) != seen.model_dump(exclude=same):
                     self.history.setdefault(job_id, []).append(seen)
                     self.latest[job_id] = seen
 

@@ -127,6 +127,9 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"{t['duplicated']} duplicated (completed twice, two docs generations or overlapping "
         "executions).",
         "",
+        "A worst recovery is when the state poller saw the job back (an upper bound); a job "
+        "is late only if a poll sent after its bound still found it stuck.",
+        "",
         "## Invariants",
         "",
         "| check | result | detail |",

@@ -3,13 +3,17 @@
 # it took, so the closing summary can print every stage's time and its runner's summary line.
 #   stage.sh reset                 start a new run
 #   stage.sh run NAME CMD [ARG..]  run and time one stage (exit status is the command's)
+#   stage.sh parallel NAME CMD [NAME CMD..]
+#                                  run stages side by side (CMD is one shell string); each
+#                                  one's output is printed whole once it ends; exit status is
+#                                  0 only if every one passed
 #   stage.sh summary               print stage times, then each test runner's summary lines
 set -uo pipefail
 logs=${STAGE_LOG_DIR:-build/logs}
 mkdir -p "$logs"
 
 case ${1:-} in
-  reset) : >"$logs/stages.tsv" ;;
+  reset) : >"$logs/stages.tsv"; date +%s >"$logs/started" ;;
   run)
     name=$2; shift 2
     printf '\n==> stage %s\n' "$name"
@@ -20,11 +24,38 @@ case ${1:-} in
     printf '%s\t%d.%03d\t%s\n' "$name" $((secs / 1000)) $((secs % 1000)) "$rc" >>"$logs/stages.tsv"
     printf '<== stage %s: %d.%03d s, exit %s\n' "$name" $((secs / 1000)) $((secs % 1000)) "$rc"
     exit "$rc" ;;
+  parallel)
+    shift
+    names=(); pids=()
+    while [ $# -ge 2 ]; do
+      name=$1; cmd=$2; shift 2
+      printf '\n==> stage %s (in parallel; its output follows when it ends)\n' "$name"
+      ( start=$(date +%s%N)
+        bash -c "$cmd" >"$logs/$name.log" 2>&1
+        rc=$?
+        secs=$(( ($(date +%s%N) - start) / 1000000 ))
+        printf '%s\t%d.%03d\t%s\n' "$name" $((secs / 1000)) $((secs % 1000)) "$rc" >"$logs/$name.rc"
+        exit "$rc" ) &
+      names+=("$name"); pids+=($!)
+    done
+    failed=0
+    for i in "${!names[@]}"; do
+      wait "${pids[$i]}" || failed=1
+      name=${names[$i]}
+      printf '\n==> stage %s: output\n' "$name"
+      cat "$logs/$name.log"
+      cat "$logs/$name.rc" >>"$logs/stages.tsv"
+      IFS=$'\t' read -r _ took rc <"$logs/$name.rc"
+      printf '<== stage %s: %s s, exit %s\n' "$name" "$took" "$rc"
+    done
+    exit "$failed" ;;
   summary)
     printf '\n==> make test summary\n'
     printf '%-14s %10s  %s\n' stage seconds exit
     awk -F'\t' '{ printf "%-14s %10s  %s\n", $1, $2, $3; total += $2 }
-                END { printf "%-14s %10.3f\n", "total", total }' "$logs/stages.tsv"
+                END { printf "%-14s %10.3f  (stages added up)\n", "total", total }' "$logs/stages.tsv"
+    [ -f "$logs/started" ] && printf '%-14s %10d  (wall clock: parallel stages overlap)\n' \
+      "wall" $(( $(date +%s) - $(cat "$logs/started") ))
     echo
     # Each runner's own closing line: vitest ("Tests  N passed"), testinfra and pytest
     # ("N passed in Xs"). pytest's main suite comes last.

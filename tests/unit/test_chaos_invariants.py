@@ -15,17 +15,20 @@ from chaos.invariants import (
     LogEvent,
     check_final_states,
     check_no_overlap,
+    check_recovery,
     check_single_completion,
     close_open_executions,
     completions,
     overlaps,
     recovery_time,
+    stuck_until,
 )
 from chaos.load import plan_jobs
 from chaos.models import (
     FAULT_KINDS,
     EnqueuedJob,
     Execution,
+    FaultEvent,
     Observation,
     PlannedJob,
     RunConfig,
@@ -100,6 +103,32 @@ def test_recovery_time_of_a_holder_that_kept_its_lease_is_its_next_renewal() -> 
     ]
     assert recovery_time(history, start=8, end=12) == pytest.approx(5)
     assert recovery_time(history[:2], start=8, end=12) is None
+
+
+def test_a_slow_poller_does_not_make_a_recovery_late() -> None:
+    # Back in the queue at about 17.5 s, but the poll sent at 16.8 s answered only at 20.2 s
+    # (a busy host): seen at 20.2 s, known stuck only until 16.8 s, the previous poll's send.
+    history = [
+        observation(0, "running", 1, 6),
+        Observation(t=20.2, since=16.8, status="pending", generation=1),
+    ]
+    assert recovery_time(history, start=10, end=12) == pytest.approx(10.2)
+    assert stuck_until(history, start=10, end=12) == pytest.approx(6.8)
+
+
+def test_a_job_still_stuck_after_the_bound_is_late() -> None:
+    bound = RunConfig(out=Path("/nonexistent")).recovery_bound_s
+    late = [
+        observation(0, "running", 1, 6),
+        Observation(t=10 + bound + 2.0, since=10 + bound + 1.5, status="pending", generation=1),
+    ]
+    in_time = [
+        observation(0, "running", 1, 6),
+        Observation(t=10 + bound + 2.0, since=10 + bound - 0.5, status="pending", generation=1),
+    ]
+    event = FaultEvent(kind="sigkill", target="w1", start=10, end=10, affected=["j"], bound_s=bound)
+    assert not check_recovery([event], {"j": late})[0].ok
+    assert check_recovery([event], {"j": in_time})[0].ok
 
 
 def enqueued(job_id: str, kind: str, cancel_reply: str | None = None) -> EnqueuedJob:
