@@ -9,6 +9,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 export DEV_BACKEND_STATE=$root/build/devbackend-molecule
 export DEV_BACKEND_PORT=${MOLECULE_BACKEND_PORT:-3290}
 export ALLOWED_REPO_HOSTS=github.com,10.213.0.1:8443
+# Jobs of killed workers come back through the stuck-jobs runbook under test (runbooks
+# scenario), not through the reclaim cron racing it: the cron runs hourly here.
+export RECLAIM_INTERVAL_MS=3600000
 
 "$root/scripts/devbackend.sh" stop
 trap '"$root/scripts/devbackend.sh" stop' EXIT
