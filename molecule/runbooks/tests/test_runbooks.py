@@ -183,9 +183,9 @@ def test_no_job_was_lost_while_scaling_down(host: Any) -> None:
     for job_id in jobs:
         job = wait_until_ended(job_id)
         assert job["status"] == "completed", json.dumps(job, indent=2) + journal(host)
-    # Both replicas that went away ran a job when the scale down began; they are stopped
-    # one after the other, so replica 3's job may end before its turn. At least the first
-    # one stopped drained a job in hand, and every job above completed.
+    # Both replicas that went away ran a held job when the scale down began (side_effect
+    # holds every step until the first of them drains), so the first one stopped drained a
+    # job in hand; replica 3's job may end before its turn. Every job above completed.
     drained = {}
     for replica in (2, 3):
         logs = host.run(f"cat /var/log/fondation-worker/worker-{replica}.log*").stdout
@@ -194,7 +194,11 @@ def test_no_job_was_lost_while_scaling_down(host: Any) -> None:
             for line in logs.splitlines()
             if line.startswith("{") and '"worker.draining"' in line
         ]
-    assert any(event.get("jobs") for events in drained.values() for event in events), drained
+    assert any(event.get("jobs") for events in drained.values() for event in events), (
+        f"no replica that went away drained a job in hand: {drained}"
+        + journal(host, "fondation-test-release-hold")
+        + journal(host)
+    )
 
 
 # --- stuck jobs -------------------------------------------------------------------------------
