@@ -185,7 +185,10 @@ def stream_events(turn: Turn, model: str, message_id: str) -> bytes:
             )
         )
         out.append(
-            _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            _sse(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": delta},
+            )
         )
         out.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
     out.append(
@@ -350,7 +353,9 @@ class FakeAnthropic:
                         "type": "error",
                         "error": {"type": reply.error_type, "message": reply.message},
                     }
-                    self._send(reply.status, json.dumps(body).encode(), "application/json", reply.headers)
+                    self._send(
+                        reply.status, json.dumps(body).encode(), "application/json", reply.headers
+                    )
                     return
                 model = str(request.body.get("model", "claude-test"))
                 message_id = f"msg_fake_{next(_ids):06d}"
