@@ -125,3 +125,34 @@ def step_config_dir(source_dir: Path | None, dest: Path) -> Iterator[Path]:
                 _write_atomic(source_dir / LOGIN_FILE, after)
         finally:
             remove_tree(dest)
+
+
+# Shorter strings in a login file are ids, flags or dates, not credentials.
+_MIN_LOGIN_SECRET = 16
+
+
+def login_secrets(config_dir: Path | None) -> list[str]:
+    """The string values of the CLI's login file (access and refresh tokens), for redaction.
+
+    Read at use time: the CLI rewrites the file when it refreshes the access token.
+    """
+    if config_dir is None:
+        return []
+    data = _read_login(config_dir / LOGIN_FILE)
+    if data is None:
+        return []
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return []
+    found: list[str] = []
+    stack: list[object] = [parsed]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str) and len(value) >= _MIN_LOGIN_SECRET:
+            found.append(value)
+    return found
