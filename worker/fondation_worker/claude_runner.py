@@ -20,6 +20,9 @@ WORKER_TOKEN, the Convex URL and GitHub tokens never reach it.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ from .config import Settings
 from .credentials import step_config_dir
 from .errors import AbortReason
 from .process import AbortSignal, ProcessRunner, ProcessSpec, read_tail
+from .sandbox import launcher_argv
 
 TOOLS = "Read,Grep,Glob,Write"
 # Not offered by --tools anyway; named again in case a CLI release adds them back by default.
@@ -192,6 +196,35 @@ def login_source_dir(settings: Settings, base_env: Mapping[str, str]) -> Path | 
     return Path(home) / ".claude" if home else None
 
 
+def sandboxed(
+    settings: Settings,
+    argv: list[str],
+    env: Mapping[str, str],
+    *,
+    cwd: Path,
+    config_dir: Path,
+    tmp_dir: Path,
+) -> list[str]:
+    """``argv`` wrapped in the Landlock launcher when CLAUDE_SANDBOX=landlock.
+
+    Writable: the clone, the run's config dir and TMPDIR. Readable besides the system
+    directories: the CLI's own install directory and a CA bundle named in its environment.
+    """
+    if settings.claude_sandbox == "off":
+        return argv
+    binary = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
+    read_only = [Path(os.path.realpath(binary)).parent]
+    for name in ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "SSL_CERT_DIR"):
+        if env.get(name):
+            read_only.append(Path(env[name]))
+    return launcher_argv(
+        sys.executable,
+        read_write=[cwd, config_dir, tmp_dir],
+        read_only=read_only,
+        command=[binary, *argv[1:]],
+    )
+
+
 class ClaudeRunner:
     def __init__(
         self,
@@ -225,19 +258,21 @@ class ClaudeRunner:
         tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         source = login_source_dir(self._settings, self._base_env)
         with step_config_dir(source, scratch / f"claude-config-{name}") as config_dir:
+            env = claude_env(
+                self._settings,
+                self._base_env,
+                tmp_dir=tmp_dir,
+                job_id=job_id,
+                step=step,
+                config_dir=config_dir,
+            )
+            argv = claude_argv(self._settings, prompt, max_turns=max_turns, base_env=self._base_env)
             spec = ProcessSpec(
-                argv=claude_argv(
-                    self._settings, prompt, max_turns=max_turns, base_env=self._base_env
+                argv=sandboxed(
+                    self._settings, argv, env, cwd=cwd, config_dir=config_dir, tmp_dir=tmp_dir
                 ),
                 cwd=cwd,
-                env=claude_env(
-                    self._settings,
-                    self._base_env,
-                    tmp_dir=tmp_dir,
-                    job_id=job_id,
-                    step=step,
-                    config_dir=config_dir,
-                ),
+                env=env,
                 timeout_s=timeout_s,
                 stdout_path=stdout_path,
                 stderr_path=stderr_path,
