@@ -24,6 +24,7 @@ from conftest import SAMPLE_FILES, TEST_WORKER_TOKEN, DevBackend, enqueue, wait_
 from fakes.anthropic_api import FakeAnthropic, Request, Text, ToolUse, Turn, iter_tool_results
 from fakes.pipeline_model import OUT, PipelineModel
 from fakes.real_cli import require_real_claude
+from fondation_worker.sandbox import landlock_abi
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +92,7 @@ def test_injected_readme_cannot_get_secrets_into_convex(
         worker = start_worker(
             dev_backend,
             CLAUDE_BIN=real,
+            CLAUDE_SANDBOX="landlock" if landlock_abi() >= 1 else "off",
             **api.env(),
             CLAUDE_CODE_OAUTH_TOKEN=oauth_token,
             CLAUDE_CREDENTIALS_SOURCE=str(creds_source),

@@ -43,9 +43,11 @@ from fakes.anthropic_api import (
 )
 from fakes.pipeline_model import PipelineModel, step_of
 from fakes.real_cli import NO_RETRY, require_real_claude
+from fondation_worker.sandbox import landlock_abi
 
 pytestmark = pytest.mark.integration
 
+SANDBOX = "landlock" if landlock_abi() >= 1 else "off"
 STEPS = ["abstractions", "relationships", "chapter_order", "chapters", "tutorials"]
 
 
@@ -72,6 +74,8 @@ def real_worker(start_worker: Any, api: FakeAnthropic, dev_backend: DevBackend) 
     def start(**env: str) -> WorkerProcess:
         values = {
             "CLAUDE_BIN": real,
+            # The production setting: each step inside the Landlock sandbox.
+            "CLAUDE_SANDBOX": SANDBOX,
             **api.env(),
             "STEP_TIMEOUT": "90000",
             "JOB_TIMEOUT": "240000",
