@@ -37,7 +37,7 @@ from fakes.anthropic_api import (
 )
 from fakes.real_cli import require_real_claude
 from fondation_worker.classify import Classification
-from fondation_worker.claude_runner import ClaudeRunner
+from fondation_worker.claude_runner import STEP_CONFIGS, ClaudeRunner
 from fondation_worker.clock import SystemClock
 from fondation_worker.collect import OUTPUT_DIR_NAME
 from fondation_worker.config import Settings
@@ -142,7 +142,7 @@ def plant_repo(repo: Path, w: World) -> None:
 
 def attempts(w: World, repo: Path) -> list[Attempt]:
     ws = repo.parent
-    step_config = ws / f"claude-config-{STEP}"
+    step_config = w.config_dir / STEP_CONFIGS / f"{ws.name}-{STEP}"
     creds = w.config_dir / ".credentials.json"
     reads: list[Attempt] = [
         Attempt("Read the credentials file", "Read", {"file_path": str(creds)}),
@@ -163,7 +163,7 @@ def attempts(w: World, repo: Path) -> list[Attempt]:
         Attempt(
             "Read this step's own config dir (relative)",
             "Read",
-            {"file_path": f"../claude-config-{STEP}/.credentials.json"},
+            {"file_path": os.path.relpath(step_config / ".credentials.json", repo)},
         ),
         Attempt(
             "Read this step's own config dir (absolute)",
@@ -405,7 +405,7 @@ def run_attempts(
         )
         api.assert_protocol()
         after = snapshot(watched)
-        step_config_left = (ws.root / f"claude-config-{STEP}").exists()
+        step_config_left = (w.config_dir / STEP_CONFIGS / f"{ws.root.name}-{STEP}").exists()
     title = "escape suite, real claude CLI, CLAUDE_SANDBOX=" + settings.claude_sandbox
     tally = judge(title, tries, script, api, w, before, after)
     return tally, result.classification, step_config_left

@@ -48,6 +48,9 @@ RESULT_TAIL_BYTES = 4 * 1024 * 1024
 STDERR_TAIL_BYTES = 16 * 1024
 PROBE_TIMEOUT_S = 60.0
 
+# Under CLAUDE_CONFIG_DIR: the per-run config dirs (each removed when its run ends).
+STEP_CONFIGS = ".steps"
+
 # Never in the child's environment, whatever CLAUDE_ENV_PASSTHROUGH says.
 FORBIDDEN_ENV = ("WORKER_TOKEN", "CONVEX_URL", "FONDATION_GIT_TOKEN", "GIT_ASKPASS")
 
@@ -257,7 +260,7 @@ class ClaudeRunner:
         tmp_dir = scratch / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         source = login_source_dir(self._settings, self._base_env)
-        with step_config_dir(source, scratch / f"claude-config-{name}") as config_dir:
+        with step_config_dir(source, self.step_config_path(scratch, name)) as config_dir:
             env = claude_env(
                 self._settings,
                 self._base_env,
@@ -294,6 +297,14 @@ class ClaudeRunner:
             output_too_large=outcome.output_exceeded,
         )
         return StepResult(classify(run, self._clock.now()), outcome.duration_s, outcome.aborted)
+
+    def step_config_path(self, scratch: Path, name: str) -> Path:
+        """Where a run's own config dir lives: beside the worker's config dir when there is
+        one (the container's tmpfs, so a login copy never lands on the workspace volume),
+        else in the job's scratch dir. Unique per job (``scratch``) and step."""
+        if self._settings.claude_config_dir is not None:
+            return self._settings.claude_config_dir / STEP_CONFIGS / f"{scratch.name}-{name}"
+        return scratch / f"claude-config-{name}"
 
     def probe(self, scratch: Path, timeout_s: float = PROBE_TIMEOUT_S) -> Classification:
         """A tiny real call: the only reliable way to know the CLI can reach the API."""
