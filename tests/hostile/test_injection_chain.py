@@ -71,15 +71,15 @@ def test_injected_readme_cannot_get_secrets_into_convex(
 
     model = PipelineModel()
     model.files["chapters"][f"{OUT}/chapters/01-job.md"] = chapter
-    creds_read: list[str] = []
+    # HOME is the step's own config dir: "~/.credentials.json" is the live login copy.
+    read_creds = ToolUse("Read", {"file_path": "~/.credentials.json"})
 
     def obedient(request: Request) -> Turn:
         # Turn 0: read the README (the injection); 1: try the credentials; 2: write.
         if request.turn_index == 0:
             return Turn([ToolUse("Read", {"file_path": "README.md"})])
         if request.turn_index == 1:
-            creds_read.append("tried")
-            return Turn([ToolUse("Read", {"file_path": "~/.claude/.credentials.json"})])
+            return Turn([read_creds])
         if request.turn_index == 2:
             writes = model.files["chapters"]
             return Turn(
@@ -101,15 +101,12 @@ def test_injected_readme_cannot_get_secrets_into_convex(
         job_id = enqueue(dev_backend, repo_url, github_token=SecretStr(github_token))
         job = wait_status(dev_backend, job_id, {"completed", "dead", "failed"}, 120)
         api.assert_protocol()
-        refusals = [
-            b
-            for _id, b in iter_tool_results(api.main_requests())
-            if "credentials" in json.dumps(b) and b.get("is_error")
-        ]
+        answer = dict(iter_tool_results(api.main_requests())).get(read_creds.id)
 
     assert job["status"] == "completed", job
-    assert creds_read, "the model never tried the credentials"
-    assert refusals, "the model's read of the credentials was not refused"
+    assert answer is not None, "the model's read of the credentials got no answer"
+    assert answer.get("is_error"), f"the credentials read was not refused: {answer}"
+    assert login_access not in json.dumps(answer)
     # Nothing secret anywhere in Convex's documents (every run, not only the visible one).
     stored = json.dumps(dev_backend.dump("docs")) + json.dumps(dev_backend.dump("jobs"))
     found = [name for name, value in leaked.items() if value in stored]
