@@ -56,6 +56,18 @@ import {
 
 // ---------------------------------------------------------------- helpers
 
+/** summary.redactions: one entry per document, a positive count, at most one per doc. */
+function checkRedactions(redactions: { slug: string; count: number }[], docsCount: number): void {
+  if (redactions.length > docsCount) invalid("summary.redactions lists more documents than were uploaded");
+  const seen = new Set<string>();
+  for (const r of redactions) {
+    must(checkIdent("summary.redactions slug", r.slug));
+    if (seen.has(r.slug)) invalid(`summary.redactions lists ${r.slug} twice`);
+    seen.add(r.slug);
+    if (!Number.isInteger(r.count) || r.count < 1) invalid("summary.redactions count must be a positive count");
+  }
+}
+
 function checkLeaseMs(leaseMs: number): number {
   if (!Number.isFinite(leaseMs) || leaseMs < MIN_LEASE_MS || leaseMs > MAX_LEASE_MS) {
     invalid(`leaseMs must be between ${MIN_LEASE_MS} and ${MAX_LEASE_MS}`);
@@ -260,12 +272,13 @@ export const complete = mutation({
       return null; // a retried call whose first reply was lost
     }
     const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
-    const { docsCount, durationMs, costUsd } = args.summary;
+    const { docsCount, durationMs, costUsd, redactions } = args.summary;
     if (!Number.isInteger(docsCount) || docsCount < 0) invalid("summary.docsCount must be a count");
     if (!Number.isFinite(durationMs) || durationMs < 0) invalid("summary.durationMs is invalid");
     if (costUsd !== undefined && (!Number.isFinite(costUsd) || costUsd < 0)) {
       invalid("summary.costUsd is invalid");
     }
+    if (redactions !== undefined) checkRedactions(redactions, docsCount);
     const staged = job.uploadRunId === runId ? job.uploadCount : 0;
     if (staged !== docsCount) {
       invalid(`summary.docsCount is ${docsCount} but ${staged} documents were uploaded for this run`);
@@ -277,7 +290,12 @@ export const complete = mutation({
       "completed",
       {
         docsRunId: runId,
-        result: { docsCount, durationMs, ...(costUsd !== undefined ? { costUsd } : {}) },
+        result: {
+          docsCount,
+          durationMs,
+          ...(costUsd !== undefined ? { costUsd } : {}),
+          ...(redactions !== undefined && redactions.length > 0 ? { redactions } : {}),
+        },
         progress: undefined,
       },
       now,

@@ -31,10 +31,17 @@ export const vProgress = v.object({
   message: v.optional(v.string()),
 });
 
+/** Secrets the worker masked in one document before upload: which doc, how many. */
+export const vRedaction = v.object({
+  slug: v.string(),
+  count: v.number(),
+});
+
 export const vSummary = v.object({
   docsCount: v.number(),
   durationMs: v.number(),
   costUsd: v.optional(v.number()),
+  redactions: v.optional(v.array(vRedaction)),
 });
 
 export const vDocKind = v.union(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -64,3 +65,64 @@ def test_missing_or_empty_source_stages_nothing(tmp_path: Path) -> None:
     assert staged.copied == ()
     assert not staged.has_login
     assert os.access(tmp_path / "config", os.W_OK)
+
+
+def _login(access: str) -> str:
+    oauth = {"accessToken": access, "refreshToken": f"r-{access}", "scopes": ["x"]}
+    return json.dumps({"claudeAiOauth": oauth})
+
+
+def test_step_config_dir_holds_only_the_login_and_is_removed(tmp_path: Path) -> None:
+    from fondation_worker.credentials import step_config_dir
+
+    main = tmp_path / "main"
+    main.mkdir()
+    (main / ".credentials.json").write_text(_login("a" * 20))
+    (main / "settings.json").write_text('{"permissions": {"allow": ["Bash"]}}')
+    (main / "projects").mkdir()
+    dest = tmp_path / "ws" / "claude-config-step"
+    with step_config_dir(main, dest) as config:
+        assert sorted(p.name for p in config.iterdir()) == [".credentials.json"]
+        assert stat.S_IMODE(os.stat(config / ".credentials.json").st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(config).st_mode) == 0o700
+    assert not dest.exists()
+    assert (main / ".credentials.json").read_text() == _login("a" * 20)
+
+
+def test_step_config_dir_copies_a_refreshed_login_back(tmp_path: Path) -> None:
+    from fondation_worker.credentials import step_config_dir
+
+    main = tmp_path / "main"
+    main.mkdir()
+    (main / ".credentials.json").write_text(_login("a" * 20))
+    with step_config_dir(main, tmp_path / "step") as config:
+        (config / ".credentials.json").write_text(_login("b" * 20))
+    assert (main / ".credentials.json").read_text() == _login("b" * 20)
+    # Garbage or a link left by the run is not copied back.
+    with step_config_dir(main, tmp_path / "step") as config:
+        (config / ".credentials.json").write_text("not json")
+    assert (main / ".credentials.json").read_text() == _login("b" * 20)
+    with step_config_dir(main, tmp_path / "step") as config:
+        (config / ".credentials.json").unlink()
+        (config / ".credentials.json").symlink_to(tmp_path / "elsewhere.json")
+    assert (main / ".credentials.json").read_text() == _login("b" * 20)
+
+
+def test_step_config_dir_without_a_login_is_empty(tmp_path: Path) -> None:
+    from fondation_worker.credentials import step_config_dir
+
+    with step_config_dir(None, tmp_path / "step") as config:
+        assert list(config.iterdir()) == []
+    (tmp_path / "main").mkdir()
+    (tmp_path / "main" / ".credentials.json").symlink_to("/etc/hostname")
+    with step_config_dir(tmp_path / "main", tmp_path / "step") as config:
+        assert list(config.iterdir()) == []
+
+
+def test_login_secrets_are_the_long_string_values(tmp_path: Path) -> None:
+    from fondation_worker.credentials import login_secrets
+
+    (tmp_path / ".credentials.json").write_text(_login("z" * 20))
+    assert sorted(login_secrets(tmp_path)) == sorted(["z" * 20, "r-" + "z" * 20])
+    assert login_secrets(tmp_path / "missing") == []
+    assert login_secrets(None) == []

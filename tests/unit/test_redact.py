@@ -159,3 +159,24 @@ def test_log_file_is_reopened_after_rotation(tmp_path: Path) -> None:
     assert "before.rotation" in rotated
     assert "file-secret-value" not in rotated
     assert json.loads(log_file.read_text())["event"] == "after.rotation"
+
+
+def test_redact_counted_counts_literals_and_shapes() -> None:
+    worker_token = "wt-" + "0123456789abcdef" * 2
+    redactor = Redactor([worker_token])
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl"
+    text = (
+        f"token {worker_token} twice {worker_token}\n"
+        f"key sk-ant-oat01-{'a' * 30}\njwt {jwt}\nAuthorization: Bearer abcdefghij\n"
+    )
+    out, hits = redactor.redact_counted(text)
+    assert hits == 5
+    assert worker_token not in out
+    assert "sk-ant-" not in out
+    assert "eyJ" not in out
+    assert "abcdefghij" not in out
+
+
+def test_redact_counted_leaves_ordinary_text_alone() -> None:
+    text = "# Chapter 1\n\nThe scheduler polls every 5 s. See `eyJ` in JWT docs.\n"
+    assert Redactor(["some-configured-secret"]).redact_counted(text) == (text, 0)

@@ -14,6 +14,7 @@ from fondation_worker.git_clone import (
     ASKPASS_SCRIPT,
     TOKEN_ENV,
     CloneOptions,
+    classify_clone_failure,
     clone,
     clone_argv,
     clone_env,
@@ -195,6 +196,28 @@ def test_missing_branch(tmp_path: Path, git_server: Any, repos: dict[str, str]) 
     with pytest.raises(JobFailed) as info:
         do_clone(tmp_path, git_server, repos["public"], branch="no-such-branch")
     assert info.value.kind == "invalid_repository"
+
+
+@pytest.mark.parametrize("case", ["missing", "unreachable"])
+def test_clone_errors_name_no_local_path(tmp_path: Path, git_server: Any, case: str) -> None:
+    # git's "Cloning into '<TEMP_DIR>/jobs/<id>/repo'..." would show the machine's layout.
+    url = git_server.url("acme", "nothing") if case == "missing" else "https://127.0.0.1:9/a/b"
+    with pytest.raises(JobFailed) as info:
+        do_clone(tmp_path, git_server, url)
+    assert str(tmp_path) not in info.value.message
+    assert "Cloning into" not in info.value.message
+    assert info.value.message.strip()
+
+
+def test_classify_clone_failure_replaces_the_workspace() -> None:
+    stderr = (
+        "Cloning into '/srv/tmp/jobs/j1-ab/repo'...\n"
+        "fatal: could not create work tree dir '/srv/tmp/jobs/j1-ab/repo': Permission denied\n"
+    )
+    kind, message = classify_clone_failure(stderr, Path("/srv/tmp/jobs/j1-ab"))
+    assert kind == "transient"
+    assert "/srv/tmp" not in message
+    assert "<workspace>/repo" in message
 
 
 def test_size_cap(tmp_path: Path, git_server: Any, repos: dict[str, str]) -> None:

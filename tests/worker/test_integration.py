@@ -470,7 +470,9 @@ def test_repository_hooks_and_mcp_servers_are_disabled(
     for start in starts:
         argv = start["argv"]
         assert argv[argv.index("--setting-sources") + 1] == "user"
-        assert json.loads(argv[argv.index("--settings") + 1]) == {"disableAllHooks": True}
+        settings = json.loads(argv[argv.index("--settings") + 1])
+        assert settings["disableAllHooks"] is True
+        assert settings["permissions"]["blockReadsOutsideWorkingDirectories"] is True
         assert "--strict-mcp-config" in argv
         assert "--mcp-config" not in argv
         assert argv[argv.index("--tools") + 1] == "Read,Grep,Glob,Write"

@@ -1,35 +1,58 @@
-"""Runs one ``claude -p`` step with the repository's own settings, hooks and MCP disabled.
+"""Runs one ``claude -p`` step confined to its clone, with the repository's own settings off.
 
 Flags checked against ``claude --help`` of Claude Code 2.1.332 and claude-cli.md:
-``--setting-sources user`` (no project/local settings from the clone), ``--settings
-'{"disableAllHooks": true}'`` (no hooks at all), ``--strict-mcp-config`` without
-``--mcp-config`` (no MCP servers), ``--tools`` (only these built-in tools exist),
-``--allowedTools`` (and they need no permission prompt), ``--disallowedTools`` (belt and
-braces), ``--permission-mode acceptEdits``, ``--no-session-persistence``.
-Secrets reach the CLI only through its environment; the environment is built from an
-allow-list, so WORKER_TOKEN and GitHub tokens never reach it.
+``--setting-sources user`` (no project/local settings from the clone), ``--strict-mcp-config``
+without ``--mcp-config`` (no MCP servers), ``--tools`` (only these built-in tools exist),
+``--disallowedTools`` (belt and braces), ``--permission-mode default`` with
+``denyInsteadOfPrompting`` (anything not allowed below is refused, never asked),
+``--no-session-persistence``. The ``--settings`` JSON (``cli_settings``) turns hooks off,
+blocks reads and writes outside the working directory (the CLI resolves symlinks first),
+pre-approves writes only under the output directory and denies the worker's own credential
+directories by absolute path. Nothing is pre-approved with ``--allowedTools``: measured with
+2.1.332, it approves a tool for every path, the credentials file included.
+
+Each step gets a fresh config dir of its own (``HOME`` too) holding only the login file, so
+the CLI never sees the operator's user settings, other steps' transcripts or the worker's
+HOME. Secrets reach the CLI only through its environment, built from an allow-list, so
+WORKER_TOKEN, the Convex URL and GitHub tokens never reach it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .classify import Classification, ClaudeRun, classify
 from .clock import Clock
+from .collect import OUTPUT_DIR_NAME
 from .config import Settings
+from .credentials import step_config_dir
 from .errors import AbortReason
 from .process import AbortSignal, ProcessRunner, ProcessSpec, read_tail
+from .sandbox import launcher_argv
 
 TOOLS = "Read,Grep,Glob,Write"
-DISALLOWED_TOOLS = "Bash,WebFetch,WebSearch,NotebookEdit"
-HOOKS_OFF_SETTINGS = json.dumps({"disableAllHooks": True})
+# Not offered by --tools anyway; named again in case a CLI release adds them back by default.
+DISALLOWED_TOOLS = "Bash,WebFetch,WebSearch,NotebookEdit,Task,Agent"
+# Rules in --settings: "./x" is relative to the working dir, "//x" an absolute path.
+# An Edit rule covers every file-writing tool (Write included).
+OUTPUT_WRITE_RULE = f"Edit(./{OUTPUT_DIR_NAME}/**)"
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 RESULT_TAIL_BYTES = 4 * 1024 * 1024
 STDERR_TAIL_BYTES = 16 * 1024
 PROBE_TIMEOUT_S = 60.0
+
+# Under CLAUDE_CONFIG_DIR: the per-run config dirs (each removed when its run ends).
+STEP_CONFIGS = ".steps"
+
+# Never in the child's environment, whatever CLAUDE_ENV_PASSTHROUGH says.
+FORBIDDEN_ENV = ("WORKER_TOKEN", "CONVEX_URL", "FONDATION_GIT_TOKEN", "GIT_ASKPASS")
 
 CHILD_ENV_FIXED = {
     "DISABLE_AUTOUPDATER": "1",
@@ -52,7 +75,49 @@ class StepResult:
         return float(result.total_cost_usd or 0.0) if result is not None else 0.0
 
 
-def claude_argv(settings: Settings, prompt: str, *, max_turns: int | None = None) -> list[str]:
+def protected_dirs(settings: Settings, base_env: Mapping[str, str] | None = None) -> list[Path]:
+    """Directories holding the worker's own credentials and state, denied to the CLI's tools.
+
+    They are outside the working directory, so the block-outside settings refuse them
+    already; explicit deny rules keep them refused if a later CLI changes that default.
+    """
+    dirs = [settings.claude_config_dir, settings.claude_credentials_source]
+    home = (base_env or {}).get("HOME")
+    if home:
+        dirs.append(Path(home))
+    # A directory that holds TEMP_DIR would hold the clone too: denying it would deny all.
+    temp = settings.temp_dir.absolute()
+    return [d for d in dirs if d is not None and not temp.is_relative_to(d.absolute())]
+
+
+def cli_settings(settings: Settings, base_env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``--settings`` JSON: hooks off, confinement to the clone, writes to the output dir."""
+    deny = ["Bash", "WebFetch", "WebSearch", "NotebookEdit", "Task", "Agent"]
+    for directory in protected_dirs(settings, base_env):
+        absolute = "/" + str(directory.absolute()).rstrip("/")
+        deny += [f"Read({absolute}/**)", f"Edit({absolute}/**)"]
+    return {
+        "disableAllHooks": True,
+        "enableAllProjectMcpServers": False,
+        "permissions": {
+            "defaultMode": "default",
+            "disableBypassPermissionsMode": "disable",
+            "blockReadsOutsideWorkingDirectories": True,
+            "blockWritesOutsideWorkingDirectories": True,
+            "denyInsteadOfPrompting": True,
+            "allow": [OUTPUT_WRITE_RULE],
+            "deny": deny,
+        },
+    }
+
+
+def claude_argv(
+    settings: Settings,
+    prompt: str,
+    *,
+    max_turns: int | None = None,
+    base_env: Mapping[str, str] | None = None,
+) -> list[str]:
     """The exact argument list of one step (the prompt is not secret; tokens never are here)."""
     argv = [
         settings.claude_bin,
@@ -70,17 +135,15 @@ def claude_argv(settings: Settings, prompt: str, *, max_turns: int | None = None
     argv += [
         "--tools",
         TOOLS,
-        "--allowedTools",
-        TOOLS,
         "--disallowedTools",
         DISALLOWED_TOOLS,
         "--setting-sources",
         "user",
         "--settings",
-        HOOKS_OFF_SETTINGS,
+        json.dumps(cli_settings(settings, base_env), separators=(",", ":")),
         "--strict-mcp-config",
         "--permission-mode",
-        "acceptEdits",
+        "default",
         "--no-session-persistence",
     ]
     return argv
@@ -93,10 +156,16 @@ def claude_env(
     tmp_dir: Path | None = None,
     job_id: str | None = None,
     step: str | None = None,
+    config_dir: Path | None = None,
 ) -> dict[str, str]:
+    """The child's whole environment, built from an allow-list.
+
+    ``config_dir`` is the run's own config dir; it is HOME too, so nothing the CLI looks up
+    under ``~`` reaches the worker's home.
+    """
     env: dict[str, str] = {
         "PATH": base_env.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "HOME": base_env.get("HOME", "/"),
+        "HOME": str(config_dir) if config_dir is not None else base_env.get("HOME", "/"),
     }
     for name in settings.claude_passthrough_names():
         if name in base_env:
@@ -105,7 +174,9 @@ def claude_env(
         env["ANTHROPIC_API_KEY"] = settings.anthropic_api_key.get_secret_value()
     if settings.claude_code_oauth_token is not None:
         env["CLAUDE_CODE_OAUTH_TOKEN"] = settings.claude_code_oauth_token.get_secret_value()
-    if settings.claude_config_dir is not None:
+    if config_dir is not None:
+        env["CLAUDE_CONFIG_DIR"] = str(config_dir)
+    elif settings.claude_config_dir is not None:
         env["CLAUDE_CONFIG_DIR"] = str(settings.claude_config_dir)
     if tmp_dir is not None:
         env["TMPDIR"] = str(tmp_dir)
@@ -115,9 +186,46 @@ def claude_env(
         env["FONDATION_JOB_ID"] = job_id
     if step:
         env["FONDATION_STEP"] = step
-    for forbidden in ("WORKER_TOKEN", "FONDATION_GIT_TOKEN", "GIT_ASKPASS"):
+    for forbidden in FORBIDDEN_ENV:
         env.pop(forbidden, None)
     return env
+
+
+def login_source_dir(settings: Settings, base_env: Mapping[str, str]) -> Path | None:
+    """Where the worker keeps the CLI's login: CLAUDE_CONFIG_DIR, else the CLI's default."""
+    if settings.claude_config_dir is not None:
+        return settings.claude_config_dir
+    home = base_env.get("HOME")
+    return Path(home) / ".claude" if home else None
+
+
+def sandboxed(
+    settings: Settings,
+    argv: list[str],
+    env: Mapping[str, str],
+    *,
+    cwd: Path,
+    config_dir: Path,
+    tmp_dir: Path,
+) -> list[str]:
+    """``argv`` wrapped in the Landlock launcher when CLAUDE_SANDBOX=landlock.
+
+    Writable: the clone, the run's config dir and TMPDIR. Readable besides the system
+    directories: the CLI's own install directory and a CA bundle named in its environment.
+    """
+    if settings.claude_sandbox == "off":
+        return argv
+    binary = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
+    read_only = [Path(os.path.realpath(binary)).parent]
+    for name in ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "SSL_CERT_DIR"):
+        if env.get(name):
+            read_only.append(Path(env[name]))
+    return launcher_argv(
+        sys.executable,
+        read_write=[cwd, config_dir, tmp_dir],
+        read_only=read_only,
+        command=[binary, *argv[1:]],
+    )
 
 
 class ClaudeRunner:
@@ -151,18 +259,29 @@ class ClaudeRunner:
         stderr_path = scratch / f"claude-{name}.stderr"
         tmp_dir = scratch / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        spec = ProcessSpec(
-            argv=claude_argv(self._settings, prompt, max_turns=max_turns),
-            cwd=cwd,
-            env=claude_env(
-                self._settings, self._base_env, tmp_dir=tmp_dir, job_id=job_id, step=step
-            ),
-            timeout_s=timeout_s,
-            stdout_path=stdout_path,
-            stderr_path=stderr_path,
-            max_output_bytes=MAX_OUTPUT_BYTES,
-        )
-        outcome = self._processes.run(spec, abort)
+        source = login_source_dir(self._settings, self._base_env)
+        with step_config_dir(source, self.step_config_path(scratch, name)) as config_dir:
+            env = claude_env(
+                self._settings,
+                self._base_env,
+                tmp_dir=tmp_dir,
+                job_id=job_id,
+                step=step,
+                config_dir=config_dir,
+            )
+            argv = claude_argv(self._settings, prompt, max_turns=max_turns, base_env=self._base_env)
+            spec = ProcessSpec(
+                argv=sandboxed(
+                    self._settings, argv, env, cwd=cwd, config_dir=config_dir, tmp_dir=tmp_dir
+                ),
+                cwd=cwd,
+                env=env,
+                timeout_s=timeout_s,
+                stdout_path=stdout_path,
+                stderr_path=stderr_path,
+                max_output_bytes=MAX_OUTPUT_BYTES,
+            )
+            outcome = self._processes.run(spec, abort)
         if outcome.start_error:
             return StepResult(
                 # The worker checks CLAUDE_BIN at startup; a start failure now is the
@@ -178,6 +297,14 @@ class ClaudeRunner:
             output_too_large=outcome.output_exceeded,
         )
         return StepResult(classify(run, self._clock.now()), outcome.duration_s, outcome.aborted)
+
+    def step_config_path(self, scratch: Path, name: str) -> Path:
+        """Where a run's own config dir lives: beside the worker's config dir when there is
+        one (the container's tmpfs, so a login copy never lands on the workspace volume),
+        else in the job's scratch dir. Unique per job (``scratch``) and step."""
+        if self._settings.claude_config_dir is not None:
+            return self._settings.claude_config_dir / STEP_CONFIGS / f"{scratch.name}-{name}"
+        return scratch / f"claude-config-{name}"
 
     def probe(self, scratch: Path, timeout_s: float = PROBE_TIMEOUT_S) -> Classification:
         """A tiny real call: the only reliable way to know the CLI can reach the API."""

@@ -44,6 +44,7 @@ from .metrics import Metrics
 from .models import TERMINAL_STATUSES, PublicJob, StuckJob
 from .process import SubprocessRunner
 from .redact import Redactor
+from .sandbox import landlock_abi
 from .scheduler import Scheduler
 from .workspace import disk_status, remove_tree, sweep
 
@@ -121,6 +122,9 @@ def _runtime_problems(settings: Settings) -> list[str]:
         problem = _ensure_writable_dir(settings.log_file.parent)
         if problem:
             problems.append(f"LOG_FILE: {problem}")
+    if settings.claude_sandbox == "landlock" and landlock_abi() < 1:
+        # Never run the CLI unconfined when the operator asked for the sandbox.
+        problems.append("CLAUDE_SANDBOX=landlock: this kernel has no Landlock (Linux >= 5.13)")
     return problems
 
 

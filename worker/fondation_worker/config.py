@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     claude_env_passthrough: Annotated[list[str], NoDecode] = Field(default_factory=list)
     anthropic_api_key: SecretStr | None = None
     claude_code_oauth_token: SecretStr | None = None
+    # The process layer around each claude run (sandbox.py): "landlock" confines it to its
+    # clone, config dir and TMPDIR; "off" runs it with the worker's own filesystem view.
+    claude_sandbox: Literal["off", "landlock"] = "off"
 
     # Health and logs
     health_bind: str = "127.0.0.1:8080"

@@ -121,9 +121,21 @@ _NOT_FOUND = re.compile(
 _DISK = re.compile(r"no space left on device|disk quota exceeded", re.I)
 
 
-def classify_clone_failure(stderr: str) -> tuple[ErrorKind, str]:
-    """Map git's stderr to the contract's errorKind and a message safe to store."""
-    last = " ".join(line.strip() for line in stderr.strip().splitlines()[-3:] if line.strip())[:300]
+# git's progress line names the destination: the worker's filesystem layout, not news for
+# the job's user.
+_CLONING_INTO = re.compile(r"^\s*Cloning into .*$", re.M)
+
+
+def classify_clone_failure(stderr: str, workspace: Path | None = None) -> tuple[ErrorKind, str]:
+    """Map git's stderr to the contract's errorKind and a message safe to store.
+
+    The message names no local path: the workspace shows as ``<workspace>``.
+    """
+    text = _CLONING_INTO.sub("", stderr)
+    if workspace is not None:
+        text = text.replace(str(workspace), "<workspace>")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    last = " ".join(lines[-3:])[:300]
     if _BRANCH_MISSING.search(stderr):
         return "invalid_repository", f"branch not found: {last}"
     if _NOT_FOUND.search(stderr):
@@ -173,7 +185,7 @@ def clone(
     if result.timed_out:
         raise JobFailed("timeout", f"git clone took longer than {options.timeout_s:.0f} s")
     if result.returncode != 0:
-        kind, message = classify_clone_failure(read_tail(stderr_path, _STDERR_TAIL))
+        kind, message = classify_clone_failure(read_tail(stderr_path, _STDERR_TAIL), workspace.root)
         raise JobFailed(kind, message)
     if directory_size(dest, options.max_bytes) > options.max_bytes:
         raise JobFailed("invalid_repository", f"repository is larger than {max_mb} MiB")

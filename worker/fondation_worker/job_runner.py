@@ -15,11 +15,12 @@ from typing import Literal
 
 import structlog
 
-from .claude_runner import ClaudeRunner
+from .claude_runner import ClaudeRunner, login_source_dir
 from .clock import Clock
 from .collect import OUTPUT_DIR_NAME, batch_docs, collect_docs
 from .config import Settings
 from .convex_client import QueueApi
+from .credentials import login_secrets
 from .errors import (
     ConvexUnavailable,
     ErrorKind,
@@ -35,7 +36,7 @@ from .git_clone import CloneOptions, clone
 from .lease import ProgressBox
 from .logging_setup import get_logger
 from .metrics import Metrics
-from .models import ClaimedJob, Progress, Summary
+from .models import ClaimedJob, Doc, Progress, Redaction, Summary
 from .pipeline import STEPS, Step, render_prompt
 from .process import AbortSignal, ProcessRunner
 from .redact import Redactor
@@ -214,8 +215,9 @@ class JobRunner:
                 log.warning("docs.rejected", path=rejection.path, reason=rejection.reason)
             if not collected.docs:
                 raise JobFailed("permanent", "the analysis produced no documents")
+            docs, redactions = self._redact_docs(collected.docs)
             run_id = str(uuid.uuid4())
-            batches = batch_docs(collected.docs)
+            batches = batch_docs(docs)
             ctx.progress.set(
                 Progress(
                     step="upload",
@@ -231,7 +233,36 @@ class JobRunner:
             log.info("docs.uploaded", docs=len(collected.docs), batches=len(batches))
             self._check(ctx)
             duration_ms = (self._clock.monotonic() - started) * 1000
-            return _Done(run_id, len(collected.docs), duration_ms, cost)
+            return _Done(run_id, len(collected.docs), duration_ms, cost, tuple(redactions))
+
+    def _redact_docs(self, docs: Sequence[Doc]) -> tuple[list[Doc], list[Redaction]]:
+        """Mask every secret the worker holds, and token shapes, in the docs before upload.
+
+        The model read an untrusted repository: an injected instruction could make it copy a
+        secret into a document. What was masked is recorded on the job (which doc, how
+        many), in the metrics and in the logs, never the secret itself.
+        """
+        source = login_source_dir(self._settings, self._base_env)
+        login = login_secrets(source)
+        for secret in login:
+            self._redactor.register(secret)
+        try:
+            out: list[Doc] = []
+            redactions: list[Redaction] = []
+            for doc in docs:
+                content, in_content = self._redactor.redact_counted(doc.content)
+                title, in_title = self._redactor.redact_counted(doc.title)
+                hits = in_content + in_title
+                if hits:
+                    doc = doc.model_copy(update={"content": content, "title": title})
+                    redactions.append(Redaction(slug=doc.slug, count=hits))
+                    self._metrics.doc_redactions.inc(hits)
+                    log.warning("docs.redacted", slug=doc.slug, count=hits)
+                out.append(doc)
+            return out, redactions
+        finally:
+            for secret in login:
+                self._redactor.unregister(secret)
 
     def _run_step(
         self,
@@ -289,7 +320,10 @@ class JobRunner:
         if ctx.abort.reason == "fence":
             return self._finish_aborted(job, ctx, "fence")
         summary = Summary(
-            docs_count=done.docs, duration_ms=round(done.duration_ms), cost_usd=done.cost_usd
+            docs_count=done.docs,
+            duration_ms=round(done.duration_ms),
+            cost_usd=done.cost_usd,
+            redactions=list(done.redactions) or None,
         )
         try:
             self._queue.complete(job.job_id, job.lease_token, done.run_id, summary)
@@ -314,7 +348,7 @@ class JobRunner:
         ctx.stop_heartbeat()
         if ctx.abort.reason == "fence":
             return self._finish_aborted(job, ctx, "fence")
-        message = self._redactor.redact(failed.message)[:MAX_ERROR_CHARS]
+        message = self._scrub_paths(self._redactor.redact(failed.message))[:MAX_ERROR_CHARS]
         retry_after = failed.retry_after_ms
         if failed.kind == "auth" and retry_after is None:
             retry_after = self._settings.auth_recheck_ms
@@ -367,6 +401,24 @@ class JobRunner:
             log.error("job.final_call_failed", problem=str(exc), reason=reason)
             return JobOutcome("lost", message=str(exc))
 
+    def _scrub_paths(self, message: str) -> str:
+        """Errors are shown to the job's user: they name no directory of this machine."""
+        places = [
+            (self._settings.temp_dir, "<TEMP_DIR>"),
+            (self._settings.claude_config_dir, "<CLAUDE_CONFIG_DIR>"),
+            (self._settings.claude_credentials_source, "<CLAUDE_CREDENTIALS>"),
+        ]
+        home = self._base_env.get("HOME")
+        if home and home != "/":
+            places.append((Path(home), "<HOME>"))
+        # Longest first, so a path inside another is replaced whole.
+        for path, label in sorted(
+            ((p, lab) for p, lab in places if p is not None), key=lambda x: -len(str(x[0]))
+        ):
+            for form in {str(path), str(path.absolute())}:
+                message = message.replace(form, label)
+        return message
+
     def _job_timeout_s(self) -> int:
         return self._settings.job_timeout // 1000
 
@@ -384,3 +436,4 @@ class _Done:
     docs: int
     duration_ms: float
     cost_usd: float
+    redactions: tuple[Redaction, ...] = ()

@@ -48,6 +48,11 @@ class Metrics:
             ["step", "outcome"],
             registry=r,
         )
+        self.doc_redactions = Counter(
+            "fondation_worker_doc_redactions",
+            "Secrets masked in generated documents before upload",
+            registry=r,
+        )
         self.ready = Gauge("fondation_worker_ready", "1 when /readyz says ready", registry=r)
         self.last_tick = Gauge(
             "fondation_worker_loop_last_tick_timestamp_seconds",

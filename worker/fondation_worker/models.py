@@ -66,12 +66,22 @@ class Progress(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
+class Redaction(BaseModel):
+    """Secrets masked in one generated document before upload (never the secrets)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    slug: str
+    count: int = Field(ge=1)
+
+
 class Summary(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
     docs_count: int = Field(alias="docsCount")
     duration_ms: float = Field(alias="durationMs")
     cost_usd: float | None = Field(default=None, alias="costUsd")
+    redactions: list[Redaction] | None = None
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)

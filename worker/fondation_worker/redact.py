@@ -40,6 +40,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     # Bare bearer tokens in other places.
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=\-]{8,}"), r"\1 " + MASK),
+    # JSON Web Tokens: base64url header and payload, both starting with '{"' (eyJ).
+    (re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"), MASK),
 )
 
 # Keys whose values are secrets whatever they look like.
@@ -56,9 +58,15 @@ def is_secret_key(key: str) -> bool:
 
 def redact_patterns(text: str) -> str:
     """Mask every known token shape in ``text``."""
+    return _redact_patterns_counted(text)[0]
+
+
+def _redact_patterns_counted(text: str) -> tuple[str, int]:
+    hits = 0
     for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text.replace(f"{MASK} {MASK}", MASK).replace(f"  {MASK}", f" {MASK}")
+        text, n = pattern.subn(replacement, text)
+        hits += n
+    return text.replace(f"{MASK} {MASK}", MASK).replace(f"  {MASK}", f" {MASK}"), hits
 
 
 def _variants(secret: str) -> set[str]:
@@ -116,10 +124,21 @@ class Redactor:
         self._literals = tuple(sorted(self._fixed | set(self._dynamic), key=lambda s: (-len(s), s)))
 
     def redact(self, text: str) -> str:
+        return self.redact_counted(text)[0]
+
+    def redact_counted(self, text: str) -> tuple[str, int]:
+        """``text`` with every secret masked, and how many secrets were masked.
+
+        Used on generated documents before upload, where the count is recorded on the job.
+        """
+        hits = 0
         for literal in self._literals:
-            if literal in text:
+            n = text.count(literal)
+            if n:
                 text = text.replace(literal, MASK)
-        return redact_patterns(text)
+                hits += n
+        text, shaped = _redact_patterns_counted(text)
+        return text, hits + shaped
 
     def redact_value(self, value: Any, key: str | None = None) -> Any:
         """Redact strings anywhere inside dicts, lists and tuples; secret-named keys whole."""

@@ -1,0 +1,112 @@
+"""The Landlock launcher (fondation_worker.sandbox) on this machine's kernel.
+
+These run the launcher as the worker does (``python -m fondation_worker.sandbox ... --
+command``) around small shell commands, and check what the kernel then allows.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fondation_worker.sandbox import (
+    EXIT_SANDBOX_FAILED,
+    handled_rights,
+    landlock_abi,
+    launcher_argv,
+)
+
+needs_landlock = pytest.mark.skipif(landlock_abi() < 1, reason="this kernel has no Landlock")
+
+
+def sandboxed_sh(script: str, rw: Path, ro: Path | None = None) -> subprocess.CompletedProcess[str]:
+    argv = launcher_argv(
+        sys.executable,
+        read_write=[rw],
+        read_only=[ro] if ro else [],
+        command=["/bin/sh", "-c", script],
+    )
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_launcher_argv_is_an_argument_list() -> None:
+    argv = launcher_argv(
+        "/py", read_write=[Path("/a b")], read_only=[Path("/c")], command=["claude", "-p", "x"]
+    )
+    head = ["/py", "-m", "fondation_worker.sandbox"]
+    assert argv == [*head, "--rw", "/a b", "--ro", "/c", "--", "claude", "-p", "x"]
+
+
+def test_handled_rights_grow_with_the_abi() -> None:
+    assert handled_rights(1) == (1 << 13) - 1
+    assert handled_rights(3) & (1 << 14)
+    assert not handled_rights(2) & (1 << 14)
+    assert handled_rights(7) == (1 << 16) - 1
+
+
+@needs_landlock
+def test_writes_only_inside_the_granted_dirs(tmp_path: Path) -> None:
+    inside, outside = tmp_path / "clone", tmp_path / "other"
+    inside.mkdir()
+    outside.mkdir()
+    (outside / "secret").write_text("s3cret")
+    proc = sandboxed_sh(
+        f"echo ok > {inside}/a && cat {inside}/a; cat {outside}/secret; echo x > {outside}/b; "
+        f"ls {tmp_path}",
+        inside,
+    )
+    assert proc.stdout.strip() == "ok"
+    assert proc.stderr.count("Permission denied") == 3, proc.stderr
+    assert not (outside / "b").exists()
+
+
+@needs_landlock
+def test_read_only_grant(tmp_path: Path) -> None:
+    inside, ro = tmp_path / "clone", tmp_path / "ro"
+    inside.mkdir()
+    ro.mkdir()
+    (ro / "f").write_text("readable")
+    proc = sandboxed_sh(f"cat {ro}/f; echo x > {ro}/g", inside, ro)
+    assert proc.stdout.strip() == "readable"
+    assert "Permission denied" in proc.stderr
+    assert not (ro / "g").exists()
+
+
+@needs_landlock
+def test_other_processes_environ_and_signals_are_out_of_reach(tmp_path: Path) -> None:
+    holder = subprocess.Popen(  # stands for the worker: its environment holds the token
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env={"PATH": os.environ["PATH"], "WORKER_TOKEN": "canary-0123456789"},
+    )
+    try:
+        proc = sandboxed_sh(
+            f"cat /proc/{holder.pid}/environ; kill -STOP {holder.pid} && echo stopped",
+            tmp_path,
+        )
+        assert "canary" not in proc.stdout
+        assert "stopped" not in proc.stdout
+        assert "Permission denied" in proc.stderr
+        if landlock_abi() >= 6:  # signal scoping
+            assert "not permitted" in proc.stderr
+        assert "State:\tS" in Path(f"/proc/{holder.pid}/status").read_text()
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_bad_arguments_are_refused(tmp_path: Path) -> None:
+    for args in (["--rw"], ["--bogus", "x", "--", "true"], ["--rw", str(tmp_path)]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "fondation_worker.sandbox", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert proc.returncode != 0
+        assert "sandbox:" in proc.stderr
+    assert EXIT_SANDBOX_FAILED == 126
