@@ -425,7 +425,8 @@ export const reclaimExpired = internalMutation({
 export const enqueue = mutation({
   args: {
     repoUrl: v.string(),
-    branch: v.optional(v.string()),
+    // null and absent both mean the repository's default branch (CONTRACT.md)
+    branch: v.optional(v.union(v.string(), v.null())),
     dedupeKey: v.optional(v.string()),
     githubToken: v.optional(v.string()),
     maxAttempts: v.optional(v.number()),
@@ -437,7 +438,7 @@ export const enqueue = mutation({
     const caller = await requireCaller(ctx.auth, args.token, args.userId);
     const userId = must(checkIdent("userId", caller.userId));
     const repoUrl = must(checkRepoUrl(args.repoUrl, allowedRepoHosts(process.env.ALLOWED_REPO_HOSTS)));
-    const branch = args.branch === undefined ? undefined : must(checkBranch(args.branch));
+    const branch = args.branch === undefined || args.branch === null ? undefined : must(checkBranch(args.branch));
     const dedupeKey =
       args.dedupeKey === undefined ? undefined : must(checkIdent("dedupeKey", args.dedupeKey));
     const githubToken =

@@ -1,4 +1,4 @@
-"""``fondation-worker stuck | reclaim | requeue`` against a fake Convex HTTP API.
+"""``fondation-worker stuck | reclaim | requeue | cancel`` against a fake Convex HTTP API.
 
 The replies follow docs/CONTRACT.md; the real functions are covered by the vitest suites and
 by tests/worker/test_stuck_jobs.py against the dev backend.
@@ -110,6 +110,15 @@ class FakeConvex:
                 requeues=[{"at": NOW_MS, "attempts": 2, "deferrals": 0}],
             )
             return self._ok(job)
+        if path == "jobs:cancel":
+            job = self.jobs.get(args["jobId"])
+            if job is None:
+                return self._error("NOT_FOUND", "no such job")
+            if job["status"] in ("pending", "failed"):
+                job.update(status="canceled", cancelRequested=True)
+            elif job["status"] in ("claimed", "running"):
+                job.update(cancelRequested=True)
+            return self._ok({"status": job["status"]})
         return self._error(None, f"Could not find public function for '{path}'")
 
     def paths(self) -> list[str]:
@@ -314,3 +323,38 @@ def test_requeue_refused_by_convex(fake: FakeConvex) -> None:
         "is running: only one may be active"
     )
     assert fake.paths() == ["jobs:get", "operator:requeue"]  # not retried
+
+
+# --- cancel ------------------------------------------------------------------------------
+
+
+def test_cancel_needs_yes_then_cancels_a_queued_job(fake: FakeConvex) -> None:
+    fake.jobs["j1"] = public_job("j1", "pending", attempts=0)
+    result = run("cancel", "j1")
+    assert result.exit_code == 1
+    assert "re-run with --yes to cancel" in result.stdout
+    assert fake.paths() == ["jobs:get"]
+    result = run("cancel", "j1", "--yes")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "job j1 canceled"
+    assert fake.calls[-1] == ("jobs:cancel", {"token": TOKEN, "jobId": "j1"})
+    assert fake.jobs["j1"]["status"] == "canceled"
+
+
+def test_cancel_of_a_running_job_requests_it(fake: FakeConvex) -> None:
+    fake.jobs["j2"] = public_job("j2", "running")
+    result = run("cancel", "j2", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "j2 is running: cancel requested" in result.stdout
+    assert fake.jobs["j2"]["cancelRequested"] is True
+
+
+def test_cancel_of_an_ended_or_unknown_job(fake: FakeConvex) -> None:
+    fake.jobs["j3"] = public_job("j3", "completed")
+    result = run("cancel", "j3", "--yes")
+    assert result.exit_code == 0
+    assert "already ended (completed): nothing to cancel" in result.stdout
+    assert "jobs:cancel" not in fake.paths()
+    result = run("cancel", "nope", "--yes")
+    assert result.exit_code == 1
+    assert "job nope not found" in result.stderr

@@ -1,4 +1,5 @@
-"""``fondation-worker``: run, check, enqueue, status, stuck, reclaim, requeue, healthcheck.
+"""``fondation-worker``: run, check, enqueue, status, stuck, reclaim, requeue, cancel,
+healthcheck.
 
 Configuration problems print one line each to stderr and exit 2, never a traceback.
 """
@@ -657,6 +658,45 @@ def requeue(
         f"job {requeued.job_id} requeued: {requeued.status}, attempts reset to "
         f"{requeued.attempts}/{requeued.max_attempts}"
     )
+
+
+@app.command()
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="The job's id")],
+    yes: Annotated[bool, typer.Option("--yes", help="Cancel without asking")] = False,
+) -> None:
+    """Cancel a job: a queued one at once, a running one at its worker's next heartbeat."""
+    settings = _settings()
+    with _convex(settings) as convex:
+        try:
+            job = convex.get_job(job_id)
+        except WorkerError as exc:
+            raise _convex_failure(exc) from None
+        if job is None:
+            typer.echo(f"fondation-worker: job {job_id} not found", err=True)
+            raise typer.Exit(1)
+        for line in _describe(job):
+            typer.echo(line)
+        if job.status in TERMINAL_STATUSES:
+            typer.echo(f"job {job_id} already ended ({job.status}): nothing to cancel")
+            return
+        if not yes:
+            typer.echo("re-run with --yes to cancel")
+            raise typer.Exit(1)
+        try:
+            # Safe to retry: canceling twice leaves the job as the first call did.
+            reply = convex.cancel(job_id)
+        except WorkerError as exc:
+            raise _convex_failure(exc) from None
+    if reply.status == "canceled":
+        typer.echo(f"job {job_id} canceled")
+    elif reply.status in ("claimed", "running"):
+        typer.echo(
+            f"job {job_id} is {reply.status}: cancel requested, its worker stops it at the next "
+            "heartbeat (check with `fondation-worker status`)"
+        )
+    else:
+        typer.echo(f"job {job_id} is {reply.status}: nothing to cancel")
 
 
 # --- healthcheck ----------------------------------------------------------------------
