@@ -117,6 +117,21 @@ function cleanProgress(p: {
   return out;
 }
 
+/** summary.dropped: whole counts, each reason once, adding up to `count`. */
+function checkDropped(dropped: { count: number; reasons: { reason: string; count: number }[] }): void {
+  const whole = (n: number) => Number.isInteger(n) && n >= 0;
+  if (!whole(dropped.count)) invalid("summary.dropped.count must be a count");
+  const seen = new Set<string>();
+  let sum = 0;
+  for (const r of dropped.reasons) {
+    if (!whole(r.count) || r.count === 0) invalid("summary.dropped.reasons counts must be positive counts");
+    if (seen.has(r.reason)) invalid(`summary.dropped.reasons lists ${r.reason} twice`);
+    seen.add(r.reason);
+    sum += r.count;
+  }
+  if (sum !== dropped.count) invalid("summary.dropped.count must equal the sum of its reasons");
+}
+
 // ---------------------------------------------------------------- worker-facing
 
 /**
@@ -260,12 +275,13 @@ export const complete = mutation({
       return null; // a retried call whose first reply was lost
     }
     const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
-    const { docsCount, durationMs, costUsd } = args.summary;
+    const { docsCount, durationMs, costUsd, dropped } = args.summary;
     if (!Number.isInteger(docsCount) || docsCount < 0) invalid("summary.docsCount must be a count");
     if (!Number.isFinite(durationMs) || durationMs < 0) invalid("summary.durationMs is invalid");
     if (costUsd !== undefined && (!Number.isFinite(costUsd) || costUsd < 0)) {
       invalid("summary.costUsd is invalid");
     }
+    if (dropped !== undefined) checkDropped(dropped);
     const staged = job.uploadRunId === runId ? job.uploadCount : 0;
     if (staged !== docsCount) {
       invalid(`summary.docsCount is ${docsCount} but ${staged} documents were uploaded for this run`);
@@ -277,7 +293,12 @@ export const complete = mutation({
       "completed",
       {
         docsRunId: runId,
-        result: { docsCount, durationMs, ...(costUsd !== undefined ? { costUsd } : {}) },
+        result: {
+          docsCount,
+          durationMs,
+          ...(costUsd !== undefined ? { costUsd } : {}),
+          ...(dropped !== undefined && dropped.count > 0 ? { dropped } : {}),
+        },
         progress: undefined,
       },
       now,

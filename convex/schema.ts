@@ -96,5 +96,8 @@ export default defineSchema({
     durationSumMs: v.number(),
     durationMaxMs: v.number(),
     histogram: v.array(v.number()), // counts per DURATION_BOUNDS_MS bucket
+    // completed jobs that left generated files out, and how many files (summary.dropped)
+    jobsWithDroppedDocs: v.optional(v.number()),
+    droppedDocs: v.optional(v.number()),
   }).index("by_start", ["start"]),
 });

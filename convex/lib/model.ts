@@ -78,6 +78,7 @@ async function recordEvent(
   now: number,
   event: StatsEvent,
   durationMs?: number,
+  droppedDocs = 0,
 ): Promise<void> {
   const start = statsStart(now);
   let row = await ctx.db
@@ -108,6 +109,10 @@ async function recordEvent(
     patch.durationSumMs = row.durationSumMs + d;
     patch.durationMaxMs = Math.max(row.durationMaxMs, d);
     patch.histogram = histogram;
+  }
+  if (droppedDocs > 0) {
+    patch.jobsWithDroppedDocs = (row.jobsWithDroppedDocs ?? 0) + 1;
+    patch.droppedDocs = (row.droppedDocs ?? 0) + droppedDocs;
   }
   await ctx.db.patch(row._id, patch);
 }
@@ -183,7 +188,7 @@ export async function setStatus(
   if (next === "completed") {
     const duration =
       job.startedAt !== undefined ? now - job.startedAt : (full.result?.durationMs ?? 0);
-    await recordEvent(ctx, now, "completed", duration);
+    await recordEvent(ctx, now, "completed", duration, full.result?.dropped?.count ?? 0);
   } else if (next === "failed" || opts.failedAttempt === true) {
     await recordEvent(ctx, now, "failed");
   }

@@ -161,3 +161,15 @@ export function constantTimeEqual(a: string, b: string): boolean {
   }
   return diff === 0;
 }
+
+// Why the worker left a generated file out of a job's documents (summary.dropped).
+export const DROP_REASONS = [
+  "not_a_doc", // not markdown or YAML
+  "symlink",
+  "too_large", // one file over the per-file cap
+  "unreadable", // binary, not UTF-8, empty, changed while read, cannot open
+  "outside_output", // hard link or resolves outside the output directory
+  "over_doc_cap", // past the per-job document count cap
+  "over_total_size", // past the per-job total size cap
+] as const;
+export type DropReason = (typeof DROP_REASONS)[number];

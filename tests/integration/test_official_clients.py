@@ -24,6 +24,7 @@ from conftest import REPO_ROOT, TEST_WORKER_TOKEN, DevBackend
 from convex import ConvexError
 from fondation_worker.convex_client import ConvexClient
 from fondation_worker.errors import NotFound, Unauthorized
+from fondation_worker.models import Dropped, DropReason, Summary
 
 pytestmark = pytest.mark.integration
 
@@ -180,3 +181,27 @@ def test_unknown_format_and_bad_args_are_400_like_convex(dev_backend: DevBackend
     }
     two = httpx.post(url, json={"path": "jobs:get", "args": [{}, {}]}, timeout=10)
     assert two.status_code == 400
+
+
+def test_dropped_docs_reach_the_job_and_the_metrics(dev_backend: DevBackend) -> None:
+    with ConvexClient(dev_backend.url, SecretStr(TEST_WORKER_TOKEN), timeout_s=5) as client:
+        job_id = client.enqueue(REPO, user_id="ada").job_id
+        claimed = client.claim_one("w1", 60_000)
+        assert claimed is not None
+        client.start(job_id, claimed.lease_token)
+        dropped = Dropped(
+            count=3,
+            reasons=[
+                DropReason(reason="over_doc_cap", count=2),
+                DropReason(reason="symlink", count=1),
+            ],
+        )
+        summary = Summary(docs_count=0, duration_ms=10, dropped=dropped)
+        client.complete(job_id, claimed.lease_token, "run-1", summary)
+        job = client.get_job(job_id)
+        assert job is not None
+        assert job.result is not None
+        assert job.result.dropped == dropped
+        metrics = client.queue_metrics()
+        assert metrics["lastHour"]["droppedDocs"] == 3
+        assert metrics["lastHour"]["jobsWithDroppedDocs"] == 1

@@ -407,6 +407,14 @@ def enqueue(
         raise typer.Exit(_follow(convex, reply.job_id, poll))
 
 
+def _dropped_note(job: PublicJob) -> str:
+    dropped = job.result.dropped if job.result else None
+    if dropped is None or dropped.count == 0:
+        return ""
+    reasons = ", ".join(f"{r.reason} {r.count}" for r in dropped.reasons)
+    return f" ({dropped.count} generated file(s) left out: {reasons})"
+
+
 def _follow(convex: ConvexClient, job_id: str, poll_s: float) -> int:
     tty = sys.stdout.isatty()
     last = ""
@@ -432,7 +440,7 @@ def _follow(convex: ConvexClient, job_id: str, poll_s: float) -> int:
                 sys.stdout.write("\n")
             if job.status == "completed":
                 docs = job.result.docs_count if job.result else "?"
-                typer.echo(f"job {job_id} completed: {docs} documents")
+                typer.echo(f"job {job_id} completed: {docs} documents{_dropped_note(job)}")
                 return 0
             detail = f" ({job.last_error_kind}: {job.last_error})" if job.last_error else ""
             typer.echo(f"job {job_id} {job.status}{detail}")
@@ -612,6 +620,8 @@ def _describe(job: PublicJob) -> list[str]:
         lines.append(f"ended     {ended}")
     if job.requeues:
         lines.append(f"requeued  {len(job.requeues)} time(s) before")
+    if _dropped_note(job):
+        lines.append(f"dropped  {_dropped_note(job)}")
     return lines
 
 

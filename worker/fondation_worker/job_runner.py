@@ -35,7 +35,7 @@ from .git_clone import CloneOptions, clone
 from .lease import ProgressBox
 from .logging_setup import get_logger
 from .metrics import Metrics
-from .models import ClaimedJob, Progress, Summary
+from .models import ClaimedJob, Dropped, Progress, Summary
 from .pipeline import STEPS, Step, render_prompt
 from .process import AbortSignal, ProcessRunner
 from .redact import Redactor
@@ -212,6 +212,8 @@ class JobRunner:
             collected = collect_docs(output_dir)
             for rejection in collected.rejected:
                 log.warning("docs.rejected", path=rejection.path, reason=rejection.reason)
+                self._metrics.docs_dropped.labels(reason=rejection.code).inc()
+            dropped = collected.dropped()
             if not collected.docs:
                 raise JobFailed("permanent", "the analysis produced no documents")
             run_id = str(uuid.uuid4())
@@ -231,7 +233,7 @@ class JobRunner:
             log.info("docs.uploaded", docs=len(collected.docs), batches=len(batches))
             self._check(ctx)
             duration_ms = (self._clock.monotonic() - started) * 1000
-            return _Done(run_id, len(collected.docs), duration_ms, cost)
+            return _Done(run_id, len(collected.docs), duration_ms, cost, dropped)
 
     def _run_step(
         self,
@@ -289,7 +291,11 @@ class JobRunner:
         if ctx.abort.reason == "fence":
             return self._finish_aborted(job, ctx, "fence")
         summary = Summary(
-            docs_count=done.docs, duration_ms=round(done.duration_ms), cost_usd=done.cost_usd
+            docs_count=done.docs,
+            duration_ms=round(done.duration_ms),
+            cost_usd=done.cost_usd,
+            # recorded on the job so its user sees what was left out, not only the worker log
+            dropped=done.dropped if done.dropped is not None and done.dropped.count else None,
         )
         try:
             self._queue.complete(job.job_id, job.lease_token, done.run_id, summary)
@@ -384,3 +390,4 @@ class _Done:
     docs: int
     duration_ms: float
     cost_usd: float
+    dropped: Dropped | None = None

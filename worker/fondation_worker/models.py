@@ -66,12 +66,29 @@ class Progress(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
+class DropReason(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+    count: int
+
+
+class Dropped(BaseModel):
+    """Generated files left out of the job's documents (CONTRACT.md ``summary.dropped``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    count: int
+    reasons: list[DropReason] = Field(default_factory=list)
+
+
 class Summary(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
     docs_count: int = Field(alias="docsCount")
     duration_ms: float = Field(alias="durationMs")
     cost_usd: float | None = Field(default=None, alias="costUsd")
+    dropped: Dropped | None = None
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)
