@@ -515,10 +515,21 @@ export const cancel = mutation({
   },
 });
 
+/**
+ * A job as its user or an operator sees it (null: none, or not theirs). A worker passes its
+ * worker token and the job's `leaseToken`: it reads only the job it holds, or held last
+ * (the token stays on the job after it ended, so a retried final call can be checked).
+ */
 export const get = query({
-  args: { jobId: v.string(), token: v.optional(v.string()) },
+  args: { jobId: v.string(), token: v.optional(v.string()), leaseToken: v.optional(v.string()) },
   returns: v.union(v.null(), vPublicJob),
   handler: async (ctx, args) => {
+    if (args.leaseToken !== undefined) {
+      requireWorker(args.token);
+      const held = await getJob(ctx, args.jobId);
+      if (held?.leaseToken === undefined || !constantTimeEqual(held.leaseToken, args.leaseToken)) return null;
+      return publicJob(held);
+    }
     const caller = await requireCaller(ctx.auth, args.token, undefined);
     const job = await getJob(ctx, args.jobId);
     if (job === null || !canSee(caller, job.userId)) return null;

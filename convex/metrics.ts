@@ -3,7 +3,7 @@
 // with the number of jobs.
 import { v } from "convex/values";
 import { internalMutation, query } from "./_generated/server";
-import { requireWorker } from "./lib/auth";
+import { requireWorkerOrOperator } from "./lib/auth";
 import { oldestExpired, oldestReady, queueMinute, readCounter, statsStart, statusKey } from "./lib/model";
 import {
   HISTOGRAM_SIZE,
@@ -110,7 +110,7 @@ export const queue = query({
     lastDay: vWindow,
   }),
   handler: async (ctx, args) => {
-    requireWorker(args.token);
+    requireWorkerOrOperator(args.token);
     const now = Date.now();
     const values = await Promise.all(JOB_STATUSES.map((s) => readCounter(ctx, statusKey(s))));
     const counts = Object.fromEntries(JOB_STATUSES.map((s, i) => [s, values[i]])) as Record<

@@ -6,6 +6,7 @@ by tests/worker/test_stuck_jobs.py against the dev backend.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -14,9 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fondation_worker import cli
-from fondation_worker.config import Settings
 from fondation_worker.convex_client import ConvexClient
-from fondation_worker.metrics import Metrics
 
 TOKEN = "cli-unit-test-token-0123456789"
 NOW_MS = 1_767_000_000_000.0
@@ -147,16 +146,14 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> FakeConvex:
     }.items():
         monkeypatch.setenv(name, value)
 
-    def convex(settings: Settings, metrics: Metrics | None = None) -> ConvexClient:
-        return ConvexClient(
-            settings.convex_url,
-            settings.worker_token,
-            transport=httpx.MockTransport(fake.handle),
-            sleep=lambda _s: None,
-            metrics=metrics,
-        )
-
-    monkeypatch.setattr(cli, "_convex", convex)
+    # The real cli._convex picks the token; only the transport is faked.
+    monkeypatch.setattr(
+        cli,
+        "ConvexClient",
+        functools.partial(
+            ConvexClient, transport=httpx.MockTransport(fake.handle), sleep=lambda _s: None
+        ),
+    )
     monkeypatch.setattr(cli.time, "time", lambda: NOW_MS / 1000)
     return fake
 
@@ -358,3 +355,18 @@ def test_cancel_of_an_ended_or_unknown_job(fake: FakeConvex) -> None:
     result = run("cancel", "nope", "--yes")
     assert result.exit_code == 1
     assert "job nope not found" in result.stderr
+
+
+def test_operator_commands_use_the_operator_token_when_set(
+    fake: FakeConvex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operator = "cli-operator-token-0123456789"
+    monkeypatch.setenv("OPERATOR_TOKEN", operator)
+    fake.jobs["j1"] = public_job("j1", "pending", attempts=0)
+    for args in (["stuck"], ["reclaim"], ["cancel", "j1", "--yes"]):
+        fake.calls.clear()
+        result = run(*args)
+        # the fake accepts only the worker token: the operator token must have been sent
+        assert result.exit_code == 1, result.output
+        assert {a["token"] for _, a in fake.calls} == {operator}
+        assert operator not in result.output

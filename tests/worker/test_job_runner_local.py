@@ -76,7 +76,7 @@ class RecordingQueue:
     def acknowledge_cancel(self, job_id: str, lease_token: SecretStr) -> None:
         self._record("acknowledge_cancel")
 
-    def get_job(self, job_id: str) -> PublicJob | None:
+    def get_job(self, job_id: str, lease_token: SecretStr | None = None) -> PublicJob | None:
         return None
 
 

@@ -132,10 +132,15 @@ def _stage_credentials(settings: Settings) -> StagedCredentials | None:
     return stage_credentials(settings.claude_credentials_source, settings.claude_config_dir)
 
 
-def _convex(settings: Settings, metrics: Metrics | None = None) -> ConvexClient:
+def _convex(
+    settings: Settings, metrics: Metrics | None = None, *, operator: bool = False
+) -> ConvexClient:
+    # Operator commands use OPERATOR_TOKEN when set: once Convex has one, the worker token
+    # is refused by every operator function.
+    token = settings.operator_token if operator and settings.operator_token else None
     return ConvexClient(
         settings.convex_url,
-        settings.worker_token,
+        token or settings.worker_token,
         timeout_s=settings.convex_timeout_ms / 1000,
         metrics=metrics,
     )
@@ -390,7 +395,7 @@ def enqueue(
             typer.echo(f"fondation-worker: {github_token_env} is not set", err=True)
             raise typer.Exit(EXIT_CONFIG)
         token = SecretStr(raw)
-    with _convex(settings) as convex:
+    with _convex(settings, operator=True) as convex:
         try:
             reply = convex.enqueue(
                 repo, branch, github_token=token, max_attempts=max_attempts, user_id=user_id
@@ -465,7 +470,7 @@ def status(
 ) -> None:
     """Queue metrics (metrics:queue) as a table, or JSON for scripts."""
     settings = _settings()
-    with _convex(settings) as convex:
+    with _convex(settings, operator=True) as convex:
         try:
             metrics = convex.queue_metrics()
         except WorkerError as exc:
@@ -542,7 +547,7 @@ def stuck(
     """List claimed/running jobs whose lease expired or that run too long (exit 0 either way)."""
     settings = _settings()
     threshold = settings.job_timeout if running_longer_than is None else running_longer_than
-    with _convex(settings) as convex:
+    with _convex(settings, operator=True) as convex:
         try:
             jobs = convex.list_stuck(threshold)
         except WorkerError as exc:
@@ -580,7 +585,7 @@ def reclaim(
 ) -> None:
     """Run the reclaim cron's pass now: expired leases back to pending, or dead/canceled."""
     settings = _settings()
-    with _convex(settings) as convex:
+    with _convex(settings, operator=True) as convex:
         try:
             reply = convex.reclaim_now()
         except WorkerError as exc:
@@ -632,7 +637,7 @@ def requeue(
 ) -> None:
     """Put a dead job back in the queue (attempts reset, last error kept); needs --yes."""
     settings = _settings()
-    with _convex(settings) as convex:
+    with _convex(settings, operator=True) as convex:
         try:
             job = convex.get_job(job_id)
         except WorkerError as exc:
@@ -677,7 +682,7 @@ def cancel(
 ) -> None:
     """Cancel a job: a queued one at once, a running one at its worker's next heartbeat."""
     settings = _settings()
-    with _convex(settings) as convex:
+    with _convex(settings, operator=True) as convex:
         try:
             job = convex.get_job(job_id)
         except WorkerError as exc:

@@ -364,8 +364,13 @@ class ConvexClient:
         reply: CancelReply = self._parse(CancelReply, "jobs:cancel", value)
         return reply
 
-    def get_job(self, job_id: str) -> PublicJob | None:
-        value = self.call("query", "jobs:get", {**self._auth(), "jobId": job_id})
+    def get_job(self, job_id: str, lease_token: SecretStr | None = None) -> PublicJob | None:
+        """The job as an operator sees it; with ``lease_token``, as the worker that holds it
+        (a worker token reads no other job)."""
+        args: dict[str, Any] = {**self._auth(), "jobId": job_id}
+        if lease_token is not None:
+            args["leaseToken"] = lease_token.get_secret_value()
+        value = self.call("query", "jobs:get", args)
         if value is None:
             return None
         job: PublicJob = self._parse(PublicJob, "jobs:get", value)
@@ -452,4 +457,4 @@ class QueueApi(Protocol):
 
     def acknowledge_cancel(self, job_id: str, lease_token: SecretStr) -> None: ...
 
-    def get_job(self, job_id: str) -> PublicJob | None: ...
+    def get_job(self, job_id: str, lease_token: SecretStr | None = None) -> PublicJob | None: ...

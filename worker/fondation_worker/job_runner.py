@@ -378,7 +378,7 @@ class JobRunner:
 
     def _already(self, job: ClaimedJob, status: str) -> bool:
         try:
-            public = self._queue.get_job(job.job_id)
+            public = self._queue.get_job(job.job_id, job.lease_token)
         except WorkerError:
             return False
         return public is not None and public.status == status
