@@ -6,7 +6,10 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { convexToJson, jsonToConvex, type Value } from "convex/values";
+import type { AuthConfig } from "convex/server";
+import authConfig from "../convex/auth.config";
 import crons from "../convex/crons";
+import { AuthError, verifyJwt, type Identity } from "./auth";
 import { Backend, tableNames, type Kind } from "./backend";
 
 const HOST = process.env.DEV_BACKEND_HOST || "127.0.0.1";
@@ -61,12 +64,24 @@ class RequestError extends Error {
   }
 }
 
-/** `Authorization: Bearer dev:<subject>` acts as a signed-in user (admin mode only). */
-function devIdentity(req: IncomingMessage): string | undefined {
+/**
+ * The caller's identity: none without an Authorization header, else a JWT verified against
+ * the providers of convex/auth.config.ts (a bad one is refused, as Convex does).
+ * `Bearer dev:<subject>` acts as a user without a token (admin mode only).
+ */
+async function identityOf(req: IncomingMessage): Promise<Identity | undefined> {
   const auth = req.headers.authorization;
-  if (!ADMIN || auth === undefined) return undefined;
-  const m = /^Bearer dev:([A-Za-z0-9_.@|-]{1,200})$/.exec(auth);
-  return m === null ? undefined : m[1];
+  if (auth === undefined) return undefined;
+  const dev = /^Bearer dev:([A-Za-z0-9_.@|-]{1,200})$/.exec(auth);
+  if (ADMIN && dev !== null) return { subject: dev[1], issuer: "dev", tokenIdentifier: `dev|${dev[1]}` };
+  const bearer = /^Bearer (\S+)$/.exec(auth);
+  if (bearer === null) throw new RequestError(401, "InvalidAuthHeader", "Authorization must be Bearer <JWT> here");
+  try {
+    return await verifyJwt(bearer[1], (authConfig as AuthConfig).providers);
+  } catch (e) {
+    if (e instanceof AuthError) throw new RequestError(401, "InvalidAuthHeader", e.message);
+    throw new RequestError(401, "InvalidAuthHeader", `Could not validate token: ${e instanceof Error ? e.message : String(e)}`);
+  }
 }
 
 // Real Convex's value formats (ValueFormat in the open-source backend): "json" and its
@@ -175,6 +190,7 @@ async function handleFunction(
   pathFromUrl?: string,
 ): Promise<string> {
   const { path, args, format } = parseRequest(await readBody(req), pathFromUrl);
+  const identity = await identityOf(req);
   const target = await backend.resolvePublic(path);
   const notFound = {
     status: "error",
@@ -193,7 +209,7 @@ async function handleFunction(
     });
     return `${target.path} error(wrong kind)`;
   }
-  const result = await backend.call(target.kind, target.path, args, devIdentity(req));
+  const result = await backend.call(target.kind, target.path, args, identity);
   if (result.ok) {
     sendReply(res, format, { status: "success", value: exportValue((result.value ?? null) as Value, format), logLines: [] });
     return `${target.path} success`;

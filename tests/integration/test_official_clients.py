@@ -9,18 +9,15 @@ enqueue (``branch: null``) -> get -> cancel -> get -> a ``ConvexError`` with its
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from convex.http_client import ConvexHttpClient
+from official_js import js_calls
 from pydantic import SecretStr
 
-from conftest import REPO_ROOT, TEST_WORKER_TOKEN, DevBackend
+from conftest import TEST_WORKER_TOKEN, DevBackend
 from convex import ConvexError
 from fondation_worker.convex_client import ConvexClient
 from fondation_worker.errors import NotFound, Unauthorized
@@ -28,28 +25,7 @@ from fondation_worker.models import Dropped, DropReason, Summary
 
 pytestmark = pytest.mark.integration
 
-JS_CLIENT = Path(__file__).resolve().parent / "official_js_client.mjs"
 REPO = "https://github.com/acme/widgets"
-
-
-def js_calls(url: str, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run ``calls`` through the official JS client; one result per call."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("node is needed for the official JS client")
-    done = subprocess.run(
-        [node, str(JS_CLIENT)],
-        input=json.dumps({"url": url, "calls": calls}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO_ROOT,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    results = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
-    assert len(results) == len(calls), done.stdout
-    return results
 
 
 def test_official_js_client_enqueue_get_cancel_and_convex_error(dev_backend: DevBackend) -> None:
