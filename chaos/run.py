@@ -201,7 +201,7 @@ def _verdict(
     )
     for path in files:
         hits += find_secrets(path.read_text(errors="replace"), values, f"log {path.name}")
-    for table in ("jobs", "docs", "counters", "queueBuckets", "statsBuckets"):
+    for table in ("jobs", "docs", "docContents", "counters", "queueBuckets", "statsBuckets"):
         dumped = (
             job_rows if table == "jobs" else doc_rows if table == "docs" else cluster.dump(table)
         )

@@ -1,6 +1,7 @@
 // The job queue: worker-facing (token + lease fenced) and client-facing functions.
 // docs/CONTRACT.md is the wire contract; docs/ARCHITECTURE.md has the state machine.
 import { v } from "convex/values";
+import { internal } from "./_generated/api";
 import { internalMutation, mutation, query, type MutationCtx } from "./_generated/server";
 import { canSee, requireCaller, requireWorker } from "./lib/auth";
 import { fail, invalid, must } from "./lib/errors";
@@ -28,6 +29,7 @@ import {
   MAX_MAX_ATTEMPTS,
   MAX_RETRY_AFTER_MS,
   MIN_LEASE_MS,
+  RECLAIM_BATCH,
   backoffMs,
   constantTimeEqual,
   errorPolicy,
@@ -434,7 +436,12 @@ export const acknowledgeCancel = mutation({
 export const reclaimExpired = internalMutation({
   args: {},
   returns: v.object({ moved: v.number(), dead: v.number(), canceled: v.number() }),
-  handler: async (ctx) => reclaimCounts(await reclaimExpiredLeases(ctx, Date.now())),
+  handler: async (ctx) => {
+    const done = await reclaimExpiredLeases(ctx, Date.now());
+    // A full batch may have left more: continue now rather than at the next cron tick.
+    if (done.length >= RECLAIM_BATCH) await ctx.scheduler.runAfter(0, internal.jobs.reclaimExpired, {});
+    return reclaimCounts(done);
+  },
 });
 
 // ---------------------------------------------------------------- client-facing

@@ -149,6 +149,9 @@ export const MAX_CALL_BYTES = 4_000_000;
 export const MAX_DOCS_PER_RUN = 1_000;
 /** Stale documents deleted per transaction; the rest continue in a scheduled call. */
 export const DOC_PURGE_BATCH = 100;
+// Content bytes one purge batch may delete: half of Convex's 16 MiB read limit per
+// transaction, the rest left for metadata and margin.
+export const DOC_PURGE_BYTES = 8 * 1024 * 1024;
 
 /** Constant-time string comparison: every character is examined whatever the input. */
 export function constantTimeEqual(a: string, b: string): boolean {
