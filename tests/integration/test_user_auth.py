@@ -29,6 +29,7 @@ from pydantic import SecretStr
 from conftest import TEST_WORKER_TOKEN, DevBackend, free_port, start_dev_backend
 from convex import ConvexError
 from fondation_worker.convex_client import ConvexClient
+from fondation_worker.errors import Unauthorized
 from fondation_worker.models import Doc, Summary
 
 pytestmark = pytest.mark.integration
@@ -151,6 +152,12 @@ def complete_with_docs(backend: DevBackend, job_id: str) -> None:
         doc = Doc(slug="index", title="Index", kind="toc", order=0, content="# Index\n")
         worker.upload_docs(job_id, claimed.lease_token, "run-1", [doc])
         worker.complete(job_id, claimed.lease_token, "run-1", Summary(docs_count=1, duration_ms=5))
+        # the worker token reads the job it held, with its lease token, and nothing else
+        held = worker.get_job(job_id, claimed.lease_token)
+        assert held is not None
+        assert held.status == "completed"
+        with pytest.raises(Unauthorized):
+            worker.get_job(job_id)
 
 
 def test_each_user_sees_enqueues_cancels_and_reads_only_their_own(
