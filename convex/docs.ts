@@ -1,7 +1,9 @@
 // Generated documents: the worker uploads a run's documents in batches (fenced), `complete`
 // (jobs.ts) makes that run the job's visible set. Readers see only the visible set.
 import { v } from "convex/values";
-import { internalMutation, mutation, query } from "./_generated/server";
+import { internalMutation, mutation, query, type MutationCtx } from "./_generated/server";
+import type { Id } from "./_generated/dataModel";
+import { sha256Hex } from "./lib/sha256";
 import { canSee, requireCaller, requireWorker } from "./lib/auth";
 import { invalid, must } from "./lib/errors";
 import { getJob, loadLeasedJob, purgeStaleDocs } from "./lib/model";
@@ -15,6 +17,15 @@ import { checkIdent, checkText, utf8Length } from "./lib/validation";
 import { vDocInput, vDocKind } from "./lib/validators";
 
 const MAX_TITLE_LENGTH = 500;
+
+async function putContent(ctx: MutationCtx, docId: Id<"docs">, content: string): Promise<void> {
+  const row = await ctx.db
+    .query("docContents")
+    .withIndex("by_doc", (q) => q.eq("docId", docId))
+    .unique();
+  if (row === null) await ctx.db.insert("docContents", { docId, content });
+  else await ctx.db.patch(row._id, { content });
+}
 
 /**
  * Stage documents for run `runId` of the job the caller holds. Re-uploading a slug in the
@@ -61,8 +72,8 @@ export const uploadDocs = mutation({
         title: doc.title,
         kind: doc.kind,
         order: doc.order,
-        content: doc.content,
         bytes: sizes[i],
+        hash: sha256Hex(doc.content),
         createdAt: now,
       };
       const existing = await ctx.db
@@ -72,17 +83,20 @@ export const uploadDocs = mutation({
         )
         .unique();
       if (existing !== null) {
-        await ctx.db.replace(existing._id, { ...existing, ...fields });
+        const { content: _legacy, ...meta } = existing;
+        await ctx.db.replace(existing._id, { ...meta, ...fields });
+        await putContent(ctx, existing._id, doc.content);
       } else {
         count++;
         if (count > MAX_DOCS_PER_RUN) invalid(`a run stores at most ${MAX_DOCS_PER_RUN} documents`);
-        await ctx.db.insert("docs", {
+        const docId = await ctx.db.insert("docs", {
           jobId: job._id,
           runId,
           repoUrl: job.repoUrl,
           slug: doc.slug,
           ...fields,
         });
+        await ctx.db.insert("docContents", { docId, content: doc.content });
       }
     }
     await ctx.db.patch(job._id, { uploadRunId: runId, uploadCount: count, updatedAt: now });
@@ -96,9 +110,10 @@ const vDocMeta = v.object({
   kind: vDocKind,
   order: v.number(),
   bytes: v.number(),
+  hash: v.optional(v.string()),
 });
 
-/** The visible documents of a completed job (metadata, in order; at most 200). */
+/** The visible documents of a completed job (metadata only, in order; at most 200). */
 export const listByJob = query({
   args: { jobId: v.string(), token: v.optional(v.string()) },
   returns: v.array(vDocMeta),
@@ -111,7 +126,14 @@ export const listByJob = query({
       .query("docs")
       .withIndex("by_job_run_order", (q) => q.eq("jobId", job._id).eq("runId", runId))
       .take(200);
-    return docs.map((d) => ({ slug: d.slug, title: d.title, kind: d.kind, order: d.order, bytes: d.bytes }));
+    return docs.map((d) => ({
+      slug: d.slug,
+      title: d.title,
+      kind: d.kind,
+      order: d.order,
+      bytes: d.bytes,
+      ...(d.hash !== undefined ? { hash: d.hash } : {}),
+    }));
   },
 });
 
@@ -132,15 +154,25 @@ export const getDoc = query({
       .withIndex("by_job_run_slug", (q) => q.eq("jobId", job._id).eq("runId", runId).eq("slug", args.slug))
       .unique();
     if (doc === null) return null;
-    return { slug: doc.slug, title: doc.title, kind: doc.kind, order: doc.order, content: doc.content };
+    const body = await ctx.db
+      .query("docContents")
+      .withIndex("by_doc", (q) => q.eq("docId", doc._id))
+      .unique();
+    const content = body?.content ?? doc.content ?? "";
+    return { slug: doc.slug, title: doc.title, kind: doc.kind, order: doc.order, content };
   },
 });
 
-/** Continues a purge of stale documents that did not fit in one transaction. */
+/**
+ * Deletes a job's documents that no reader or uploader can need any more, a bounded batch
+ * per transaction, rescheduling itself until none is left. Scheduled when a job ends, so
+ * complete, dead and cancel never read documents themselves. `keepRunId` is ignored (kept
+ * for calls scheduled by earlier releases): what to keep is read from the job when it runs.
+ */
 export const purgeStale = internalMutation({
   args: { jobId: v.id("jobs"), keepRunId: v.optional(v.string()) },
   returns: v.number(),
   handler: async (ctx, args) => {
-    return await purgeStaleDocs(ctx, args.jobId, args.keepRunId);
+    return await purgeStaleDocs(ctx, args.jobId);
   },
 });

@@ -1,6 +1,7 @@
 // The job queue: worker-facing (token + lease fenced) and client-facing functions.
 // docs/CONTRACT.md is the wire contract; docs/ARCHITECTURE.md has the state machine.
 import { v } from "convex/values";
+import { internal } from "./_generated/api";
 import { internalMutation, mutation, query, type MutationCtx } from "./_generated/server";
 import { canSee, requireCaller, requireWorker } from "./lib/auth";
 import { fail, invalid, must } from "./lib/errors";
@@ -28,6 +29,7 @@ import {
   MAX_MAX_ATTEMPTS,
   MAX_RETRY_AFTER_MS,
   MIN_LEASE_MS,
+  RECLAIM_BATCH,
   backoffMs,
   constantTimeEqual,
   errorPolicy,
@@ -127,6 +129,21 @@ function cleanProgress(p: {
   if (num(p.totalSteps)) out.totalSteps = p.totalSteps;
   if (p.message !== undefined) out.message = clip(p.message, MAX_MESSAGE_LENGTH);
   return out;
+}
+
+/** summary.dropped: whole counts, each reason once, adding up to `count`. */
+function checkDropped(dropped: { count: number; reasons: { reason: string; count: number }[] }): void {
+  const whole = (n: number) => Number.isInteger(n) && n >= 0;
+  if (!whole(dropped.count)) invalid("summary.dropped.count must be a count");
+  const seen = new Set<string>();
+  let sum = 0;
+  for (const r of dropped.reasons) {
+    if (!whole(r.count) || r.count === 0) invalid("summary.dropped.reasons counts must be positive counts");
+    if (seen.has(r.reason)) invalid(`summary.dropped.reasons lists ${r.reason} twice`);
+    seen.add(r.reason);
+    sum += r.count;
+  }
+  if (sum !== dropped.count) invalid("summary.dropped.count must equal the sum of its reasons");
 }
 
 // ---------------------------------------------------------------- worker-facing
@@ -272,13 +289,14 @@ export const complete = mutation({
       return null; // a retried call whose first reply was lost
     }
     const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
-    const { docsCount, durationMs, costUsd, redactions } = args.summary;
+    const { docsCount, durationMs, costUsd, redactions, dropped } = args.summary;
     if (!Number.isInteger(docsCount) || docsCount < 0) invalid("summary.docsCount must be a count");
     if (!Number.isFinite(durationMs) || durationMs < 0) invalid("summary.durationMs is invalid");
     if (costUsd !== undefined && (!Number.isFinite(costUsd) || costUsd < 0)) {
       invalid("summary.costUsd is invalid");
     }
     if (redactions !== undefined) checkRedactions(redactions, docsCount);
+    if (dropped !== undefined) checkDropped(dropped);
     const staged = job.uploadRunId === runId ? job.uploadCount : 0;
     if (staged !== docsCount) {
       invalid(`summary.docsCount is ${docsCount} but ${staged} documents were uploaded for this run`);
@@ -295,6 +313,7 @@ export const complete = mutation({
           durationMs,
           ...(costUsd !== undefined ? { costUsd } : {}),
           ...(redactions !== undefined && redactions.length > 0 ? { redactions } : {}),
+          ...(dropped !== undefined && dropped.count > 0 ? { dropped } : {}),
         },
         progress: undefined,
       },
@@ -431,7 +450,12 @@ export const acknowledgeCancel = mutation({
 export const reclaimExpired = internalMutation({
   args: {},
   returns: v.object({ moved: v.number(), dead: v.number(), canceled: v.number() }),
-  handler: async (ctx) => reclaimCounts(await reclaimExpiredLeases(ctx, Date.now())),
+  handler: async (ctx) => {
+    const done = await reclaimExpiredLeases(ctx, Date.now());
+    // A full batch may have left more: continue now rather than at the next cron tick.
+    if (done.length >= RECLAIM_BATCH) await ctx.scheduler.runAfter(0, internal.jobs.reclaimExpired, {});
+    return reclaimCounts(done);
+  },
 });
 
 // ---------------------------------------------------------------- client-facing
@@ -443,7 +467,8 @@ export const reclaimExpired = internalMutation({
 export const enqueue = mutation({
   args: {
     repoUrl: v.string(),
-    branch: v.optional(v.string()),
+    // null and absent both mean the repository's default branch (CONTRACT.md)
+    branch: v.optional(v.union(v.string(), v.null())),
     dedupeKey: v.optional(v.string()),
     githubToken: v.optional(v.string()),
     maxAttempts: v.optional(v.number()),
@@ -455,7 +480,7 @@ export const enqueue = mutation({
     const caller = await requireCaller(ctx.auth, args.token, args.userId);
     const userId = must(checkIdent("userId", caller.userId));
     const repoUrl = must(checkRepoUrl(args.repoUrl, allowedRepoHosts(process.env.ALLOWED_REPO_HOSTS)));
-    const branch = args.branch === undefined ? undefined : must(checkBranch(args.branch));
+    const branch = args.branch === undefined || args.branch === null ? undefined : must(checkBranch(args.branch));
     const dedupeKey =
       args.dedupeKey === undefined ? undefined : must(checkIdent("dedupeKey", args.dedupeKey));
     const githubToken =
@@ -511,10 +536,21 @@ export const cancel = mutation({
   },
 });
 
+/**
+ * A job as its user or an operator sees it (null: none, or not theirs). A worker passes its
+ * worker token and the job's `leaseToken`: it reads only the job it holds, or held last
+ * (the token stays on the job after it ended, so a retried final call can be checked).
+ */
 export const get = query({
-  args: { jobId: v.string(), token: v.optional(v.string()) },
+  args: { jobId: v.string(), token: v.optional(v.string()), leaseToken: v.optional(v.string()) },
   returns: v.union(v.null(), vPublicJob),
   handler: async (ctx, args) => {
+    if (args.leaseToken !== undefined) {
+      requireWorker(args.token);
+      const held = await getJob(ctx, args.jobId);
+      if (held?.leaseToken === undefined || !constantTimeEqual(held.leaseToken, args.leaseToken)) return null;
+      return publicJob(held);
+    }
     const caller = await requireCaller(ctx.auth, args.token, undefined);
     const job = await getJob(ctx, args.jobId);
     if (job === null || !canSee(caller, job.userId)) return null;

@@ -3,7 +3,7 @@
 // with the number of jobs.
 import { v } from "convex/values";
 import { internalMutation, query } from "./_generated/server";
-import { requireWorker } from "./lib/auth";
+import { requireWorkerOrOperator } from "./lib/auth";
 import { oldestExpired, oldestReady, queueMinute, readCounter, statsStart, statusKey } from "./lib/model";
 import {
   HISTOGRAM_SIZE,
@@ -32,6 +32,9 @@ const vWindow = v.object({
   successRate: v.union(v.number(), v.null()),
   avgDurationMs: v.union(v.number(), v.null()),
   p95DurationMs: v.union(v.number(), v.null()),
+  // completed jobs that left generated files out, and the files (summary.dropped)
+  jobsWithDroppedDocs: v.number(),
+  droppedDocs: v.number(),
 });
 
 function summarize(buckets: Doc<"statsBuckets">[]) {
@@ -43,7 +46,11 @@ function summarize(buckets: Doc<"statsBuckets">[]) {
   let durationCount = 0;
   let durationSumMs = 0;
   let durationMaxMs = 0;
+  let jobsWithDroppedDocs = 0;
+  let droppedDocs = 0;
   for (const b of buckets) {
+    jobsWithDroppedDocs += b.jobsWithDroppedDocs ?? 0;
+    droppedDocs += b.droppedDocs ?? 0;
     completed += b.completed;
     failed += b.failed;
     dead += b.dead;
@@ -64,6 +71,8 @@ function summarize(buckets: Doc<"statsBuckets">[]) {
     successRate: finished === 0 ? null : completed / finished,
     avgDurationMs: durationCount === 0 ? null : Math.round(durationSumMs / durationCount),
     p95DurationMs: histogramQuantile(histogram, 0.95, durationMaxMs),
+    jobsWithDroppedDocs,
+    droppedDocs,
   };
 }
 
@@ -101,7 +110,7 @@ export const queue = query({
     lastDay: vWindow,
   }),
   handler: async (ctx, args) => {
-    requireWorker(args.token);
+    requireWorkerOrOperator(args.token);
     const now = Date.now();
     const values = await Promise.all(JOB_STATUSES.map((s) => readCounter(ctx, statusKey(s))));
     const counts = Object.fromEntries(JOB_STATUSES.map((s, i) => [s, values[i]])) as Record<

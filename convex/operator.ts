@@ -3,7 +3,7 @@
 // functions. docs/CONTRACT.md is the wire contract.
 import { v } from "convex/values";
 import { mutation, query } from "./_generated/server";
-import { requireWorker } from "./lib/auth";
+import { requireOperator } from "./lib/auth";
 import { fail, invalid } from "./lib/errors";
 import {
   expiredLeases,
@@ -61,7 +61,7 @@ export const listStuck = query({
   },
   returns: v.array(vStuckJob),
   handler: async (ctx, args) => {
-    requireWorker(args.token);
+    requireOperator(args.token);
     const threshold = args.runningLongerThanMs;
     if (threshold !== undefined && (!Number.isFinite(threshold) || threshold < 0)) {
       invalid("runningLongerThanMs must be a non-negative number of milliseconds");
@@ -108,7 +108,7 @@ export const reclaimNow = mutation({
     jobs: v.array(v.object({ jobId: v.string(), outcome: vReclaimOutcome })),
   }),
   handler: async (ctx, args) => {
-    requireWorker(args.token);
+    requireOperator(args.token);
     const now = Date.now();
     const jobs = await reclaimExpiredLeases(ctx, now);
     const more = (await oldestExpired(ctx, now)) !== null;
@@ -128,7 +128,7 @@ export const requeue = mutation({
   args: { token: v.optional(v.string()), jobId: v.string() },
   returns: vPublicJob,
   handler: async (ctx, args) => {
-    requireWorker(args.token);
+    requireOperator(args.token);
     const job = await getJob(ctx, args.jobId);
     if (job === null) fail("NOT_FOUND", "no such job");
     if (job.status !== "dead") {

@@ -66,12 +66,21 @@ export default defineSchema({
     title: v.string(),
     kind: vDocKind,
     order: v.number(),
-    content: v.string(),
+    // Content lives in docContents so listings read only this metadata. Rows stored before
+    // that split still carry it here (getDoc reads either).
+    content: v.optional(v.string()),
     bytes: v.number(),
+    hash: v.optional(v.string()), // SHA-256 of the content (hex)
     createdAt: v.number(),
   })
     .index("by_job_run_order", ["jobId", "runId", "order"])
     .index("by_job_run_slug", ["jobId", "runId", "slug"]),
+
+  // One document's content (up to MAX_DOC_BYTES), apart from its metadata row in docs.
+  docContents: defineTable({
+    docId: v.id("docs"),
+    content: v.string(),
+  }).index("by_doc", ["docId"]),
 
   // Exact per-status job counts ("status:<name>"), maintained on every transition.
   counters: defineTable({
@@ -96,5 +105,8 @@ export default defineSchema({
     durationSumMs: v.number(),
     durationMaxMs: v.number(),
     histogram: v.array(v.number()), // counts per DURATION_BOUNDS_MS bucket
+    // completed jobs that left generated files out, and how many files (summary.dropped)
+    jobsWithDroppedDocs: v.optional(v.number()),
+    droppedDocs: v.optional(v.number()),
   }).index("by_start", ["start"]),
 });

@@ -4,7 +4,7 @@ import { readdirSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { convexTest } from "convex-test";
-import { makeFunctionReference } from "convex/server";
+import { makeFunctionReference, type UserIdentity } from "convex/server";
 import schema from "../convex/schema";
 
 export type Kind = "query" | "mutation" | "action";
@@ -95,9 +95,9 @@ export class Backend {
   }
 
   /** Run a resolved function. Function errors come back as values, not exceptions. */
-  call(kind: Kind, udfPath: string, args: Record<string, unknown>, subject?: string): Promise<CallResult> {
+  call(kind: Kind, udfPath: string, args: Record<string, unknown>, identity?: Partial<UserIdentity>): Promise<CallResult> {
     return this.serialize(async () => {
-      const t = subject === undefined ? this.t : this.t.withIdentity({ subject });
+      const t = identity === undefined ? this.t : this.t.withIdentity(identity);
       try {
         let value: unknown;
         if (kind === "query") value = await t.query(makeFunctionReference<"query">(udfPath), args);

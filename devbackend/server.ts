@@ -6,7 +6,10 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { convexToJson, jsonToConvex, type Value } from "convex/values";
+import type { AuthConfig } from "convex/server";
+import authConfig from "../convex/auth.config";
 import crons from "../convex/crons";
+import { AuthError, verifyJwt, type Identity } from "./auth";
 import { Backend, tableNames, type Kind } from "./backend";
 
 const HOST = process.env.DEV_BACKEND_HOST || "127.0.0.1";
@@ -61,15 +64,87 @@ class RequestError extends Error {
   }
 }
 
-/** `Authorization: Bearer dev:<subject>` acts as a signed-in user (admin mode only). */
-function devIdentity(req: IncomingMessage): string | undefined {
+/**
+ * The caller's identity: none without an Authorization header, else a JWT verified against
+ * the providers of convex/auth.config.ts (a bad one is refused, as Convex does).
+ * `Bearer dev:<subject>` acts as a user without a token (admin mode only).
+ */
+async function identityOf(req: IncomingMessage): Promise<Identity | undefined> {
   const auth = req.headers.authorization;
-  if (!ADMIN || auth === undefined) return undefined;
-  const m = /^Bearer dev:([A-Za-z0-9_.@|-]{1,200})$/.exec(auth);
-  return m === null ? undefined : m[1];
+  if (auth === undefined) return undefined;
+  const dev = /^Bearer dev:([A-Za-z0-9_.@|-]{1,200})$/.exec(auth);
+  if (ADMIN && dev !== null) return { subject: dev[1], issuer: "dev", tokenIdentifier: `dev|${dev[1]}` };
+  const bearer = /^Bearer (\S+)$/.exec(auth);
+  if (bearer === null) throw new RequestError(401, "InvalidAuthHeader", "Authorization must be Bearer <JWT> here");
+  try {
+    return await verifyJwt(bearer[1], (authConfig as AuthConfig).providers);
+  } catch (e) {
+    if (e instanceof AuthError) throw new RequestError(401, "InvalidAuthHeader", e.message);
+    throw new RequestError(401, "InvalidAuthHeader", `Could not validate token: ${e instanceof Error ? e.message : String(e)}`);
+  }
 }
 
-type Parsed = { path: string; args: Record<string, unknown> };
+// Real Convex's value formats (ValueFormat in the open-source backend): "json" and its
+// legacy alias "convex_clean_json" answer in the clean export; "convex_encoded_json" and its
+// alias "convex_json" in the encoded form the official clients decode. Arguments are read
+// in the encoded form whatever the format, as Convex does.
+type Format = "clean" | "encoded";
+const FORMATS: Record<string, Format> = {
+  json: "clean",
+  convex_clean_json: "clean",
+  convex_encoded_json: "encoded",
+  convex_json: "encoded",
+};
+
+type Parsed = { path: string; args: Record<string, unknown>; format: Format };
+
+/** Convex's clean export: int64 as a decimal string, bytes as base64, NaN/Infinity named. */
+function exportClean(value: Value): unknown {
+  if (value === null || typeof value === "boolean" || typeof value === "string") return value;
+  if (typeof value === "bigint") return value.toString();
+  if (typeof value === "number") {
+    if (Number.isNaN(value)) return "NaN";
+    if (!Number.isFinite(value)) return value > 0 ? "Infinity" : "-Infinity";
+    return value;
+  }
+  if (value instanceof ArrayBuffer) return Buffer.from(value).toString("base64");
+  if (Array.isArray(value)) return value.map(exportClean);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = exportClean(v);
+  return out;
+}
+
+function exportValue(value: Value, format: Format): unknown {
+  return format === "clean" ? exportClean(value) : convexToJson(value);
+}
+
+/**
+ * JSON text with every number written as a float the way Convex's Rust serializer does
+ * (`0.0`, `3.0`): the official Python client reads an integer-looking number as an int and
+ * refuses it, since an encoded int64 is always `{"$integer": ...}`.
+ */
+function floatJson(value: unknown): string {
+  if (typeof value === "number") {
+    const text = JSON.stringify(value);
+    return Number.isInteger(value) && !/[.e]/.test(text) ? `${text}.0` : text;
+  }
+  if (Array.isArray(value)) return `[${value.map(floatJson).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const parts: string[] = [];
+    for (const [k, v] of Object.entries(value)) {
+      if (v !== undefined) parts.push(`${JSON.stringify(k)}:${floatJson(v)}`);
+    }
+    return `{${parts.join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** A function reply: encoded formats with Convex's float text, `json` as JSON.stringify. */
+function sendReply(res: ServerResponse, format: Format, body: Record<string, unknown>): void {
+  const text = format === "encoded" ? floatJson(body) : JSON.stringify(body);
+  res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
 
 function parseRequest(raw: string, pathFromUrl?: string): Parsed {
   let body: unknown;
@@ -86,8 +161,10 @@ function parseRequest(raw: string, pathFromUrl?: string): Parsed {
   if (typeof path !== "string" || path.length === 0 || path.length > 300) {
     throw new RequestError(400, "BadRequest", "missing or invalid \"path\"");
   }
-  if (b.format !== undefined && b.format !== "json") {
-    throw new RequestError(400, "BadRequest", "only format \"json\" is supported");
+  const rawFormat = b.format ?? "json";
+  const format = typeof rawFormat === "string" && Object.hasOwn(FORMATS, rawFormat) ? FORMATS[rawFormat] : undefined;
+  if (format === undefined) {
+    throw new RequestError(400, "BadFormat", `format param must be one of [\`json\`]. Got ${String(rawFormat)}`);
   }
   let args: unknown = b.args ?? {};
   if (Array.isArray(args)) {
@@ -103,7 +180,7 @@ function parseRequest(raw: string, pathFromUrl?: string): Parsed {
   } catch (e) {
     throw new RequestError(400, "BadConvexValue", e instanceof Error ? e.message : "invalid argument encoding");
   }
-  return { path, args: decoded as Record<string, unknown> };
+  return { path, args: decoded as Record<string, unknown>, format };
 }
 
 async function handleFunction(
@@ -112,7 +189,8 @@ async function handleFunction(
   endpoint: Kind | "run",
   pathFromUrl?: string,
 ): Promise<string> {
-  const { path, args } = parseRequest(await readBody(req), pathFromUrl);
+  const { path, args, format } = parseRequest(await readBody(req), pathFromUrl);
+  const identity = await identityOf(req);
   const target = await backend.resolvePublic(path);
   const notFound = {
     status: "error",
@@ -131,19 +209,19 @@ async function handleFunction(
     });
     return `${target.path} error(wrong kind)`;
   }
-  const result = await backend.call(target.kind, target.path, args, devIdentity(req));
+  const result = await backend.call(target.kind, target.path, args, identity);
   if (result.ok) {
-    send(res, 200, { status: "success", value: convexToJson((result.value ?? null) as Value), logLines: [] });
+    sendReply(res, format, { status: "success", value: exportValue((result.value ?? null) as Value, format), logLines: [] });
     return `${target.path} success`;
   }
   const body: Record<string, unknown> = { status: "error", errorMessage: result.message, logLines: [] };
   let code = "";
   if (result.data !== undefined) {
-    body.errorData = convexToJson(result.data as Value);
+    body.errorData = exportValue(result.data as Value, format);
     const c = (result.data as { code?: unknown } | null)?.code;
     if (typeof c === "string") code = `:${c}`;
   }
-  send(res, 200, body);
+  sendReply(res, format, body);
   return `${target.path} error${code}`;
 }
 

@@ -152,7 +152,11 @@ class DevBackend:
 
 
 def start_dev_backend(
-    directory: Path, allowed_hosts: str, reclaim_ms: int = 1000, port: int | None = None
+    directory: Path,
+    allowed_hosts: str,
+    reclaim_ms: int = 1000,
+    port: int | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> DevBackend:
     if not DEV_BACKEND.exists():
         pytest.fail(f"{DEV_BACKEND} does not exist: the integration tests need the dev backend")
@@ -167,6 +171,7 @@ def start_dev_backend(
         "DEV_BACKEND_PORT": str(port),
         "RECLAIM_INTERVAL_MS": str(reclaim_ms),
         "DEV_BACKEND_ADMIN": "1",
+        **(extra_env or {}),
     }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

@@ -1,4 +1,5 @@
-// Who is calling: the worker (shared token) or a web-app user (Convex identity).
+// Who is calling: a worker (worker token), an operator (operator token) or a web-app user
+// (Convex identity). Every function checks its caller through the helpers below.
 import type { Auth } from "convex/server";
 import { constantTimeEqual } from "./policy";
 import { unauthorized } from "./errors";
@@ -6,12 +7,42 @@ import { unauthorized } from "./errors";
 // Longer tokens are refused before comparing (bounds the work an attacker can cause).
 const MAX_TOKEN_CHARS = 4_096;
 
-/** True when `token` equals the WORKER_TOKEN environment variable (constant time). */
-export function isWorkerToken(token: string | undefined): boolean {
-  const expected = process.env.WORKER_TOKEN;
-  if (expected === undefined || expected.length === 0) return false;
+/**
+ * True when `token` equals one of the named environment variables (constant time). Each
+ * credential has a `_NEXT` twin so it can be rotated without downtime: both values are
+ * accepted while clients move to the new one.
+ */
+function matchesEnv(token: string | undefined, names: readonly string[]): boolean {
   if (token === undefined || token.length > MAX_TOKEN_CHARS) return false;
-  return constantTimeEqual(token, expected);
+  let ok = false;
+  for (const name of names) {
+    const expected = process.env[name];
+    // no early exit: the time does not tell which variable matched
+    if (expected !== undefined && expected.length > 0 && constantTimeEqual(token, expected)) ok = true;
+  }
+  return ok;
+}
+
+const WORKER_VARS = ["WORKER_TOKEN", "WORKER_TOKEN_NEXT"] as const;
+const OPERATOR_VARS = ["OPERATOR_TOKEN", "OPERATOR_TOKEN_NEXT"] as const;
+
+/** True when `token` is a current worker token (WORKER_TOKEN or WORKER_TOKEN_NEXT). */
+export function isWorkerToken(token: string | undefined): boolean {
+  return matchesEnv(token, WORKER_VARS);
+}
+
+/**
+ * True when `token` carries operator rights: OPERATOR_TOKEN or OPERATOR_TOKEN_NEXT. Until
+ * an OPERATOR_TOKEN is set the worker token keeps them (the single-token setup of earlier
+ * releases); once it is set the worker token has none.
+ */
+export function isOperatorToken(token: string | undefined): boolean {
+  if (matchesEnv(token, OPERATOR_VARS)) return true;
+  return !operatorTokenConfigured() && isWorkerToken(token);
+}
+
+export function operatorTokenConfigured(): boolean {
+  return OPERATOR_VARS.some((name) => (process.env[name] ?? "").length > 0);
 }
 
 /** Every worker-facing function starts here. */
@@ -19,10 +50,20 @@ export function requireWorker(token: string | undefined): void {
   if (!isWorkerToken(token)) unauthorized();
 }
 
+/** Operator functions (operator.ts, the CLI's operator commands, the runbook plays). */
+export function requireOperator(token: string | undefined): void {
+  if (!isOperatorToken(token)) unauthorized();
+}
+
+/** Aggregate queue metrics: readable by workers (`fondation-worker check`) and operators. */
+export function requireWorkerOrOperator(token: string | undefined): void {
+  if (!isWorkerToken(token) && !isOperatorToken(token)) unauthorized();
+}
+
 export type Caller = { kind: "operator"; userId: string } | { kind: "user"; userId: string };
 
 /**
- * Client-facing functions: a worker token (operator; `userId` names the user, default
+ * Client-facing functions: an operator token (`userId` names the user, default
  * "operator") or a Convex identity (the user is identity.subject, `userId` ignored).
  * A token that is given but wrong is refused even when an identity is present.
  */
@@ -32,7 +73,7 @@ export async function requireCaller(
   userId: string | undefined,
 ): Promise<Caller> {
   if (token !== undefined) {
-    if (!isWorkerToken(token)) unauthorized();
+    requireOperator(token);
     return { kind: "operator", userId: userId ?? "operator" };
   }
   const identity = await auth.getUserIdentity();

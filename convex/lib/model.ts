@@ -7,6 +7,7 @@ import { internal } from "../_generated/api";
 import { fail } from "./errors";
 import {
   DOC_PURGE_BATCH,
+  DOC_PURGE_BYTES,
   HISTOGRAM_SIZE,
   QUEUE_BUCKET_MS,
   RECLAIM_BATCH,
@@ -78,6 +79,7 @@ async function recordEvent(
   now: number,
   event: StatsEvent,
   durationMs?: number,
+  droppedDocs = 0,
 ): Promise<void> {
   const start = statsStart(now);
   let row = await ctx.db
@@ -108,6 +110,10 @@ async function recordEvent(
     patch.durationSumMs = row.durationSumMs + d;
     patch.durationMaxMs = Math.max(row.durationMaxMs, d);
     patch.histogram = histogram;
+  }
+  if (droppedDocs > 0) {
+    patch.jobsWithDroppedDocs = (row.jobsWithDroppedDocs ?? 0) + 1;
+    patch.droppedDocs = (row.droppedDocs ?? 0) + droppedDocs;
   }
   await ctx.db.patch(row._id, patch);
 }
@@ -183,7 +189,7 @@ export async function setStatus(
   if (next === "completed") {
     const duration =
       job.startedAt !== undefined ? now - job.startedAt : (full.result?.durationMs ?? 0);
-    await recordEvent(ctx, now, "completed", duration);
+    await recordEvent(ctx, now, "completed", duration, full.result?.dropped?.count ?? 0);
   } else if (next === "failed" || opts.failedAttempt === true) {
     await recordEvent(ctx, now, "failed");
   }
@@ -195,8 +201,9 @@ export async function setStatus(
       await deleteSecrets(ctx, job._id);
       full.hasSecret = false;
     }
-    const keep = next === "completed" ? (full.docsRunId ?? job.docsRunId) : undefined;
-    await purgeStaleDocs(ctx, job._id, keep);
+    // Documents go in scheduled batches (docs:purgeStale), never in this transaction: a
+    // job's leftovers can be far larger than one transaction may read.
+    await ctx.scheduler.runAfter(0, internal.docs.purgeStale, { jobId: job._id });
   }
   await ctx.db.patch(job._id, full);
   return { ...job, ...full } as Job;
@@ -220,36 +227,60 @@ export async function githubTokenOf(ctx: QueryCtx, job: Job): Promise<string | u
 }
 
 /**
- * Delete up to DOC_PURGE_BATCH documents of `jobId` that are not in run `keep` (all of
- * them when keep is undefined). When more remain, continue in a scheduled call.
+ * Delete a bounded batch of `jobId`'s documents that nobody can need: every run but the
+ * visible one (docsRunId of a completed job) and the one its current holder is uploading.
+ * A batch stops at DOC_PURGE_BATCH documents or DOC_PURGE_BYTES of content (each document's
+ * size is in its metadata, read before its content is touched), so no transaction nears
+ * Convex's read and write limits whatever was uploaded. When more remain it schedules
+ * itself again. Returns how many documents it deleted.
  */
-export async function purgeStaleDocs(
-  ctx: MutationCtx,
-  jobId: Id<"jobs">,
-  keep: string | undefined,
-): Promise<number> {
-  const batch =
-    keep === undefined
-      ? await ctx.db
-          .query("docs")
-          .withIndex("by_job_run_order", (q) => q.eq("jobId", jobId))
-          .take(DOC_PURGE_BATCH + 1)
-      : [
-          ...(await ctx.db
-            .query("docs")
-            .withIndex("by_job_run_order", (q) => q.eq("jobId", jobId).lt("runId", keep))
-            .take(DOC_PURGE_BATCH + 1)),
-          ...(await ctx.db
-            .query("docs")
-            .withIndex("by_job_run_order", (q) => q.eq("jobId", jobId).gt("runId", keep))
-            .take(DOC_PURGE_BATCH + 1)),
-        ];
-  const now = batch.slice(0, DOC_PURGE_BATCH);
-  for (const d of now) await ctx.db.delete(d._id);
-  if (batch.length > DOC_PURGE_BATCH) {
-    await ctx.scheduler.runAfter(0, internal.docs.purgeStale, { jobId, keepRunId: keep });
+export async function purgeStaleDocs(ctx: MutationCtx, jobId: Id<"jobs">): Promise<number> {
+  const job = await ctx.db.get(jobId);
+  const keep = new Set<string>();
+  if (job !== null) {
+    if (job.status === "completed" && job.docsRunId !== undefined) keep.add(job.docsRunId);
+    if (isLeased(job.status) && job.uploadRunId !== undefined) keep.add(job.uploadRunId);
   }
-  return now.length;
+  // The index orders a job's documents by runId: walk the ranges between the kept runs.
+  const bounds = [...keep].sort();
+  const ranges: { after?: string; before?: string }[] = [];
+  for (let i = 0; i <= bounds.length; i++) ranges.push({ after: bounds[i - 1], before: bounds[i] });
+
+  let deleted = 0;
+  let bytes = 0;
+  let more = false;
+  for (const range of ranges) {
+    const rows = await ctx.db
+      .query("docs")
+      .withIndex("by_job_run_order", (q) => {
+        const base = q.eq("jobId", jobId);
+        if (range.after !== undefined && range.before !== undefined) {
+          return base.gt("runId", range.after).lt("runId", range.before);
+        }
+        if (range.after !== undefined) return base.gt("runId", range.after);
+        if (range.before !== undefined) return base.lt("runId", range.before);
+        return base;
+      })
+      .take(DOC_PURGE_BATCH - deleted + 1);
+    for (const row of rows) {
+      // at least one document per batch, so a purge always progresses
+      if (deleted >= DOC_PURGE_BATCH || (deleted > 0 && bytes + row.bytes > DOC_PURGE_BYTES)) {
+        more = true;
+        break;
+      }
+      const bodies = await ctx.db
+        .query("docContents")
+        .withIndex("by_doc", (q) => q.eq("docId", row._id))
+        .take(2);
+      for (const body of bodies) await ctx.db.delete(body._id);
+      await ctx.db.delete(row._id);
+      deleted++;
+      bytes += row.bytes;
+    }
+    if (more) break;
+  }
+  if (more) await ctx.scheduler.runAfter(0, internal.docs.purgeStale, { jobId });
+  return deleted;
 }
 
 // ---------------------------------------------------------------- lookups

@@ -149,6 +149,9 @@ export const MAX_CALL_BYTES = 4_000_000;
 export const MAX_DOCS_PER_RUN = 1_000;
 /** Stale documents deleted per transaction; the rest continue in a scheduled call. */
 export const DOC_PURGE_BATCH = 100;
+// Content bytes one purge batch may delete: half of Convex's 16 MiB read limit per
+// transaction, the rest left for metadata and margin.
+export const DOC_PURGE_BYTES = 8 * 1024 * 1024;
 
 /** Constant-time string comparison: every character is examined whatever the input. */
 export function constantTimeEqual(a: string, b: string): boolean {
@@ -161,3 +164,15 @@ export function constantTimeEqual(a: string, b: string): boolean {
   }
   return diff === 0;
 }
+
+// Why the worker left a generated file out of a job's documents (summary.dropped).
+export const DROP_REASONS = [
+  "not_a_doc", // not markdown or YAML
+  "symlink",
+  "too_large", // one file over the per-file cap
+  "unreadable", // binary, not UTF-8, empty, changed while read, cannot open
+  "outside_output", // hard link or resolves outside the output directory
+  "over_doc_cap", // past the per-job document count cap
+  "over_total_size", // past the per-job total size cap
+] as const;
+export type DropReason = (typeof DROP_REASONS)[number];

@@ -1,6 +1,6 @@
 // Convex validators shared by the schema and the functions' `args` / `returns`.
 import { v } from "convex/values";
-import { ERROR_KINDS, JOB_STATUSES } from "./policy";
+import { DROP_REASONS, ERROR_KINDS, JOB_STATUSES } from "./policy";
 
 export const vStatus = v.union(
   v.literal(JOB_STATUSES[0]),
@@ -37,11 +37,28 @@ export const vRedaction = v.object({
   count: v.number(),
 });
 
+export const vDropReason = v.union(
+  v.literal(DROP_REASONS[0]),
+  v.literal(DROP_REASONS[1]),
+  v.literal(DROP_REASONS[2]),
+  v.literal(DROP_REASONS[3]),
+  v.literal(DROP_REASONS[4]),
+  v.literal(DROP_REASONS[5]),
+  v.literal(DROP_REASONS[6]),
+);
+
+/** Generated files the worker left out of the job's documents, by reason. */
+export const vDropped = v.object({
+  count: v.number(),
+  reasons: v.array(v.object({ reason: vDropReason, count: v.number() })),
+});
+
 export const vSummary = v.object({
   docsCount: v.number(),
   durationMs: v.number(),
   costUsd: v.optional(v.number()),
   redactions: v.optional(v.array(vRedaction)),
+  dropped: v.optional(vDropped),
 });
 
 export const vDocKind = v.union(

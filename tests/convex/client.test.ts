@@ -58,6 +58,18 @@ describe("enqueue validation", () => {
   });
 });
 
+describe("branch", () => {
+  test("null and absent both mean the default branch; a name is kept", async () => {
+    const t = makeT();
+    const withNull = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN, branch: null });
+    const absent = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN });
+    const named = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN, branch: "release/1.2" });
+    expect((await getJob(t, withNull.jobId))?.branch).toBeNull();
+    expect((await getJob(t, absent.jobId))?.branch).toBeNull();
+    expect((await getJob(t, named.jobId))?.branch).toBe("release/1.2");
+  });
+});
+
 describe("dedupe", () => {
   test("returns the active job for the key instead of a second one", async () => {
     const t = makeT();

@@ -76,6 +76,11 @@ test("complete swaps in the winning run and deletes the earlier runs' partial se
   await t.mutation(api.jobs.complete, {
     token: TOKEN, jobId, leaseToken: b.leaseToken, runId: "attempt-2", summary: { docsCount: 4, durationMs: 1 },
   });
+  // readers see only the winning run at once; the leftovers go in a scheduled purge
+  expect((await t.query(api.docs.listByJob, { jobId, token: TOKEN })).map((d) => d.slug)).toEqual(
+    docs(4, "new").map((d) => d.slug),
+  );
+  await t.finishAllScheduledFunctions(() => vi.runAllTimers());
   const remaining = await allDocs(t);
   expect(remaining.map((d) => d.runId)).toEqual(["attempt-2", "attempt-2", "attempt-2", "attempt-2"]);
   expect((await getJob(t, jobId)).result?.docsCount).toBe(4);
@@ -114,7 +119,9 @@ test("a dead or canceled job keeps no staged documents", async () => {
   await t.mutation(api.docs.uploadDocs, { token: TOKEN, jobId: j2, leaseToken: c2.leaseToken, runId: "r", docs: docs(3) });
   await t.mutation(api.jobs.cancel, { jobId: j2, token: TOKEN });
   await t.mutation(api.jobs.acknowledgeCancel, { token: TOKEN, jobId: j2, leaseToken: c2.leaseToken });
+  await t.finishAllScheduledFunctions(() => vi.runAllTimers());
   expect(await allDocs(t)).toEqual([]);
+  expect(await t.run(async (ctx) => await ctx.db.query("docContents").collect())).toEqual([]);
 });
 
 test("complete refuses a docsCount that does not match the uploaded run", async () => {

@@ -147,6 +147,7 @@ test("an empty queue", async () => {
   });
   expect(m.lastDay).toEqual({
     completed: 0, failed: 0, dead: 0, canceled: 0, successRate: null, avgDurationMs: null, p95DurationMs: null,
+    jobsWithDroppedDocs: 0, droppedDocs: 0,
   });
 });
 

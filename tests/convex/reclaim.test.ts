@@ -1,5 +1,5 @@
 // The reclaim cron: expired leases come back (or end), bounded work per run.
-import { afterEach, beforeEach, expect, test } from "vitest";
+import { afterEach, beforeEach, expect, test, vi } from "vitest";
 import { api, internal } from "../../convex/_generated/api";
 import crons from "../../convex/crons";
 import { RECLAIM_BATCH } from "../../convex/lib/policy";
@@ -63,6 +63,21 @@ test("work per run is bounded; the next run continues", async () => {
   advance(60_000); // generous: the frozen fake clock creeps 1 ms per commit
   expect(await t.mutation(internal.jobs.reclaimExpired, {})).toEqual({ moved: RECLAIM_BATCH, dead: 0, canceled: 0 });
   expect(await t.mutation(internal.jobs.reclaimExpired, {})).toEqual({ moved: 30, dead: 0, canceled: 0 });
+  await expectAggregatesExact(t);
+});
+
+test("a full batch continues in a scheduled run, each within Convex's limits", async () => {
+  const t = makeT(true);
+  const n = RECLAIM_BATCH * 2 + 10;
+  for (let i = 0; i < n; i++) await enqueue(t);
+  for (let i = 0; i < n; i++) await claimOk(t, `w${i % 8}`, 5_000);
+  advance(60_000);
+  expect(await t.mutation(internal.jobs.reclaimExpired, {})).toEqual({ moved: RECLAIM_BATCH, dead: 0, canceled: 0 });
+  await t.finishAllScheduledFunctions(() => vi.runAllTimers());
+  const stillLeased = await t.run(
+    async (ctx) => (await ctx.db.query("jobs").collect()).filter((j) => j.status === "claimed").length,
+  );
+  expect(stillLeased).toBe(0);
   await expectAggregatesExact(t);
 });
 

@@ -108,7 +108,9 @@ def test_injected_readme_cannot_get_secrets_into_convex(
     assert answer.get("is_error"), f"the credentials read was not refused: {answer}"
     assert login_access not in json.dumps(answer)
     # Nothing secret anywhere in Convex's documents (every run, not only the visible one).
-    stored = json.dumps(dev_backend.dump("docs")) + json.dumps(dev_backend.dump("jobs"))
+    stored = "".join(
+        json.dumps(dev_backend.dump(table)) for table in ("docs", "docContents", "jobs")
+    )
     found = [name for name, value in leaked.items() if value in stored]
     assert found == [], f"secrets stored in Convex: {found}"
     assert "[REDACTED]" in stored

@@ -97,7 +97,9 @@ def test_hardened_container_runs_a_job_end_to_end(
     assert job["status"] == "completed", worker.logs()[-4000:]
     docs = [row for row in dev_backend.dump("docs") if row.get("jobId") == job_id]
     assert docs, "the generated docs must arrive in Convex"
-    assert all(doc["content"].strip() for doc in docs)
+    # content is stored apart from the metadata rows (docContents)
+    contents = {row["docId"]: row["content"] for row in dev_backend.dump("docContents")}
+    assert all(contents[doc["_id"]].strip() for doc in docs)
     deadline = time.monotonic() + 10
     while _leftovers(worker.temp_dir) and time.monotonic() < deadline:
         time.sleep(0.2)

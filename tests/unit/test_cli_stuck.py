@@ -1,4 +1,4 @@
-"""``fondation-worker stuck | reclaim | requeue`` against a fake Convex HTTP API.
+"""``fondation-worker stuck | reclaim | requeue | cancel`` against a fake Convex HTTP API.
 
 The replies follow docs/CONTRACT.md; the real functions are covered by the vitest suites and
 by tests/worker/test_stuck_jobs.py against the dev backend.
@@ -6,6 +6,7 @@ by tests/worker/test_stuck_jobs.py against the dev backend.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -14,9 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fondation_worker import cli
-from fondation_worker.config import Settings
 from fondation_worker.convex_client import ConvexClient
-from fondation_worker.metrics import Metrics
 
 TOKEN = "cli-unit-test-token-0123456789"
 NOW_MS = 1_767_000_000_000.0
@@ -110,6 +109,15 @@ class FakeConvex:
                 requeues=[{"at": NOW_MS, "attempts": 2, "deferrals": 0}],
             )
             return self._ok(job)
+        if path == "jobs:cancel":
+            job = self.jobs.get(args["jobId"])
+            if job is None:
+                return self._error("NOT_FOUND", "no such job")
+            if job["status"] in ("pending", "failed"):
+                job.update(status="canceled", cancelRequested=True)
+            elif job["status"] in ("claimed", "running"):
+                job.update(cancelRequested=True)
+            return self._ok({"status": job["status"]})
         return self._error(None, f"Could not find public function for '{path}'")
 
     def paths(self) -> list[str]:
@@ -138,16 +146,14 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> FakeConvex:
     }.items():
         monkeypatch.setenv(name, value)
 
-    def convex(settings: Settings, metrics: Metrics | None = None) -> ConvexClient:
-        return ConvexClient(
-            settings.convex_url,
-            settings.worker_token,
-            transport=httpx.MockTransport(fake.handle),
-            sleep=lambda _s: None,
-            metrics=metrics,
-        )
-
-    monkeypatch.setattr(cli, "_convex", convex)
+    # The real cli._convex picks the token; only the transport is faked.
+    monkeypatch.setattr(
+        cli,
+        "ConvexClient",
+        functools.partial(
+            ConvexClient, transport=httpx.MockTransport(fake.handle), sleep=lambda _s: None
+        ),
+    )
     monkeypatch.setattr(cli.time, "time", lambda: NOW_MS / 1000)
     return fake
 
@@ -314,3 +320,53 @@ def test_requeue_refused_by_convex(fake: FakeConvex) -> None:
         "is running: only one may be active"
     )
     assert fake.paths() == ["jobs:get", "operator:requeue"]  # not retried
+
+
+# --- cancel ------------------------------------------------------------------------------
+
+
+def test_cancel_needs_yes_then_cancels_a_queued_job(fake: FakeConvex) -> None:
+    fake.jobs["j1"] = public_job("j1", "pending", attempts=0)
+    result = run("cancel", "j1")
+    assert result.exit_code == 1
+    assert "re-run with --yes to cancel" in result.stdout
+    assert fake.paths() == ["jobs:get"]
+    result = run("cancel", "j1", "--yes")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "job j1 canceled"
+    assert fake.calls[-1] == ("jobs:cancel", {"token": TOKEN, "jobId": "j1"})
+    assert fake.jobs["j1"]["status"] == "canceled"
+
+
+def test_cancel_of_a_running_job_requests_it(fake: FakeConvex) -> None:
+    fake.jobs["j2"] = public_job("j2", "running")
+    result = run("cancel", "j2", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "j2 is running: cancel requested" in result.stdout
+    assert fake.jobs["j2"]["cancelRequested"] is True
+
+
+def test_cancel_of_an_ended_or_unknown_job(fake: FakeConvex) -> None:
+    fake.jobs["j3"] = public_job("j3", "completed")
+    result = run("cancel", "j3", "--yes")
+    assert result.exit_code == 0
+    assert "already ended (completed): nothing to cancel" in result.stdout
+    assert "jobs:cancel" not in fake.paths()
+    result = run("cancel", "nope", "--yes")
+    assert result.exit_code == 1
+    assert "job nope not found" in result.stderr
+
+
+def test_operator_commands_use_the_operator_token_when_set(
+    fake: FakeConvex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operator = "cli-operator-token-0123456789"
+    monkeypatch.setenv("OPERATOR_TOKEN", operator)
+    fake.jobs["j1"] = public_job("j1", "pending", attempts=0)
+    for args in (["stuck"], ["reclaim"], ["cancel", "j1", "--yes"]):
+        fake.calls.clear()
+        result = run(*args)
+        # the fake accepts only the worker token: the operator token must have been sent
+        assert result.exit_code == 1, result.output
+        assert {a["token"] for _, a in fake.calls} == {operator}
+        assert operator not in result.output

@@ -195,3 +195,34 @@ def test_names_that_are_not_utf8_give_valid_titles(out: Path) -> None:
     for doc in collected.docs:
         assert doc.size > 0  # encodes as UTF-8
         assert doc.slug.isascii()
+
+
+def test_every_drop_has_a_code_and_the_summary_counts_them(out: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "secret.md"
+    write(outside, "# secret\n")
+    (out / "link.md").symlink_to(outside)
+    (out / "image.png").write_bytes(b"\x89PNG")
+    (out / "bin.md").write_bytes(b"# b\x00")
+    write(out / "huge.md", "# huge\n" + "x" * 2_000)
+    for i in range(4):
+        write(out / "chapters" / f"{i:02d}.md", f"# {i}\n")
+    collected = collect_docs(out, max_file_bytes=1_000, max_docs=3)
+    codes = {r.path: r.code for r in collected.rejected}
+    assert codes == {
+        "bin.md": "unreadable",
+        "chapters/03.md": "over_doc_cap",
+        "huge.md": "too_large",
+        "image.png": "not_a_doc",
+        "link.md": "symlink",
+    }
+    dropped = collected.dropped()
+    assert dropped.count == 5
+    assert [(r.reason, r.count) for r in dropped.reasons] == [
+        ("not_a_doc", 1),
+        ("over_doc_cap", 1),
+        ("symlink", 1),
+        ("too_large", 1),
+        ("unreadable", 1),
+    ]
+    over_total = collect_docs(out, max_total_bytes=10)
+    assert {r.code for r in over_total.rejected} >= {"over_total_size"}

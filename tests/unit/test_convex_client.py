@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import datetime
+import email.utils
 import io
 import json
 from collections.abc import Callable
@@ -9,7 +11,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from fondation_worker.convex_client import ConvexClient
+from fondation_worker.convex_client import (
+    MAX_RETRY_AFTER_S,
+    RATE_LIMIT_RETRIES,
+    ConvexClient,
+    retry_after_s,
+)
 from fondation_worker.errors import (
     ConvexFunctionError,
     ConvexLeaseLost,
@@ -286,3 +293,68 @@ def test_operator_calls_shapes_and_retries() -> None:
     replies.append(err("INVALID_STATE"))
     with pytest.raises(InvalidState):
         c.requeue("j1")
+
+
+def test_rate_limited_calls_wait_for_retry_after_and_keep_their_budget() -> None:
+    replies = [
+        httpx.Response(429, headers={"Retry-After": "7"}, text="slow down"),
+        httpx.Response(429, text="slow down"),
+        ok({"cancelRequested": False, "leaseUntil": 1.0}),
+    ]
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return replies[len(calls) - 1]
+
+    metrics = Metrics()
+    # heartbeat has no retry budget at all: a 429 was not run, so it is retried anyway
+    c, sleeps = client(handler, metrics=metrics)
+    assert c.heartbeat("j1", LEASE, 60_000).lease_until == 1.0
+    assert len(calls) == 3
+    assert sleeps[0] == 7.0
+    assert 0.5 <= sleeps[1] <= 1.0  # no Retry-After: the second back-off step
+    sample = metrics.registry.get_sample_value(
+        "fondation_worker_convex_calls_total", {"function": "jobs:heartbeat", "outcome": "http_429"}
+    )
+    assert sample == 2
+
+
+def test_rate_limit_waits_are_capped_and_bounded() -> None:
+    later = email.utils.format_datetime(
+        datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1), usegmt=True
+    )
+    c, sleeps = client(lambda r: httpx.Response(429, headers={"Retry-After": later}))
+    with pytest.raises(ConvexUnavailable):
+        c.heartbeat("j1", LEASE, 60_000)
+    assert sleeps == [MAX_RETRY_AFTER_S] * RATE_LIMIT_RETRIES
+
+
+def test_a_rate_limited_enqueue_is_retried_and_not_flagged_ambiguous() -> None:
+    replies = [httpx.Response(429, headers={"Retry-After": "0"}), err("INVALID_ARGUMENT")]
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return replies[len(calls) - 1]
+
+    c, sleeps = client(handler)
+    with pytest.raises(InvalidArgument) as raised:
+        c.enqueue("https://github.com/a/b")
+    assert sleeps == [0.0]
+    assert raised.value.after_retry is False
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("12", 12.0),
+        ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),
+        ("soon", None),
+        (None, None),
+    ],
+)
+def test_retry_after_header_forms(header: str | None, expected: float | None) -> None:
+    now = datetime.datetime(2015, 10, 21, 7, 28, 0, tzinfo=datetime.UTC).timestamp()
+    assert retry_after_s(header, now) == expected

@@ -76,7 +76,7 @@ class RecordingQueue:
     def acknowledge_cancel(self, job_id: str, lease_token: SecretStr) -> None:
         self._record("acknowledge_cancel")
 
-    def get_job(self, job_id: str) -> PublicJob | None:
+    def get_job(self, job_id: str, lease_token: SecretStr | None = None) -> PublicJob | None:
         return None
 
 
@@ -208,6 +208,7 @@ def test_success_uploads_docs_and_completes(
     assert slugs["index"].kind == "toc"
     summary: Summary = queue.calls[-1][1]["summary"]
     assert summary.docs_count == 7
+    assert summary.dropped is None  # nothing left out: no record
     assert summary.cost_usd == pytest.approx(0.0123 * len(STEPS))
     starts = [e for e in read_claude_log(fake_claude_log) if e["event"] == "start"]
     assert [e["step"] for e in starts] == [s.name for s in STEPS]
@@ -275,9 +276,19 @@ def test_oversized_and_symlinked_docs_are_dropped(run_job: Any, repos: dict[str,
     outcome, queue, _ = run_job(repos["public"], mode="huge_doc")
     assert outcome.outcome == "completed"
     assert "chapters-03-huge" not in {d.slug for d in queue.docs}
+    # the drop is recorded on the job, not only in the worker log
+    dropped = queue.calls[-1][1]["summary"].dropped
+    assert dropped is not None
+    assert (dropped.count, [(r.reason, r.count) for r in dropped.reasons]) == (
+        1,
+        [("too_large", 1)],
+    )
     outcome, queue, _ = run_job(repos["public"], mode="symlink_doc")
     assert outcome.outcome == "completed"
     assert all("root:" not in d.content for d in queue.docs)
+    dropped = queue.calls[-1][1]["summary"].dropped
+    assert dropped is not None
+    assert {r.reason for r in dropped.reasons} == {"symlink"}
 
 
 def test_step_timeout(run_job: Any, repos: dict[str, str]) -> None:

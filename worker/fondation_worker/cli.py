@@ -1,4 +1,5 @@
-"""``fondation-worker``: run, check, enqueue, status, stuck, reclaim, requeue, healthcheck.
+"""``fondation-worker``: run, check, enqueue, status, stuck, reclaim, requeue, cancel,
+healthcheck.
 
 Configuration problems print one line each to stderr and exit 2, never a traceback.
 """
@@ -135,10 +136,15 @@ def _stage_credentials(settings: Settings) -> StagedCredentials | None:
     return stage_credentials(settings.claude_credentials_source, settings.claude_config_dir)
 
 
-def _convex(settings: Settings, metrics: Metrics | None = None) -> ConvexClient:
+def _convex(
+    settings: Settings, metrics: Metrics | None = None, *, operator: bool = False
+) -> ConvexClient:
+    # Operator commands use OPERATOR_TOKEN when set: once Convex has one, the worker token
+    # is refused by every operator function.
+    token = settings.operator_token if operator and settings.operator_token else None
     return ConvexClient(
         settings.convex_url,
-        settings.worker_token,
+        token or settings.worker_token,
         timeout_s=settings.convex_timeout_ms / 1000,
         metrics=metrics,
     )
@@ -393,7 +399,7 @@ def enqueue(
             typer.echo(f"fondation-worker: {github_token_env} is not set", err=True)
             raise typer.Exit(EXIT_CONFIG)
         token = SecretStr(raw)
-    with _convex(settings) as convex:
+    with _convex(settings, operator=True) as convex:
         try:
             reply = convex.enqueue(
                 repo, branch, github_token=token, max_attempts=max_attempts, user_id=user_id
@@ -408,6 +414,14 @@ def enqueue(
         if not wait:
             return
         raise typer.Exit(_follow(convex, reply.job_id, poll))
+
+
+def _dropped_note(job: PublicJob) -> str:
+    dropped = job.result.dropped if job.result else None
+    if dropped is None or dropped.count == 0:
+        return ""
+    reasons = ", ".join(f"{r.reason} {r.count}" for r in dropped.reasons)
+    return f" ({dropped.count} generated file(s) left out: {reasons})"
 
 
 def _follow(convex: ConvexClient, job_id: str, poll_s: float) -> int:
@@ -435,7 +449,7 @@ def _follow(convex: ConvexClient, job_id: str, poll_s: float) -> int:
                 sys.stdout.write("\n")
             if job.status == "completed":
                 docs = job.result.docs_count if job.result else "?"
-                typer.echo(f"job {job_id} completed: {docs} documents")
+                typer.echo(f"job {job_id} completed: {docs} documents{_dropped_note(job)}")
                 return 0
             detail = f" ({job.last_error_kind}: {job.last_error})" if job.last_error else ""
             typer.echo(f"job {job_id} {job.status}{detail}")
@@ -460,7 +474,7 @@ def status(
 ) -> None:
     """Queue metrics (metrics:queue) as a table, or JSON for scripts."""
     settings = _settings()
-    with _convex(settings) as convex:
+    with _convex(settings, operator=True) as convex:
         try:
             metrics = convex.queue_metrics()
         except WorkerError as exc:
@@ -537,7 +551,7 @@ def stuck(
     """List claimed/running jobs whose lease expired or that run too long (exit 0 either way)."""
     settings = _settings()
     threshold = settings.job_timeout if running_longer_than is None else running_longer_than
-    with _convex(settings) as convex:
+    with _convex(settings, operator=True) as convex:
         try:
             jobs = convex.list_stuck(threshold)
         except WorkerError as exc:
@@ -575,7 +589,7 @@ def reclaim(
 ) -> None:
     """Run the reclaim cron's pass now: expired leases back to pending, or dead/canceled."""
     settings = _settings()
-    with _convex(settings) as convex:
+    with _convex(settings, operator=True) as convex:
         try:
             reply = convex.reclaim_now()
         except WorkerError as exc:
@@ -615,6 +629,8 @@ def _describe(job: PublicJob) -> list[str]:
         lines.append(f"ended     {ended}")
     if job.requeues:
         lines.append(f"requeued  {len(job.requeues)} time(s) before")
+    if _dropped_note(job):
+        lines.append(f"dropped  {_dropped_note(job)}")
     return lines
 
 
@@ -625,7 +641,7 @@ def requeue(
 ) -> None:
     """Put a dead job back in the queue (attempts reset, last error kept); needs --yes."""
     settings = _settings()
-    with _convex(settings) as convex:
+    with _convex(settings, operator=True) as convex:
         try:
             job = convex.get_job(job_id)
         except WorkerError as exc:
@@ -661,6 +677,45 @@ def requeue(
         f"job {requeued.job_id} requeued: {requeued.status}, attempts reset to "
         f"{requeued.attempts}/{requeued.max_attempts}"
     )
+
+
+@app.command()
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="The job's id")],
+    yes: Annotated[bool, typer.Option("--yes", help="Cancel without asking")] = False,
+) -> None:
+    """Cancel a job: a queued one at once, a running one at its worker's next heartbeat."""
+    settings = _settings()
+    with _convex(settings, operator=True) as convex:
+        try:
+            job = convex.get_job(job_id)
+        except WorkerError as exc:
+            raise _convex_failure(exc) from None
+        if job is None:
+            typer.echo(f"fondation-worker: job {job_id} not found", err=True)
+            raise typer.Exit(1)
+        for line in _describe(job):
+            typer.echo(line)
+        if job.status in TERMINAL_STATUSES:
+            typer.echo(f"job {job_id} already ended ({job.status}): nothing to cancel")
+            return
+        if not yes:
+            typer.echo("re-run with --yes to cancel")
+            raise typer.Exit(1)
+        try:
+            # Safe to retry: canceling twice leaves the job as the first call did.
+            reply = convex.cancel(job_id)
+        except WorkerError as exc:
+            raise _convex_failure(exc) from None
+    if reply.status == "canceled":
+        typer.echo(f"job {job_id} canceled")
+    elif reply.status in ("claimed", "running"):
+        typer.echo(
+            f"job {job_id} is {reply.status}: cancel requested, its worker stops it at the next "
+            "heartbeat (check with `fondation-worker status`)"
+        )
+    else:
+        typer.echo(f"job {job_id} is {reply.status}: nothing to cancel")
 
 
 # --- healthcheck ----------------------------------------------------------------------

@@ -9,13 +9,16 @@ with U+FFFD in titles and reports.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from .models import Doc, DocKind
+from .models import Doc, DocKind, Dropped, DropReason
 
 OUTPUT_DIR_NAME = ".claude-tutorial-output"
 DOC_SUFFIXES = frozenset({".md", ".markdown", ".yaml", ".yml"})
@@ -33,10 +36,24 @@ _ORDER_PREFIX = re.compile(r"^(\d{1,4})(?=[-_. ]|$)")
 _SLUG_BAD = re.compile(r"[^a-z0-9]+")
 
 
+# Why a generated file was left out, as recorded on the job (convex/lib/policy.ts
+# DROP_REASONS); ``reason`` is the detail for the worker log.
+DropCode = Literal[
+    "not_a_doc",
+    "symlink",
+    "too_large",
+    "unreadable",
+    "outside_output",
+    "over_doc_cap",
+    "over_total_size",
+]
+
+
 @dataclass(frozen=True)
 class Rejection:
     path: str
     reason: str
+    code: DropCode
 
 
 @dataclass
@@ -47,6 +64,14 @@ class Collected:
     @property
     def total_bytes(self) -> int:
         return sum(d.size for d in self.docs)
+
+    def dropped(self) -> Dropped:
+        """The rejections as recorded on the job: a count per reason."""
+        by_code = Counter(r.code for r in self.rejected)
+        return Dropped(
+            count=len(self.rejected),
+            reasons=[DropReason(reason=code, count=n) for code, n in sorted(by_code.items())],
+        )
 
 
 def first_h1(text: str) -> str | None:
@@ -115,44 +140,44 @@ def _order_prefix(relative: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _read_checked(root_real: Path, path: Path, max_file_bytes: int) -> tuple[str | None, str]:
-    """Read one candidate file safely; returns (content, "") or (None, reason)."""
+def _read_checked(root_real: Path, path: Path, max_file_bytes: int) -> str | Rejection:
+    """Read one candidate file safely: its text, or why not (path left empty)."""
     try:
         st = os.lstat(path)
     except OSError as exc:
-        return None, f"cannot stat: {exc.strerror}"
+        return Rejection("", f"cannot stat: {exc.strerror}", "unreadable")
     if stat.S_ISLNK(st.st_mode):
-        return None, "symlink"
+        return Rejection("", "symlink", "symlink")
     if not stat.S_ISREG(st.st_mode):
-        return None, "not a regular file"
+        return Rejection("", "not a regular file", "unreadable")
     if st.st_nlink > 1:
         # Another name for a file that may live outside the output dir (a hard link).
-        return None, "hard link"
+        return Rejection("", "hard link", "outside_output")
     real = Path(os.path.realpath(path))
     if not real.is_relative_to(root_real):
-        return None, "resolves outside the output directory"
+        return Rejection("", "resolves outside the output directory", "outside_output")
     if st.st_size > max_file_bytes:
-        return None, f"too large ({st.st_size} bytes > {max_file_bytes})"
+        return Rejection("", f"too large ({st.st_size} bytes > {max_file_bytes})", "too_large")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        return None, f"cannot open: {exc.strerror}"
+        return Rejection("", f"cannot open: {exc.strerror}", "unreadable")
     with os.fdopen(fd, "rb") as handle:
         fst = os.fstat(handle.fileno())
         if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-            return None, "changed while reading"
+            return Rejection("", "changed while reading", "unreadable")
         data = handle.read(max_file_bytes + 1)
     if len(data) > max_file_bytes:
-        return None, f"too large (> {max_file_bytes} bytes)"
+        return Rejection("", f"too large (> {max_file_bytes} bytes)", "too_large")
     if b"\x00" in data:
-        return None, "binary (NUL bytes)"
+        return Rejection("", "binary (NUL bytes)", "unreadable")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        return None, "not UTF-8"
+        return Rejection("", "not UTF-8", "unreadable")
     if not text.strip():
-        return None, "empty"
-    return text, ""
+        return Rejection("", "empty", "unreadable")
+    return text
 
 
 def collect_docs(
@@ -165,7 +190,9 @@ def collect_docs(
     """Every acceptable doc under ``output_dir``, sorted by kind order then path."""
     collected = Collected()
     if output_dir.is_symlink():
-        collected.rejected.append(Rejection(OUTPUT_DIR_NAME, "output directory is a symlink"))
+        collected.rejected.append(
+            Rejection(OUTPUT_DIR_NAME, "output directory is a symlink", "symlink")
+        )
         return collected
     if not output_dir.is_dir():
         return collected
@@ -177,7 +204,9 @@ def collect_docs(
         for name in list(dirnames):
             if (here / name).is_symlink():
                 rel = (here / name).relative_to(output_dir)
-                collected.rejected.append(Rejection(printable_name(rel.as_posix()), "symlink"))
+                collected.rejected.append(
+                    Rejection(printable_name(rel.as_posix()), "symlink", "symlink")
+                )
                 dirnames.remove(name)
         dirnames.sort()
         for name in sorted(filenames):
@@ -190,14 +219,18 @@ def collect_docs(
         relative = path.relative_to(output_dir)
         rel_text = printable_name(relative.as_posix())
         if path.suffix.lower() not in DOC_SUFFIXES and not path.is_symlink():
-            collected.rejected.append(Rejection(rel_text, "not a markdown or YAML file"))
+            collected.rejected.append(
+                Rejection(rel_text, "not a markdown or YAML file", "not_a_doc")
+            )
             continue
-        content, reason = _read_checked(root_real, path, max_file_bytes)
-        if content is None:
-            collected.rejected.append(Rejection(rel_text, reason))
+        content = _read_checked(root_real, path, max_file_bytes)
+        if isinstance(content, Rejection):
+            collected.rejected.append(dataclasses.replace(content, path=rel_text))
             continue
         if len(collected.docs) >= max_docs:
-            collected.rejected.append(Rejection(rel_text, f"more than {max_docs} docs"))
+            collected.rejected.append(
+                Rejection(rel_text, f"more than {max_docs} docs", "over_doc_cap")
+            )
             continue
         kind = kind_for(relative)
         title = title_for(relative, content, kind)
@@ -212,7 +245,9 @@ def collect_docs(
         order = 0 if kind == "toc" else (prefix if prefix is not None else doc_index)
         doc = Doc(slug=slug, title=title, kind=kind, order=order, content=content)
         if total + doc.size > max_total_bytes:
-            collected.rejected.append(Rejection(rel_text, "total output size limit reached"))
+            collected.rejected.append(
+                Rejection(rel_text, "total output size limit reached", "over_total_size")
+            )
             continue
         used_slugs.add(slug)
         total += doc.size

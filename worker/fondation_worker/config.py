@@ -44,7 +44,9 @@ DEFAULT_CLAUDE_ENV_PASSTHROUGH = (
     "TZ",
 )
 
-SECRET_FIELDS = frozenset({"worker_token", "anthropic_api_key", "claude_code_oauth_token"})
+SECRET_FIELDS = frozenset(
+    {"worker_token", "operator_token", "anthropic_api_key", "claude_code_oauth_token"}
+)
 
 
 def default_worker_id() -> str:
@@ -86,6 +88,10 @@ class Settings(BaseSettings):
     # Convex
     convex_url: str = Field(description="Convex deployment URL (https; http only on loopback)")
     worker_token: SecretStr = Field(description="shared worker token (Convex env WORKER_TOKEN)")
+    # Only the CLI's operator commands use it; a running worker never needs it.
+    operator_token: SecretStr | None = Field(
+        None, description="operator token (Convex env OPERATOR_TOKEN) for the operator commands"
+    )
     convex_timeout_ms: int = Field(10_000, ge=500, le=120_000)
 
     # Polling and leases
@@ -147,9 +153,11 @@ class Settings(BaseSettings):
             raise ValueError("must use https:// (http:// is only accepted for local hosts)")
         return value
 
-    @field_validator("worker_token")
+    @field_validator("worker_token", "operator_token")
     @classmethod
-    def _token(cls, value: SecretStr) -> SecretStr:
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
         raw = value.get_secret_value()
         if len(raw) < 16:
             raise ValueError("must be at least 16 characters")
@@ -261,7 +269,7 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         values = [self.worker_token.get_secret_value()]
-        for secret in (self.anthropic_api_key, self.claude_code_oauth_token):
+        for secret in (self.operator_token, self.anthropic_api_key, self.claude_code_oauth_token):
             if secret is not None:
                 values.append(secret.get_secret_value())
         return values

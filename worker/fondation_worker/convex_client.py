@@ -3,12 +3,15 @@
 ``POST {CONVEX_URL}/api/mutation|query`` with ``{"path", "args", "format": "json"}``. A
 function error arrives with HTTP 200 (open-source backend) or 560 (hosted); its
 ``errorData.code`` maps to one exception each. Transport errors and other 5xx are retried
-a bounded number of times with jittered back-off; 4xx are not. Arguments are never logged:
-they carry the worker token, lease tokens and GitHub tokens.
+a bounded number of times with jittered back-off; 4xx are not, except 429 (rate limited):
+Convex refused the request without running it, so it is retried whatever the call's retry
+budget, after the ``Retry-After`` the reply names (capped) or a back-off. Arguments are
+never logged: they carry the worker token, lease tokens and GitHub tokens.
 """
 
 from __future__ import annotations
 
+import email.utils
 import random
 import time
 import uuid
@@ -53,6 +56,28 @@ from .models import (
 log = get_logger(__name__)
 
 FUNCTION_ERROR_STATUSES = frozenset({200, 560})
+RATE_LIMITED = 429
+# A 429 is retried this many times per call; one wait is at most this long (a heartbeat
+# waiting out a long Retry-After would lose its lease anyway).
+RATE_LIMIT_RETRIES = 5
+MAX_RETRY_AFTER_S = 30.0
+
+
+def retry_after_s(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
 
 _CODES: dict[str, type[WorkerError]] = {
     "UNAUTHORIZED": Unauthorized,
@@ -137,6 +162,7 @@ class ConvexClient:
         max_retries = self._max_retries if retries is None else retries
         timeout = httpx.Timeout(timeout_s if timeout_s is not None else self._timeout_s)
         attempt = 0
+        rate_limited = 0
         while True:
             attempt += 1
             started = time.monotonic()
@@ -146,12 +172,23 @@ class ConvexClient:
                 problem: str = f"{type(exc).__name__}"
                 self._count(path, "transport_error")
             else:
+                if response.status_code == RATE_LIMITED and rate_limited < RATE_LIMIT_RETRIES:
+                    # Not run by Convex: a retry cannot apply it twice, so it neither uses the
+                    # call's retry budget nor makes a later error "after retry".
+                    rate_limited += 1
+                    attempt -= 1
+                    self._count(path, "http_429")
+                    self._wait_rate_limited(path, response, rate_limited)
+                    continue
                 if response.status_code in FUNCTION_ERROR_STATUSES:
                     envelope = self._envelope(response)
                     if envelope is not None:
                         return self._finish(path, envelope, started, attempt)
                     problem = f"HTTP {response.status_code} with an unreadable body"
                     self._count(path, "bad_reply")
+                elif response.status_code == RATE_LIMITED:
+                    log.warning("convex.rate_limited_gave_up", function=path, retries=rate_limited)
+                    raise ConvexUnavailable(f"{path}: HTTP 429 after {rate_limited} wait(s)")
                 elif response.status_code >= 500:
                     problem = f"HTTP {response.status_code}"
                     self._count(path, "http_5xx")
@@ -168,6 +205,15 @@ class ConvexClient:
                 "convex.call_retry", function=path, problem=problem, attempt=attempt, delay_s=delay
             )
             self._sleep(delay)
+
+    def _wait_rate_limited(self, path: str, response: httpx.Response, nth: int) -> None:
+        named = retry_after_s(response.headers.get("retry-after"), time.time())
+        if named is None:
+            delay = retry_delay_s(nth, 0.5, 8.0, self._rand())
+        else:
+            delay = min(named, MAX_RETRY_AFTER_S)
+        log.info("convex.rate_limited", function=path, retry=nth, delay_s=delay)
+        self._sleep(delay)
 
     def _envelope(self, response: httpx.Response) -> _Envelope | None:
         try:
@@ -318,8 +364,13 @@ class ConvexClient:
         reply: CancelReply = self._parse(CancelReply, "jobs:cancel", value)
         return reply
 
-    def get_job(self, job_id: str) -> PublicJob | None:
-        value = self.call("query", "jobs:get", {**self._auth(), "jobId": job_id})
+    def get_job(self, job_id: str, lease_token: SecretStr | None = None) -> PublicJob | None:
+        """The job as an operator sees it; with ``lease_token``, as the worker that holds it
+        (a worker token reads no other job)."""
+        args: dict[str, Any] = {**self._auth(), "jobId": job_id}
+        if lease_token is not None:
+            args["leaseToken"] = lease_token.get_secret_value()
+        value = self.call("query", "jobs:get", args)
         if value is None:
             return None
         job: PublicJob = self._parse(PublicJob, "jobs:get", value)
@@ -406,4 +457,4 @@ class QueueApi(Protocol):
 
     def acknowledge_cancel(self, job_id: str, lease_token: SecretStr) -> None: ...
 
-    def get_job(self, job_id: str) -> PublicJob | None: ...
+    def get_job(self, job_id: str, lease_token: SecretStr | None = None) -> PublicJob | None: ...

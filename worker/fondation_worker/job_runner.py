@@ -36,7 +36,7 @@ from .git_clone import CloneOptions, clone
 from .lease import ProgressBox
 from .logging_setup import get_logger
 from .metrics import Metrics
-from .models import ClaimedJob, Doc, Progress, Redaction, Summary
+from .models import ClaimedJob, Doc, Dropped, Progress, Redaction, Summary
 from .pipeline import STEPS, Step, render_prompt
 from .process import AbortSignal, ProcessRunner
 from .redact import Redactor
@@ -213,6 +213,8 @@ class JobRunner:
             collected = collect_docs(output_dir)
             for rejection in collected.rejected:
                 log.warning("docs.rejected", path=rejection.path, reason=rejection.reason)
+                self._metrics.docs_dropped.labels(reason=rejection.code).inc()
+            dropped = collected.dropped()
             if not collected.docs:
                 raise JobFailed("permanent", "the analysis produced no documents")
             docs, redactions = self._redact_docs(collected.docs)
@@ -233,7 +235,7 @@ class JobRunner:
             log.info("docs.uploaded", docs=len(collected.docs), batches=len(batches))
             self._check(ctx)
             duration_ms = (self._clock.monotonic() - started) * 1000
-            return _Done(run_id, len(collected.docs), duration_ms, cost, tuple(redactions))
+            return _Done(run_id, len(collected.docs), duration_ms, cost, tuple(redactions), dropped)
 
     def _redact_docs(self, docs: Sequence[Doc]) -> tuple[list[Doc], list[Redaction]]:
         """Mask every secret the worker holds, and token shapes, in the docs before upload.
@@ -324,6 +326,8 @@ class JobRunner:
             duration_ms=round(done.duration_ms),
             cost_usd=done.cost_usd,
             redactions=list(done.redactions) or None,
+            # recorded on the job so its user sees what was left out, not only the worker log
+            dropped=done.dropped if done.dropped is not None and done.dropped.count else None,
         )
         try:
             self._queue.complete(job.job_id, job.lease_token, done.run_id, summary)
@@ -424,7 +428,7 @@ class JobRunner:
 
     def _already(self, job: ClaimedJob, status: str) -> bool:
         try:
-            public = self._queue.get_job(job.job_id)
+            public = self._queue.get_job(job.job_id, job.lease_token)
         except WorkerError:
             return False
         return public is not None and public.status == status
@@ -437,3 +441,4 @@ class _Done:
     duration_ms: float
     cost_usd: float
     redactions: tuple[Redaction, ...] = ()
+    dropped: Dropped | None = None

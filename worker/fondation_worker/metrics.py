@@ -41,6 +41,12 @@ class Metrics:
             "Jobs given up because their lease could not be renewed",
             registry=r,
         )
+        self.docs_dropped = Counter(
+            "fondation_worker_docs_dropped_total",
+            "Generated files left out of a job's documents, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.in_flight = Gauge("fondation_worker_jobs_in_flight", "Jobs running now", registry=r)
         self.claude_steps = Counter(
             "fondation_worker_claude_steps",

@@ -75,6 +75,22 @@ class Redaction(BaseModel):
     count: int = Field(ge=1)
 
 
+class DropReason(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+    count: int
+
+
+class Dropped(BaseModel):
+    """Generated files left out of the job's documents (CONTRACT.md ``summary.dropped``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    count: int
+    reasons: list[DropReason] = Field(default_factory=list)
+
+
 class Summary(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
@@ -82,6 +98,7 @@ class Summary(BaseModel):
     duration_ms: float = Field(alias="durationMs")
     cost_usd: float | None = Field(default=None, alias="costUsd")
     redactions: list[Redaction] | None = None
+    dropped: Dropped | None = None
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)
