@@ -417,3 +417,79 @@ def test_a_job_claimed_while_stopping_is_given_back_at_once() -> None:
     assert scheduler.run() == 0
     assert time.monotonic() - t0 < 5
     assert runner.aborts == {"job0": "shutdown"}
+
+
+class LoopOnlyClock(FakeClock):
+    """Fake time that only the scheduler's own waits move; other threads wait for real.
+
+    So the loop's sleeps alone decide how fast time passes: a loop that spins (waits 0)
+    never gets a long job to its end, one that sleeps until its next event does.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop_thread: threading.Thread | None = None
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        if threading.current_thread() is self.loop_thread:
+            return super().wait(event, timeout)
+        return event.wait(min(timeout, 0.005))
+
+
+def test_the_loop_sleeps_while_every_slot_is_busy() -> None:
+    clock = LoopOnlyClock()
+    queue = FakeQueue(jobs=1, clock=clock)
+    job_s = 3600.0
+    scheduler: Scheduler | None = None
+
+    class LongJob(FakeRunner):
+        def run(self, job: ClaimedJob, ctx: JobContext) -> JobOutcome:
+            started = clock.monotonic()
+            # Ends after an hour of fake time, or when the loop has spun far too often.
+            while clock.monotonic() - started < job_s and scheduler is not None:
+                if scheduler.iterations > 100_000:
+                    break
+                time.sleep(0.001)
+            ctx.stop_heartbeat()
+            return JobOutcome("completed", docs=1)
+
+    scheduler, _, _ = make(
+        queue,
+        LongJob(),
+        clock,
+        poll_interval=5000,
+        idle_poll_max=30000,
+        lease_ms=90_000,
+        heartbeat_ms=20_000,
+        job_timeout=7_200_000,
+        max_concurrent_jobs=1,
+    )
+    done = threading.Event()
+
+    def finish_after_the_job() -> None:
+        if len(queue.claims) >= 2:  # the poll after the job: the job is over
+            scheduler.request_stop()
+            done.set()
+
+    queue.on_claim = finish_after_the_job
+    clock.loop_thread = threading.current_thread()
+    t0 = clock.monotonic()
+    assert scheduler.run() == 0
+    assert done.is_set()
+    elapsed = clock.monotonic() - t0
+    assert elapsed >= job_s
+    # One pass per liveness tick (15 s) during the job, plus a handful around its ends.
+    assert scheduler.iterations <= job_s / 15 + 20, scheduler.iterations
+
+
+def test_a_stop_request_wakes_an_idle_loop_at_once() -> None:
+    queue = FakeQueue()
+    scheduler, _, _ = make(queue, FakeRunner(), poll_interval=30_000, idle_poll_max=60_000)
+    loop = Loop(scheduler)
+    wait_until(lambda: len(queue.claims) == 1, 5)
+    time.sleep(0.2)  # the loop is now asleep until its next poll, 30 s away
+    passes = scheduler.iterations
+    t0 = time.monotonic()
+    assert loop.stop() == 0
+    assert time.monotonic() - t0 < 2
+    assert scheduler.iterations - passes <= 3
