@@ -117,12 +117,39 @@ function cleanProgress(p: {
   return out;
 }
 
+type FinalCall = "retryOrFail" | "release" | "acknowledgeCancel";
+
+/**
+ * The job, if `call` with this lease token already ended the claim: the retry of a call
+ * whose reply was lost. Answered as applied (like `complete`), never LEASE_LOST. The token
+ * changes on every claim and `finalCall` is cleared, so this never matches another claim.
+ */
+async function alreadyEndedBy(
+  ctx: MutationCtx,
+  jobId: string,
+  leaseToken: string,
+  call: FinalCall,
+): Promise<Job | null> {
+  const job = await requireJob(ctx, jobId);
+  if (
+    !isLeased(job.status) &&
+    job.finalCall === call &&
+    job.leaseToken !== undefined &&
+    leaseToken.length <= 256 &&
+    constantTimeEqual(job.leaseToken, leaseToken)
+  ) {
+    return job;
+  }
+  return null;
+}
+
 // ---------------------------------------------------------------- worker-facing
 
 /**
  * Take the oldest ready job: pending/failed with runAt <= now, or claimed/running whose
  * lease expired (those at maxAttempts become dead, those with a cancel request canceled).
- * A repeated requestId returns the claim it made, so a retried call cannot claim twice.
+ * A repeated requestId returns the claim it made (lease renewed from now), so a retried
+ * call, even from a later poll, cannot claim twice or burn another attempt.
  */
 export const claimOne = mutation({
   args: {
@@ -144,9 +171,10 @@ export const claimOne = mutation({
       .withIndex("by_claimRequestId", (q) => q.eq("claimRequestId", requestId))
       .first();
     if (previous !== null && isLeased(previous.status) && previous.lockedBy === workerId) {
-      if ((previous.leaseUntil ?? 0) > now) return await claimedJob(ctx, previous);
-      // Expired but nobody took it: the caller is evidently alive, renew the same lease.
-      const leaseUntil = now + leaseMs;
+      // The same claim again (its first reply was lost): renew the lease from now, so the
+      // worker, which counts its lease from when it sent this request, never counts past
+      // Convex's leaseUntil. Never shortened.
+      const leaseUntil = Math.max(previous.leaseUntil ?? 0, now + leaseMs);
       await ctx.db.patch(previous._id, { leaseUntil, updatedAt: now });
       return await claimedJob(ctx, { ...previous, leaseUntil });
     }
@@ -173,6 +201,7 @@ export const claimOne = mutation({
           lockedBy: workerId,
           leaseUntil: now + leaseMs,
           claimRequestId: requestId,
+          finalCall: undefined,
           cancelRequested: false,
           progress: undefined,
           startedAt: undefined,
@@ -312,6 +341,14 @@ export const retryOrFail = mutation({
   }),
   handler: async (ctx, args) => {
     requireWorker(args.token);
+    const done = await alreadyEndedBy(ctx, args.jobId, args.leaseToken, "retryOrFail");
+    if (done !== null) {
+      // A retried call: the same kind of reply from the state it left (or moved on to).
+      if (done.status === "failed" || done.status === "pending") {
+        return { status: done.status, runAt: done.runAt };
+      }
+      if (done.status === "dead" || done.status === "canceled") return { status: done.status };
+    }
     const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
     if (
       args.retryAfterMs !== undefined &&
@@ -320,7 +357,11 @@ export const retryOrFail = mutation({
       invalid("retryAfterMs must be a non-negative number");
     }
     const now = Date.now();
-    const outcome = { lastError: clip(args.error, MAX_ERROR_LENGTH), lastErrorKind: args.errorKind };
+    const outcome = {
+      lastError: clip(args.error, MAX_ERROR_LENGTH),
+      lastErrorKind: args.errorKind,
+      finalCall: "retryOrFail",
+    };
 
     if (job.cancelRequested) {
       await setStatus(ctx, job, "canceled", outcome, now);
@@ -368,11 +409,13 @@ export const release = mutation({
   returns: v.null(),
   handler: async (ctx, args) => {
     requireWorker(args.token);
+    if ((await alreadyEndedBy(ctx, args.jobId, args.leaseToken, "release")) !== null) return null;
     const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
     const now = Date.now();
     const releaseReason = clip(args.reason, MAX_MESSAGE_LENGTH);
+    const finalCall = "release";
     if (job.cancelRequested) {
-      await setStatus(ctx, job, "canceled", { releaseReason }, now);
+      await setStatus(ctx, job, "canceled", { releaseReason, finalCall }, now);
       return null;
     }
     const deferrals = job.deferrals + 1;
@@ -382,12 +425,25 @@ export const release = mutation({
         ctx,
         job,
         "dead",
-        { releaseReason, deferrals, attempts, lastError: "too many deferrals", lastErrorKind: "shutdown" },
+        {
+          releaseReason,
+          deferrals,
+          attempts,
+          lastError: "too many deferrals",
+          lastErrorKind: "shutdown",
+          finalCall,
+        },
         now,
       );
       return null;
     }
-    await setStatus(ctx, job, "pending", { releaseReason, deferrals, attempts, runAt: now }, now);
+    await setStatus(
+      ctx,
+      job,
+      "pending",
+      { releaseReason, deferrals, attempts, runAt: now, finalCall },
+      now,
+    );
     return null;
   },
 });
@@ -398,9 +454,12 @@ export const acknowledgeCancel = mutation({
   returns: v.null(),
   handler: async (ctx, args) => {
     requireWorker(args.token);
+    if ((await alreadyEndedBy(ctx, args.jobId, args.leaseToken, "acknowledgeCancel")) !== null) {
+      return null;
+    }
     const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
     if (!job.cancelRequested) fail("INVALID_STATE", "no cancel was requested for this job");
-    await setStatus(ctx, job, "canceled", {}, Date.now());
+    await setStatus(ctx, job, "canceled", { finalCall: "acknowledgeCancel" }, Date.now());
     return null;
   },
 });

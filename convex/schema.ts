@@ -24,6 +24,9 @@ export default defineSchema({
     leaseToken: v.optional(v.string()),
     leaseGeneration: v.number(),
     claimRequestId: v.optional(v.string()), // set while claimed/running only
+    // The worker call that ended the current claim (retryOrFail, release, acknowledgeCancel):
+    // a retry of it with the same lease token is answered as applied, not LEASE_LOST.
+    finalCall: v.optional(v.string()),
     cancelRequested: v.boolean(),
     // outcome
     lastError: v.optional(v.string()),

@@ -40,6 +40,7 @@ class FakeQueue:
     def __init__(self, jobs: int = 0, clock: Any = None) -> None:
         self.jobs = [claimed(i) for i in range(jobs)]
         self.claims: list[float] = []
+        self.request_ids: list[str | None] = []
         self.heartbeats: list[tuple[str, Progress | None]] = []
         self.cancel: set[str] = set()
         self.claim_error: Exception | None = None
@@ -50,6 +51,7 @@ class FakeQueue:
     def claim_one(self, worker_id: str, lease_ms: int, request_id: str | None = None) -> Any:
         with self.lock:
             self.claims.append(self.clock.monotonic())
+            self.request_ids.append(request_id)
             if self.on_claim:
                 self.on_claim()
             if self.claim_error is not None:
@@ -493,3 +495,34 @@ def test_a_stop_request_wakes_an_idle_loop_at_once() -> None:
     assert loop.stop() == 0
     assert time.monotonic() - t0 < 2
     assert scheduler.iterations - passes <= 3
+
+
+def test_a_claim_whose_reply_was_lost_is_repeated_with_the_same_request_id() -> None:
+    queue = FakeQueue(jobs=1)
+    failures = [ConvexUnavailable("lost reply"), ConvexUnavailable("lost reply")]
+
+    def lose_two_replies() -> None:
+        queue.claim_error = failures.pop(0) if failures else None
+
+    queue.on_claim = lose_two_replies
+    runner = FakeRunner()
+    scheduler, _, _ = make(queue, runner, poll_interval=100, idle_poll_max=100)
+    loop = Loop(scheduler)
+    wait_until(lambda: runner.started == ["job0"] and len(queue.claims) >= 5, 10)
+    assert loop.stop() == 0
+    ids = queue.request_ids
+    # Two polls lost their reply, the third got the job: one request id for all three.
+    assert ids[0] is not None
+    assert ids[0] == ids[1] == ids[2]
+    # Every later poll got a reply (no job), so each has its own id.
+    assert len(set(ids[2:5])) == 3
+
+
+def test_a_refused_claim_is_not_repeated_with_its_request_id() -> None:
+    queue = FakeQueue()
+    queue.claim_error = Unauthorized("no")
+    scheduler, _, _ = make(queue, FakeRunner(), poll_interval=100, idle_poll_max=100)
+    loop = Loop(scheduler)
+    wait_until(lambda: len(queue.claims) >= 2, 10)
+    assert loop.stop() == 0
+    assert queue.request_ids[0] != queue.request_ids[1]

@@ -31,7 +31,7 @@ from .classify import Classification
 from .clock import Clock
 from .config import Settings
 from .convex_client import QueueApi
-from .errors import OperatorActionNeeded, WorkerError
+from .errors import ConvexUnavailable, OperatorActionNeeded, WorkerError
 from .health import HealthState
 from .job_runner import JobContext, JobOutcome
 from .lease import Heartbeat, ProgressBox
@@ -116,6 +116,7 @@ class Scheduler:
         self._pause: _Pause | None = None
         self._next_disk_check = 0.0
         self._convex_problem_logged: str | None = None
+        self._claim_request_id: str | None = None
         self.iterations = 0  # loop passes, for tests and the bench (busy-loop guard)
         # Signal handlers must not take locks (Event.set does): they write a byte to this
         # pipe and a small thread turns it into a wake-up.
@@ -243,18 +244,26 @@ class Scheduler:
             self._next_disk_check = now + DISK_RECHECK_S
             self._pause_for("disk", now, f"not enough free disk: {disk.describe()}")
             return
-        request_id = str(uuid.uuid4())
+        # The same request id until a reply arrives: a claim whose reply was lost is
+        # returned (not a second one, not another attempt) when a later poll repeats it.
+        if self._claim_request_id is None:
+            self._claim_request_id = str(uuid.uuid4())
+        request_id = self._claim_request_id
         sent = self._clock.monotonic()
         try:
             job = self._queue.claim_one(self._s.worker_id, self._s.lease_ms, request_id)
         except OperatorActionNeeded as exc:
+            self._claim_request_id = None
             self._convex_problem(f"worker token refused by Convex, operator action needed: {exc}")
             self._schedule_idle(now)
             return
         except WorkerError as exc:
+            if not isinstance(exc, ConvexUnavailable):
+                self._claim_request_id = None  # Convex answered: the request was not applied
             self._convex_problem(f"unreachable or failing: {exc}")
             self._schedule_idle(now)
             return
+        self._claim_request_id = None
         if self._health.clear_problem("convex"):
             log.info("convex.reachable_again")
             self._convex_problem_logged = None
