@@ -45,8 +45,10 @@ import {
   checkRepoUrl,
   clip,
 } from "./lib/validation";
+import { stageDocs } from "./lib/staging";
 import {
   vClaimedJob,
+  vDocInput,
   vErrorKind,
   vProgress,
   vPublicJob,
@@ -149,7 +151,8 @@ async function alreadyEndedBy(
  * Take the oldest ready job: pending/failed with runAt <= now, or claimed/running whose
  * lease expired (those at maxAttempts become dead, those with a cancel request canceled).
  * A repeated requestId returns the claim it made (lease renewed from now), so a retried
- * call, even from a later poll, cannot claim twice or burn another attempt.
+ * call, even from a later poll, cannot claim twice or burn another attempt. With `start`
+ * the job goes straight to running (what jobs:start does), saving the worker a call.
  */
 export const claimOne = mutation({
   args: {
@@ -157,6 +160,7 @@ export const claimOne = mutation({
     workerId: v.string(),
     leaseMs: v.number(),
     requestId: v.string(),
+    start: v.optional(v.boolean()),
   },
   returns: v.union(v.null(), vClaimedJob),
   handler: async (ctx, args) => {
@@ -190,10 +194,12 @@ export const claimOne = mutation({
       if (wasExpired && (await settleExpired(ctx, job, now)) !== null) continue;
 
       const generation = job.leaseGeneration + 1;
+      // start: the caller begins at once (no separate jobs:start call): straight to running.
+      const started = args.start === true;
       const claimed = await setStatus(
         ctx,
         job,
-        "claimed",
+        started ? "running" : "claimed",
         {
           attempts: job.attempts + 1,
           leaseGeneration: generation,
@@ -204,7 +210,7 @@ export const claimOne = mutation({
           finalCall: undefined,
           cancelRequested: false,
           progress: undefined,
-          startedAt: undefined,
+          startedAt: started ? now : undefined,
           ...(wasExpired
             ? {
                 lastError: `lease expired (worker ${job.lockedBy ?? "unknown"})`,
@@ -264,8 +270,9 @@ export const heartbeat = mutation({
 
 /**
  * Success: the run's staged documents become the job's documents (every other run's are
- * deleted) and the summary is recorded. summary.docsCount must equal the number of
- * documents uploaded for runId. Repeating it after success is a no-op.
+ * deleted) and the summary is recorded. `docs` (optional) is a last batch staged first, as
+ * uploadDocs would. summary.docsCount must equal the number of documents uploaded for runId.
+ * Repeating it after success is a no-op.
  */
 export const complete = mutation({
   args: {
@@ -274,6 +281,7 @@ export const complete = mutation({
     leaseToken: v.string(),
     runId: v.string(),
     summary: vSummary,
+    docs: v.optional(v.array(vDocInput)),
   },
   returns: v.null(),
   handler: async (ctx, args) => {
@@ -288,12 +296,16 @@ export const complete = mutation({
     ) {
       return null; // a retried call whose first reply was lost
     }
-    const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
+    let job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
     const { docsCount, durationMs, costUsd } = args.summary;
     if (!Number.isInteger(docsCount) || docsCount < 0) invalid("summary.docsCount must be a count");
     if (!Number.isFinite(durationMs) || durationMs < 0) invalid("summary.durationMs is invalid");
     if (costUsd !== undefined && (!Number.isFinite(costUsd) || costUsd < 0)) {
       invalid("summary.costUsd is invalid");
+    }
+    // The last batch rides along: one round trip fewer, same checks as uploadDocs.
+    if (args.docs !== undefined && args.docs.length > 0) {
+      job = await stageDocs(ctx, job, runId, args.docs);
     }
     const staged = job.uploadRunId === runId ? job.uploadCount : 0;
     if (staged !== docsCount) {

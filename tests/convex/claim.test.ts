@@ -2,6 +2,7 @@
 import { afterEach, beforeEach, expect, test } from "vitest";
 import { api } from "../../convex/_generated/api";
 import {
+  T0,
   TOKEN,
   advance,
   claim,
@@ -140,4 +141,21 @@ test("the github token is returned to the claimer only", async () => {
   const pub = await getJob(t, jobId);
   expect(JSON.stringify(pub)).not.toContain("ghp_abc123");
   expect(JSON.stringify(pub)).not.toContain(c.leaseToken);
+});
+
+test("claimOne with start goes straight to running (no jobs:start call needed)", async () => {
+  const t = makeT();
+  const jobId = await enqueue(t);
+  const c = await t.mutation(api.jobs.claimOne, {
+    token: TOKEN, workerId: "w1", leaseMs: 60_000, requestId: "r-start", start: true,
+  });
+  expect(c!.jobId).toBe(jobId);
+  const job = await getJob(t, jobId);
+  expect(job.status).toBe("running");
+  expect(job.startedAt).toBeGreaterThanOrEqual(T0);
+  expect(job.attempts).toBe(1);
+  // start stays a harmless no-op for workers that still call it
+  await t.mutation(api.jobs.start, { token: TOKEN, jobId, leaseToken: c!.leaseToken });
+  expect((await getJob(t, jobId)).startedAt).toBe(job.startedAt);
+  await expectAggregatesExact(t);
 });

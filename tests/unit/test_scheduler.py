@@ -48,7 +48,9 @@ class FakeQueue:
         self.on_claim: Callable[[], None] | None = None
         self.lock = threading.Lock()
 
-    def claim_one(self, worker_id: str, lease_ms: int, request_id: str | None = None) -> Any:
+    def claim_one(
+        self, worker_id: str, lease_ms: int, request_id: str | None = None, *, start: bool = False
+    ) -> Any:
         with self.lock:
             self.claims.append(self.clock.monotonic())
             self.request_ids.append(request_id)

@@ -251,7 +251,8 @@ class Scheduler:
         request_id = self._claim_request_id
         sent = self._clock.monotonic()
         try:
-            job = self._queue.claim_one(self._s.worker_id, self._s.lease_ms, request_id)
+            # start=True: the job is running from its claim on (one call fewer per job).
+            job = self._queue.claim_one(self._s.worker_id, self._s.lease_ms, request_id, start=True)
         except OperatorActionNeeded as exc:
             self._claim_request_id = None
             self._convex_problem(f"worker token refused by Convex, operator action needed: {exc}")
