@@ -476,6 +476,57 @@ export const acknowledgeCancel = mutation({
   },
 });
 
+/** Most claims a worker can hold (MAX_CONCURRENT_JOBS is at most 32), with room to spare. */
+const RECOVER_BATCH = 100;
+
+/**
+ * A worker process starting under `workerId` gives back what a previous process with that
+ * id still holds: that process is gone (worker ids are unique among live processes), so
+ * nobody runs those jobs. Each is settled as if its lease had just expired (the attempt
+ * stays consumed; dead at maxAttempts, canceled after a cancel request, else pending and
+ * ready now), instead of waiting for the lease to run out.
+ */
+export const recoverWorker = mutation({
+  args: { token: v.optional(v.string()), workerId: v.string() },
+  returns: v.object({ moved: v.number(), dead: v.number(), canceled: v.number() }),
+  handler: async (ctx, args) => {
+    requireWorker(args.token);
+    const workerId = must(checkIdent("workerId", args.workerId));
+    const now = Date.now();
+    const held: Job[] = [];
+    for (const status of ["claimed", "running"] as const) {
+      held.push(
+        ...(await ctx.db
+          .query("jobs")
+          .withIndex("by_lockedBy_status", (q) => q.eq("lockedBy", workerId).eq("status", status))
+          .take(RECOVER_BATCH)),
+      );
+    }
+    const done: { outcome: "pending" | "dead" | "canceled" }[] = [];
+    for (const job of held) {
+      const settled = await settleExpired(ctx, job, now);
+      if (settled !== null) {
+        done.push({ outcome: settled });
+        continue;
+      }
+      await setStatus(
+        ctx,
+        job,
+        "pending",
+        {
+          runAt: now,
+          lastError: `worker ${workerId} restarted while running it`,
+          lastErrorKind: "lease_expired",
+        },
+        now,
+        { failedAttempt: true },
+      );
+      done.push({ outcome: "pending" });
+    }
+    return reclaimCounts(done);
+  },
+});
+
 /**
  * Cron (crons.ts): jobs whose lease expired go back to pending (the attempt stays
  * consumed), or become dead at maxAttempts, or canceled when a cancel was requested.

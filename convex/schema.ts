@@ -50,6 +50,7 @@ export default defineSchema({
     .index("by_status_leaseUntil", ["status", "leaseUntil"]) // expired leases
     .index("by_status_startedAt", ["status", "startedAt"]) // running too long (listStuck)
     .index("by_claimRequestId", ["claimRequestId"]) // repeated claim requests
+    .index("by_lockedBy_status", ["lockedBy", "status"]) // a restarted worker's old claims
     .index("by_user_dedupe_status", ["userId", "dedupeKey", "status"]) // dedupe
     .index("by_user_createdAt", ["userId", "createdAt"]), // listByUser
 

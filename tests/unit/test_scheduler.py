@@ -119,6 +119,7 @@ def make(
     *,
     disk_ok: bool = True,
     probe: Callable[[], Classification] | None = None,
+    recover: Callable[[], object] | None = None,
     **overrides: Any,
 ) -> tuple[Scheduler, HealthState, Metrics]:
     values: dict[str, Any] = {
@@ -143,6 +144,7 @@ def make(
         health=health,
         metrics=metrics,
         disk=lambda: disk,
+        recover=recover,
         probe=probe,
         rand=lambda: 0.5,
     )
@@ -528,3 +530,28 @@ def test_a_refused_claim_is_not_repeated_with_its_request_id() -> None:
     wait_until(lambda: len(queue.claims) >= 2, 10)
     assert loop.stop() == 0
     assert queue.request_ids[0] != queue.request_ids[1]
+
+
+def test_jobs_a_predecessor_held_are_given_back_before_the_first_claim() -> None:
+    queue = FakeQueue(jobs=1)
+    order: list[str] = []
+    queue.on_claim = lambda: order.append("claim")
+    runner = FakeRunner()
+    scheduler, _, _ = make(queue, runner, recover=lambda: order.append("recover"))
+    loop = Loop(scheduler)
+    wait_until(lambda: runner.started == ["job0"], 5)
+    assert loop.stop() == 0
+    assert order[:2] == ["recover", "claim"]
+
+
+def test_a_failed_give_back_at_start_does_not_stop_the_worker() -> None:
+    queue = FakeQueue(jobs=1)
+
+    def recover() -> None:
+        raise ConvexUnavailable("jobs:recoverWorker: down")
+
+    runner = FakeRunner()
+    scheduler, _, _ = make(queue, runner, recover=recover)
+    loop = Loop(scheduler)
+    wait_until(lambda: runner.started == ["job0"], 5)  # lease expiry remains the fallback
+    assert loop.stop() == 0

@@ -203,6 +203,7 @@ def run() -> None:
         metrics=metrics,
         disk=lambda: disk_status(settings.temp_dir, settings.min_free_disk_mb),
         sweep=lambda: _sweep(settings),
+        recover=lambda: _recover(convex, settings.worker_id),
         probe=lambda: _probe(claude, settings, 60.0),
     )
 
@@ -221,6 +222,18 @@ def run() -> None:
         server.stop()
         convex.close()
     raise typer.Exit(code)
+
+
+def _recover(convex: ConvexClient, worker_id: str) -> None:
+    counts = convex.recover_worker(worker_id)
+    if counts.total:
+        log.warning(
+            "worker.recovered_jobs",
+            worker_id=worker_id,
+            pending=counts.moved,
+            dead=counts.dead,
+            canceled=counts.canceled,
+        )
 
 
 def _sweep(settings: Settings) -> list[Path]:

@@ -43,6 +43,7 @@ from .models import (
     HeartbeatReply,
     Progress,
     PublicJob,
+    ReclaimCounts,
     ReclaimReply,
     RetryReply,
     StuckJob,
@@ -224,6 +225,14 @@ class ConvexClient:
             return None
         job: ClaimedJob = self._parse(ClaimedJob, "jobs:claimOne", value)
         return job
+
+    def recover_worker(self, worker_id: str) -> ReclaimCounts:
+        """Give back the jobs a previous process with this worker id still holds."""
+        value = self.call(
+            "mutation", "jobs:recoverWorker", {**self._auth(), "workerId": worker_id}, retries=2
+        )
+        counts: ReclaimCounts = self._parse(ReclaimCounts, "jobs:recoverWorker", value)
+        return counts
 
     def start(self, job_id: str, lease_token: SecretStr) -> None:
         self.call("mutation", "jobs:start", self._fenced(job_id, lease_token))

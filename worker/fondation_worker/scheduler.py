@@ -90,6 +90,7 @@ class Scheduler:
         metrics: Metrics,
         disk: Callable[[], DiskStatus],
         sweep: Callable[[], object] | None = None,
+        recover: Callable[[], object] | None = None,
         probe: Callable[[], Classification] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -101,6 +102,7 @@ class Scheduler:
         self._metrics = metrics
         self._disk = disk
         self._sweep = sweep
+        self._recover = recover
         self._probe = probe
         self._rand = rand
 
@@ -155,6 +157,13 @@ class Scheduler:
         """Run until stopped; 0 after a clean drain, 1 if jobs had to be abandoned."""
         if self._sweep is not None:
             self._sweep()
+        if self._recover is not None:
+            # After the sweep (which stops a predecessor's leftover Claude runs): jobs a
+            # previous process with our id still holds are nobody's now, give them back.
+            try:
+                self._recover()
+            except WorkerError as exc:
+                log.warning("worker.recover_failed", problem=str(exc), fallback="lease expiry")
         if self._probe is not None:
             # Learn Claude's auth state before the first claim: a worker without working
             # credentials says so (readiness, logs) and leaves jobs to ready workers instead
