@@ -18,7 +18,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
-import httpx
 import typer
 from pydantic import SecretStr
 
@@ -26,7 +25,7 @@ from . import __version__
 from .classify import Classification
 from .claude_runner import ClaudeRunner
 from .clock import SystemClock
-from .config import Settings, load_settings, parse_bind
+from .config import Settings, load_settings
 from .convex_client import ConvexClient
 from .credentials import StagedCredentials, stage_credentials
 from .errors import (
@@ -680,24 +679,10 @@ def healthcheck(
     timeout: Annotated[float, typer.Option(help="Seconds")] = 3.0,
 ) -> None:
     """GET /healthz on HEALTH_BIND; exit 0 when healthy (for Docker HEALTHCHECK)."""
-    bind = os.environ.get("HEALTH_BIND", "127.0.0.1:8080")
-    try:
-        host, port = parse_bind(bind)
-    except ValueError as exc:
-        typer.echo(f"fondation-worker: HEALTH_BIND: {exc}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
-    if host in ("0.0.0.0", ""):  # noqa: S104 - connecting, not binding
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        response = httpx.get(f"http://{netloc}/healthz", timeout=timeout, trust_env=False)
-    except httpx.HTTPError as exc:
-        typer.echo(f"unhealthy: {type(exc).__name__}")
-        raise typer.Exit(1) from None
-    typer.echo(response.text.strip())
-    raise typer.Exit(0 if response.status_code == 200 else 1)
+    # The console script answers this before loading the CLI (entry.py); same code here.
+    from .healthcheck import healthcheck as check
+
+    raise typer.Exit(check(timeout))
 
 
 @app.command()
