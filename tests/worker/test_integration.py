@@ -203,6 +203,28 @@ def test_a_restart_under_the_same_worker_id_gives_the_job_back_at_once(
     assert job["status"] == "completed"
 
 
+def test_a_frozen_workers_claude_run_dies_with_its_lease(
+    dev_backend: DevBackend, start_worker: Any, repos: dict[str, str], fake_claude_log: Path
+) -> None:
+    worker = start_worker(dev_backend, FAKE_CLAUDE_MODE="hang@chapters")
+    job_id = enqueue(dev_backend, repos["public"])
+    wait_until(lambda: claude_events(fake_claude_log, "hang", job_id), 30)
+    hang = claude_events(fake_claude_log, "hang", job_id)[0]
+    worker.signal(signal.SIGSTOP)  # frozen: no heartbeat, no fencing, no kill from the worker
+    try:
+        time.sleep(0.3)  # a renewal in flight when it froze has landed by now
+        lease_until = get_job(dev_backend, job_id)["leaseUntil"] / 1000  # Convex's lease end
+        assert not pid_gone(hang["pid"])  # still running when the worker froze
+        wait_until(lambda: pid_gone(hang["pid"]) and pid_gone(hang["child_pid"]), 15, 0.02)
+        gone = time.time()
+        # The guard, outside the worker, stopped the step before the lease ended (so before
+        # anyone else could claim the job), not merely within 5 s of it.
+        assert gone <= lease_until + 0.1, f"Claude ran {gone - lease_until:.2f} s past its lease"
+        assert get_job(dev_backend, job_id)["status"] == "running"  # nobody else took it
+    finally:
+        worker.signal(signal.SIGCONT)
+
+
 def test_backend_unreachable_mid_job_fences_before_the_lease_ends(
     own_dev_backend: Any, start_worker: Any, repos: dict[str, str], fake_claude_log: Path
 ) -> None:

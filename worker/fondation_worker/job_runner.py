@@ -32,7 +32,7 @@ from .errors import (
     WorkerError,
 )
 from .git_clone import CloneOptions, clone
-from .lease import ProgressBox
+from .lease import LeaseFile, ProgressBox
 from .logging_setup import get_logger
 from .metrics import Metrics
 from .models import ClaimedJob, Doc, Progress, Summary
@@ -49,6 +49,7 @@ Outcome = Literal[
 ]
 
 DISK_RETRY_MS = 5 * 60 * 1000
+LEASE_FILE_NAME = "lease-deadline"
 MAX_ERROR_CHARS = 1000
 _CLASS_TO_KIND: dict[str, ErrorKind] = {
     "auth": "auth",
@@ -74,6 +75,8 @@ class JobContext:
     abort: AbortSignal
     progress: ProgressBox
     stop_heartbeat: Callable[[], None]
+    # Where the lease deadline is kept for the guard of each Claude run (lease.LeaseFile).
+    lease_file: LeaseFile | None = None
 
 
 class JobRunner:
@@ -186,6 +189,8 @@ class JobRunner:
         self._check(ctx)
         workspace = create_workspace(settings.jobs_dir, job.job_id)
         spaces.append(workspace)
+        if ctx.lease_file is not None:
+            ctx.lease_file.attach(workspace.root / LEASE_FILE_NAME)
         disk = disk_status(settings.temp_dir, settings.min_free_disk_mb)
         if not disk.ok:
             raise JobFailed(
@@ -279,6 +284,7 @@ class JobRunner:
             timeout_s=self._settings.step_timeout / 1000,
             job_id=job.job_id,
             step=step.name,
+            deadline_file=ctx.lease_file.path if ctx.lease_file is not None else None,
         )
         verdict = result.classification
         if result.aborted:

@@ -34,7 +34,7 @@ from .convex_client import QueueApi
 from .errors import ConvexUnavailable, OperatorActionNeeded, WorkerError
 from .health import HealthState
 from .job_runner import JobContext, JobOutcome
-from .lease import Heartbeat, ProgressBox
+from .lease import Heartbeat, LeaseFile, ProgressBox
 from .logging_setup import get_logger
 from .metrics import Metrics
 from .models import ClaimedJob, HeartbeatReply, Progress
@@ -316,6 +316,7 @@ class Scheduler:
                 job.job_id, job.lease_token, lease_ms, progress_now, timeout_s=timeout_s
             )
 
+        lease_file = LeaseFile(self._clock, claimed_at + lease_s)
         heartbeat = Heartbeat(
             send=send,
             lease_s=lease_s,
@@ -326,8 +327,11 @@ class Scheduler:
             progress=progress,
             clock=self._clock,
             metrics=self._metrics,
+            lease_file=lease_file,
         )
-        ctx = JobContext(abort=abort, progress=progress, stop_heartbeat=heartbeat.stop)
+        ctx = JobContext(
+            abort=abort, progress=progress, stop_heartbeat=heartbeat.stop, lease_file=lease_file
+        )
         thread = threading.Thread(
             target=self._job_main,
             args=(job, ctx, heartbeat),
