@@ -50,26 +50,6 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def guard_cost_s(samples: int = 10) -> float:
-    """What the lease guard adds to one Claude step: its start and its wait, measured on
-    ``true`` (the step timings above count it as Claude's time, so it is added back)."""
-    from fondation_worker.claude_runner import guard_argv
-    from fondation_worker.guard import write_deadline
-
-    with tempfile.TemporaryDirectory(prefix="bench-guard-") as tmp:
-        lease = Path(tmp) / "lease-deadline"
-        write_deadline(str(lease), time.monotonic() + 600)
-        costs = []
-        for _ in range(samples):
-            t0 = time.monotonic()
-            run(["true"], 30)
-            bare = time.monotonic() - t0
-            t0 = time.monotonic()
-            run([*guard_argv(lease), "true"], 30)
-            costs.append(time.monotonic() - t0 - bare)
-    return sum(costs) / len(costs)
-
-
 def plain_clone_s(url: str, cert: Path) -> float:
     env = {**os.environ, "GIT_SSL_CAINFO": str(cert), "GIT_TERMINAL_PROMPT": "0"}
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
@@ -143,6 +123,7 @@ def mean(values: list[float]) -> float:
 
 def main() -> int:
     count = int(os.environ.get("OVERHEAD_JOBS", "5"))
+    load_before = os.getloadavg()[0]
     results: list[dict[str, float]] = []
     cpu: list[float] = []
     clones: list[float] = []
@@ -167,12 +148,6 @@ def main() -> int:
                 if convex.claim_one("bench-floor", 60_000, f"floor-{i}") is not None:
                     raise RuntimeError("the queue should be empty")
                 rtts.append(time.monotonic() - t0)
-    guard = guard_cost_s()
-    steps = 5
-    for r in results:
-        r["guard"] = steps * guard
-        r["overhead"] += r["guard"]
-        r["claude"] -= r["guard"]
     overhead = mean([r["overhead"] for r in results])
     floor = mean(clones) + CALLS_PER_JOB * mean(rtts)
     ratio = overhead / floor
@@ -180,7 +155,6 @@ def main() -> int:
         "claim",
         "clone",
         "start_call",
-        "guard",
         "collect_upload",
         "before_complete",
         "complete_call",
@@ -202,7 +176,8 @@ def main() -> int:
                 f"{max(r['overhead'] for r in results):.2f} s); stages in s: {parts}; "
                 f"fake Claude steps {mean([r['claude'] for r in results]):.2f} s excluded. "
                 f"Floor, same run: plain `git clone --depth 1` {mean(clones):.2f} s + "
-                f"{CALLS_PER_JOB} round trips of {mean(rtts) * 1000:.0f} ms"
+                f"{CALLS_PER_JOB} round trips of {mean(rtts) * 1000:.0f} ms; load average "
+                f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
             ),
         ),
         Row(

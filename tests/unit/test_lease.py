@@ -172,8 +172,8 @@ class _RealWait(FakeClock):
 def test_the_lease_file_carries_the_deadline_on_the_system_clock(tmp_path: Any) -> None:
     import time
 
-    from fondation_worker.guard import expired, read_deadline
     from fondation_worker.lease import LeaseFile
+    from fondation_worker.watchdog import expired, read_deadline
 
     clock = FakeClock(start=5_000.0)  # the worker's clock need not be the system's
     lease = LeaseFile(clock, deadline=5_090.0)  # 90 s left on the worker's clock
@@ -182,9 +182,9 @@ def test_the_lease_file_carries_the_deadline_on_the_system_clock(tmp_path: Any) 
     written = read_deadline(str(path))
     assert written is not None
     assert written - time.monotonic() == pytest.approx(90.0, abs=1.0)
-    assert not expired(str(path), time.monotonic())
+    assert not expired(written, time.monotonic())
     lease.update(clock.monotonic() + 10)  # a renewal
     assert read_deadline(str(path)) == pytest.approx(time.monotonic() + 10, abs=1.0)
     lease.update(0.0)  # fenced
-    assert expired(str(path), time.monotonic())
+    assert expired(read_deadline(str(path)), time.monotonic())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lease-deadline"]  # no temp left

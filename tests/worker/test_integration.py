@@ -217,7 +217,7 @@ def test_a_frozen_workers_claude_run_dies_with_its_lease(
         assert not pid_gone(hang["pid"])  # still running when the worker froze
         wait_until(lambda: pid_gone(hang["pid"]) and pid_gone(hang["child_pid"]), 15, 0.02)
         gone = time.time()
-        # The guard, outside the worker, stopped the step before the lease ended (so before
+        # The watchdog, outside the worker, stopped the step before the lease ended (so before
         # anyone else could claim the job), not merely within 5 s of it.
         assert gone <= lease_until + 0.1, f"Claude ran {gone - lease_until:.2f} s past its lease"
         assert get_job(dev_backend, job_id)["status"] == "running"  # nobody else took it

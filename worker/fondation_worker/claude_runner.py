@@ -13,12 +13,10 @@ allow-list, so WORKER_TOKEN and GitHub tokens never reach it.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import guard
 from .classify import Classification, ClaudeRun, classify
 from .clock import Clock
 from .config import Settings
@@ -122,12 +120,6 @@ def claude_env(
     return env
 
 
-def guard_argv(deadline_file: Path) -> list[str]:
-    """The lease guard in front of a command: this Python, isolated, without site-packages
-    (the guard is standard library only, so it starts in milliseconds)."""
-    return [sys.executable, "-I", "-S", str(Path(guard.__file__)), str(deadline_file), "--"]
-
-
 class ClaudeRunner:
     def __init__(
         self,
@@ -152,23 +144,15 @@ class ClaudeRunner:
         job_id: str | None = None,
         step: str | None = None,
         max_turns: int | None = None,
-        deadline_file: Path | None = None,
     ) -> StepResult:
-        """Run one step; ``scratch`` (outside the clone) receives stdout/stderr files.
-
-        With ``deadline_file`` the CLI runs under the lease guard (``guard.py``), which
-        kills it when the lease deadline in that file passes, whatever the worker does.
-        """
+        """Run one step; ``scratch`` (outside the clone) receives stdout/stderr files."""
         name = step or "probe"
         stdout_path = scratch / f"claude-{name}.stdout"
         stderr_path = scratch / f"claude-{name}.stderr"
         tmp_dir = scratch / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        argv = claude_argv(self._settings, prompt, max_turns=max_turns)
-        if deadline_file is not None:
-            argv = [*guard_argv(deadline_file), *argv]
         spec = ProcessSpec(
-            argv=argv,
+            argv=claude_argv(self._settings, prompt, max_turns=max_turns),
             cwd=cwd,
             env=claude_env(
                 self._settings, self._base_env, tmp_dir=tmp_dir, job_id=job_id, step=step

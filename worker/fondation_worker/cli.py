@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import SecretStr
 
-from . import __version__
+from . import __version__, watchdog
 from .classify import Classification
 from .claude_runner import ClaudeRunner
 from .clock import SystemClock
@@ -189,6 +189,7 @@ def run() -> None:
         typer.echo(f"fondation-worker: cannot listen on HEALTH_BIND {host}:{port}: {exc}", err=True)
         raise typer.Exit(1) from None
     server.start()
+    lease_watchdog = _start_watchdog(settings)
     processes = SubprocessRunner()
     base_env = dict(os.environ)
     convex = _convex(settings, metrics)
@@ -220,6 +221,8 @@ def run() -> None:
     finally:
         server.stop()
         convex.close()
+        # It notices our exit by itself; reap it if it already went (no zombie while we end).
+        lease_watchdog.poll()
     raise typer.Exit(code)
 
 
@@ -235,8 +238,34 @@ def _recover(convex: ConvexClient, worker_id: str) -> None:
         )
 
 
+def _stop_leftovers(workspace: Path) -> None:
+    # A predecessor's Claude runs still working there: its jobs are given back next.
+    killed = watchdog.kill_under(watchdog.roots_of(str(workspace)), {os.getpid()})
+    if killed:
+        log.warning("workspace.leftover_processes_killed", workspace=workspace.name, pids=killed)
+
+
+def _start_watchdog(settings: Settings) -> subprocess.Popen[bytes]:
+    """The lease watchdog (watchdog.py), in its own session so it outlives us long enough
+    to stop our jobs' processes; it exits within 0.5 s of this process, so no timeout."""
+    settings.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return subprocess.Popen(  # noqa: S603 - fixed argument list
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            str(Path(watchdog.__file__)),
+            str(settings.jobs_dir),
+            str(os.getpid()),
+        ],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
 def _sweep(settings: Settings) -> list[Path]:
-    removed = sweep(settings.jobs_dir)
+    removed = sweep(settings.jobs_dir, before_remove=_stop_leftovers)
     # Scratch dirs of auth probes cut short by a crash (no lock: only this worker uses them).
     for leftover in settings.temp_dir.glob("probe-*"):
         remove_tree(leftover)

@@ -15,6 +15,7 @@ from typing import Literal
 
 import structlog
 
+from . import watchdog
 from .claude_runner import ClaudeRunner
 from .clock import Clock
 from .collect import OUTPUT_DIR_NAME, batch_docs, collect_docs
@@ -49,7 +50,7 @@ Outcome = Literal[
 ]
 
 DISK_RETRY_MS = 5 * 60 * 1000
-LEASE_FILE_NAME = "lease-deadline"
+LEASE_FILE_NAME = watchdog.LEASE_FILE_NAME
 MAX_ERROR_CHARS = 1000
 _CLASS_TO_KIND: dict[str, ErrorKind] = {
     "auth": "auth",
@@ -75,7 +76,7 @@ class JobContext:
     abort: AbortSignal
     progress: ProgressBox
     stop_heartbeat: Callable[[], None]
-    # Where the lease deadline is kept for the guard of each Claude run (lease.LeaseFile).
+    # Where the lease deadline is kept for the lease watchdog (lease.LeaseFile, watchdog.py).
     lease_file: LeaseFile | None = None
 
 
@@ -284,7 +285,6 @@ class JobRunner:
             timeout_s=self._settings.step_timeout / 1000,
             job_id=job.job_id,
             step=step.name,
-            deadline_file=ctx.lease_file.path if ctx.lease_file is not None else None,
         )
         verdict = result.classification
         if result.aborted:

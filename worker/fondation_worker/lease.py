@@ -62,12 +62,12 @@ class ProgressBox:
 
 
 class LeaseFile:
-    """The lease deadline where the job's guard processes read it (``guard.py``).
+    """The lease deadline where the lease watchdog reads it (``watchdog.py``).
 
     Written on every renewal as a ``time.monotonic()`` value (the system-wide monotonic
-    clock the guard reads too), converted from the worker's clock, so a guard outside the
-    worker's loop kills the job's Claude run once the worker stops renewing, even if the
-    worker itself is frozen. Atomic writes (temp file and rename).
+    clock the watchdog reads too), converted from the worker's clock, so the watchdog,
+    outside the worker's loop, kills the job's processes once the worker stops renewing,
+    even if the worker itself is frozen. Atomic writes (temp file and rename).
     """
 
     def __init__(self, clock: Clock, deadline: float) -> None:
@@ -101,8 +101,8 @@ class LeaseFile:
                 handle.write(f"{system_deadline:.3f}\n")
             os.replace(tmp, self._path)
         except OSError as exc:
-            # The guard then stops the step at the last deadline it read: the job fails and
-            # is retried, which is safer than a step that might outlive its lease.
+            # The watchdog then stops the job at the last deadline it read: the job fails and
+            # is retried, which is safer than a run that might outlive its lease.
             log.warning("lease.file_not_written", problem=str(exc))
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -213,6 +213,6 @@ class Heartbeat:
         self.state.fenced = True
         self._metrics.fenced.inc()
         if self._lease_file is not None:
-            self._lease_file.update(0.0)  # the guards stop the step too
+            self._lease_file.update(0.0)  # the watchdog stops the job's processes too
         self._abort.abort("fence")
         log.error("lease.fenced", reason=why)

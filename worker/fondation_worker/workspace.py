@@ -21,7 +21,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,8 +145,13 @@ def job_workspace(jobs_dir: Path, job_id: str) -> Iterator[Workspace]:
         workspace.close()
 
 
-def sweep(jobs_dir: Path, now: float | None = None) -> list[Path]:
-    """Remove workspaces nobody holds; returns what was removed."""
+def sweep(
+    jobs_dir: Path,
+    now: float | None = None,
+    before_remove: Callable[[Path], object] | None = None,
+) -> list[Path]:
+    """Remove workspaces nobody holds; returns what was removed. ``before_remove`` is
+    called with each one first (the worker stops processes left working in it)."""
     removed: list[Path] = []
     if not jobs_dir.is_dir():
         return removed
@@ -164,6 +169,8 @@ def sweep(jobs_dir: Path, now: float | None = None) -> list[Path]:
                 continue
             # Trash is never a workspace being created: its removal was cut short.
             if age > UNLOCKED_GRACE_S or entry.name.startswith(TRASH_PREFIX):
+                if before_remove is not None:
+                    before_remove(entry)
                 remove_tree(entry)
                 removed.append(entry)
             continue
@@ -176,6 +183,8 @@ def sweep(jobs_dir: Path, now: float | None = None) -> list[Path]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a live worker owns it
+            if before_remove is not None:
+                before_remove(entry)
             remove_tree(entry)
             removed.append(entry)
         finally:
