@@ -117,7 +117,7 @@ def last_full_report() -> str:
     if text.startswith(FULL_TITLE + "\n"):
         return text[len(FULL_TITLE) :].strip()
     _, found, kept = text.partition(PREVIOUS_TITLE)
-    return kept.strip() if found else ""
+    return kept.partition("\n")[2].strip() if found else ""  # without the title's own line
 
 
 def main() -> int:
