@@ -8,7 +8,9 @@ lease timings) run side by side with the deploy bench, each on its own dev backe
 port; the CPU-sensitive ones (busy pickup, worker overhead) run afterwards, alone. A script
 that fails gives rows marked failed, and the others still run.
 
-Run: .venv/bin/python bench/report.py
+Run: .venv/bin/python bench/report.py [--only a.py,b.py]
+``--only`` runs just those scripts (a partial report: the table says so, and the last full
+report is kept below it, labelled with its own date and commit).
 """
 
 from __future__ import annotations
@@ -37,8 +39,12 @@ PARALLEL = [
 SEQUENTIAL = [
     ("pickup.py", ["--mode", "busy"], 600),
     ("overhead.py", [], 600),
+    ("cpu.py", [], 600),
+    ("healthcheck.py", [], 300),
     ("image.py", ["--no-build"], 300),
 ]
+FULL_TITLE = "# Performance report"
+PREVIOUS_TITLE = "## Last full report"
 
 
 def start(script: str, args: list[str]) -> subprocess.Popen[str]:
@@ -97,7 +103,27 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def only_scripts() -> set[str] | None:
+    if "--only" not in sys.argv:
+        return None
+    return set(sys.argv[sys.argv.index("--only") + 1].split(","))
+
+
+def last_full_report() -> str:
+    """The last full report's text, from results.md (itself, or the section a partial run kept)."""
+    if not RESULTS.exists():
+        return ""
+    text = RESULTS.read_text(encoding="utf-8")
+    if text.startswith(FULL_TITLE + "\n"):
+        return text[len(FULL_TITLE) :].strip()
+    _, found, kept = text.partition(PREVIOUS_TITLE)
+    return kept.partition("\n")[2].strip() if found else ""  # without the title's own line
+
+
 def main() -> int:
+    only = only_scripts()
+    parallel = [p for p in PARALLEL if only is None or p[0] in only]
+    sequential = [p for p in SEQUENTIAL if only is None or p[0] in only]
     started = time.monotonic()
     # One image for the whole run, even if a `make image` elsewhere moves the latest link.
     latest = ROOT / "build" / "images" / "fondation-worker-latest.tar.gz"
@@ -106,10 +132,10 @@ def main() -> int:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0]
     rows: list[Row] = []
-    running = [(script, start(script, args), timeout) for script, args, timeout in PARALLEL]
+    running = [(script, start(script, args), timeout) for script, args, timeout in parallel]
     for script, proc, timeout in running:
         rows += collect(script, proc, timeout)
-    for script, args, timeout in SEQUENTIAL:
+    for script, args, timeout in sequential:
         rows += collect(script, start(script, args), timeout)
     wall = time.monotonic() - started
     commit = subprocess.run(
@@ -139,7 +165,25 @@ def main() -> int:
         f"load; busy pickup and overhead run alone afterwards. Image under test: "
         f"{Path(os.environ.get('BENCH_IMAGE_ARCHIVE', 'n/a')).name}.\n"
     )
-    report = f"{header}\n{table(rows)}\n"
+    if only is not None:
+        ran = ", ".join(name for name, _, _ in [*parallel, *sequential])
+        previous = last_full_report()
+        header = (
+            f"# Performance report (partial)\n\n`bench/report.py --only` on {when}, commit "
+            f"{commit or 'unknown'}{' (with uncommitted changes)' if dirty else ''}, "
+            f"{os.cpu_count()} CPU(s), load average {load:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end; took {wall / 60:.1f} min. Only {ran} ran "
+            "(side by side as in the full report: crash.py with the timer-bound group, the "
+            "others alone, in turn); figures from this run only.\n"
+        )
+        report = f"{header}\n{table(rows)}\n"
+        if previous:
+            report += (
+                f"\n{PREVIOUS_TITLE} (kept for the benches not run above; its figures "
+                f"predate this run)\n\n{previous}\n"
+            )
+    else:
+        report = f"{header}\n{table(rows)}\n"
     RESULTS.write_text(report, encoding="utf-8")
     print(report)
     print(f"written to {RESULTS.relative_to(ROOT)}")

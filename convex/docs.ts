@@ -1,36 +1,18 @@
 // Generated documents: the worker uploads a run's documents in batches (fenced), `complete`
 // (jobs.ts) makes that run the job's visible set. Readers see only the visible set.
 import { v } from "convex/values";
-import { internalMutation, mutation, query, type MutationCtx } from "./_generated/server";
-import type { Id } from "./_generated/dataModel";
-import { sha256Hex } from "./lib/sha256";
+import { internalMutation, mutation, query } from "./_generated/server";
 import { canSee, requireCaller, requireWorker } from "./lib/auth";
-import { invalid, must } from "./lib/errors";
+import { must } from "./lib/errors";
 import { getJob, loadLeasedJob, purgeStaleDocs } from "./lib/model";
-import {
-  MAX_CALL_BYTES,
-  MAX_DOCS_PER_CALL,
-  MAX_DOCS_PER_RUN,
-  MAX_DOC_BYTES,
-} from "./lib/policy";
-import { checkIdent, checkText, utf8Length } from "./lib/validation";
+import { stageDocs } from "./lib/staging";
+import { checkIdent } from "./lib/validation";
 import { vDocInput, vDocKind } from "./lib/validators";
-
-const MAX_TITLE_LENGTH = 500;
-
-async function putContent(ctx: MutationCtx, docId: Id<"docs">, content: string): Promise<void> {
-  const row = await ctx.db
-    .query("docContents")
-    .withIndex("by_doc", (q) => q.eq("docId", docId))
-    .unique();
-  if (row === null) await ctx.db.insert("docContents", { docId, content });
-  else await ctx.db.patch(row._id, { content });
-}
 
 /**
  * Stage documents for run `runId` of the job the caller holds. Re-uploading a slug in the
  * same run replaces it (a retried call is harmless). A new runId starts a new staged set;
- * older staged sets are deleted when the job ends.
+ * older staged sets are deleted when the job ends. `jobs:complete` can carry the last batch.
  */
 export const uploadDocs = mutation({
   args: {
@@ -45,61 +27,7 @@ export const uploadDocs = mutation({
     requireWorker(args.token);
     const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
     const runId = must(checkIdent("runId", args.runId));
-    if (args.docs.length > MAX_DOCS_PER_CALL) {
-      invalid(`at most ${MAX_DOCS_PER_CALL} documents per call`);
-    }
-    const slugs = new Set<string>();
-    let total = 0;
-    const sizes: number[] = [];
-    for (const doc of args.docs) {
-      must(checkIdent("slug", doc.slug));
-      must(checkText("title", doc.title, MAX_TITLE_LENGTH));
-      if (slugs.has(doc.slug)) invalid(`slug ${doc.slug} appears twice`);
-      slugs.add(doc.slug);
-      if (!Number.isFinite(doc.order)) invalid("order must be a finite number");
-      const bytes = utf8Length(doc.content);
-      if (bytes > MAX_DOC_BYTES) invalid(`document ${doc.slug} is larger than ${MAX_DOC_BYTES} bytes`);
-      total += bytes;
-      sizes.push(bytes);
-    }
-    if (total > MAX_CALL_BYTES) invalid(`a call carries at most ${MAX_CALL_BYTES} bytes`);
-
-    const now = Date.now();
-    let count = job.uploadRunId === runId ? job.uploadCount : 0;
-    for (let i = 0; i < args.docs.length; i++) {
-      const doc = args.docs[i];
-      const fields = {
-        title: doc.title,
-        kind: doc.kind,
-        order: doc.order,
-        bytes: sizes[i],
-        hash: sha256Hex(doc.content),
-        createdAt: now,
-      };
-      const existing = await ctx.db
-        .query("docs")
-        .withIndex("by_job_run_slug", (q) =>
-          q.eq("jobId", job._id).eq("runId", runId).eq("slug", doc.slug),
-        )
-        .unique();
-      if (existing !== null) {
-        const { content: _legacy, ...meta } = existing;
-        await ctx.db.replace(existing._id, { ...meta, ...fields });
-        await putContent(ctx, existing._id, doc.content);
-      } else {
-        count++;
-        if (count > MAX_DOCS_PER_RUN) invalid(`a run stores at most ${MAX_DOCS_PER_RUN} documents`);
-        const docId = await ctx.db.insert("docs", {
-          jobId: job._id,
-          runId,
-          repoUrl: job.repoUrl,
-          slug: doc.slug,
-          ...fields,
-        });
-        await ctx.db.insert("docContents", { docId, content: doc.content });
-      }
-    }
-    await ctx.db.patch(job._id, { uploadRunId: runId, uploadCount: count, updatedAt: now });
+    await stageDocs(ctx, job, runId, args.docs);
     return { stored: args.docs.length };
   },
 });

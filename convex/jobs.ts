@@ -47,8 +47,10 @@ import {
   checkRepoUrl,
   clip,
 } from "./lib/validation";
+import { stageDocs } from "./lib/staging";
 import {
   vClaimedJob,
+  vDocInput,
   vErrorKind,
   vProgress,
   vPublicJob,
@@ -146,12 +148,40 @@ function checkDropped(dropped: { count: number; reasons: { reason: string; count
   if (sum !== dropped.count) invalid("summary.dropped.count must equal the sum of its reasons");
 }
 
+type FinalCall = "retryOrFail" | "release" | "acknowledgeCancel";
+
+/**
+ * The job, if `call` with this lease token already ended the claim: the retry of a call
+ * whose reply was lost. Answered as applied (like `complete`), never LEASE_LOST. The token
+ * changes on every claim and `finalCall` is cleared, so this never matches another claim.
+ */
+async function alreadyEndedBy(
+  ctx: MutationCtx,
+  jobId: string,
+  leaseToken: string,
+  call: FinalCall,
+): Promise<Job | null> {
+  const job = await requireJob(ctx, jobId);
+  if (
+    !isLeased(job.status) &&
+    job.finalCall === call &&
+    job.leaseToken !== undefined &&
+    leaseToken.length <= 256 &&
+    constantTimeEqual(job.leaseToken, leaseToken)
+  ) {
+    return job;
+  }
+  return null;
+}
+
 // ---------------------------------------------------------------- worker-facing
 
 /**
  * Take the oldest ready job: pending/failed with runAt <= now, or claimed/running whose
  * lease expired (those at maxAttempts become dead, those with a cancel request canceled).
- * A repeated requestId returns the claim it made, so a retried call cannot claim twice.
+ * A repeated requestId returns the claim it made (lease renewed from now), so a retried
+ * call, even from a later poll, cannot claim twice or burn another attempt. With `start`
+ * the job goes straight to running (what jobs:start does), saving the worker a call.
  */
 export const claimOne = mutation({
   args: {
@@ -159,6 +189,7 @@ export const claimOne = mutation({
     workerId: v.string(),
     leaseMs: v.number(),
     requestId: v.string(),
+    start: v.optional(v.boolean()),
   },
   returns: v.union(v.null(), vClaimedJob),
   handler: async (ctx, args) => {
@@ -173,9 +204,10 @@ export const claimOne = mutation({
       .withIndex("by_claimRequestId", (q) => q.eq("claimRequestId", requestId))
       .first();
     if (previous !== null && isLeased(previous.status) && previous.lockedBy === workerId) {
-      if ((previous.leaseUntil ?? 0) > now) return await claimedJob(ctx, previous);
-      // Expired but nobody took it: the caller is evidently alive, renew the same lease.
-      const leaseUntil = now + leaseMs;
+      // The same claim again (its first reply was lost): renew the lease from now, so the
+      // worker, which counts its lease from when it sent this request, never counts past
+      // Convex's leaseUntil. Never shortened.
+      const leaseUntil = Math.max(previous.leaseUntil ?? 0, now + leaseMs);
       await ctx.db.patch(previous._id, { leaseUntil, updatedAt: now });
       return await claimedJob(ctx, { ...previous, leaseUntil });
     }
@@ -191,10 +223,12 @@ export const claimOne = mutation({
       if (wasExpired && (await settleExpired(ctx, job, now)) !== null) continue;
 
       const generation = job.leaseGeneration + 1;
+      // start: the caller begins at once (no separate jobs:start call): straight to running.
+      const started = args.start === true;
       const claimed = await setStatus(
         ctx,
         job,
-        "claimed",
+        started ? "running" : "claimed",
         {
           attempts: job.attempts + 1,
           leaseGeneration: generation,
@@ -202,9 +236,10 @@ export const claimOne = mutation({
           lockedBy: workerId,
           leaseUntil: now + leaseMs,
           claimRequestId: requestId,
+          finalCall: undefined,
           cancelRequested: false,
           progress: undefined,
-          startedAt: undefined,
+          startedAt: started ? now : undefined,
           ...(wasExpired
             ? {
                 lastError: `lease expired (worker ${job.lockedBy ?? "unknown"})`,
@@ -264,8 +299,9 @@ export const heartbeat = mutation({
 
 /**
  * Success: the run's staged documents become the job's documents (every other run's are
- * deleted) and the summary is recorded. summary.docsCount must equal the number of
- * documents uploaded for runId. Repeating it after success is a no-op.
+ * deleted) and the summary is recorded. `docs` (optional) is a last batch staged first, as
+ * uploadDocs would. summary.docsCount must equal the number of documents uploaded for runId.
+ * Repeating it after success is a no-op.
  */
 export const complete = mutation({
   args: {
@@ -274,6 +310,7 @@ export const complete = mutation({
     leaseToken: v.string(),
     runId: v.string(),
     summary: vSummary,
+    docs: v.optional(v.array(vDocInput)),
   },
   returns: v.null(),
   handler: async (ctx, args) => {
@@ -288,7 +325,7 @@ export const complete = mutation({
     ) {
       return null; // a retried call whose first reply was lost
     }
-    const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
+    let job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
     const { docsCount, durationMs, costUsd, redactions, dropped } = args.summary;
     if (!Number.isInteger(docsCount) || docsCount < 0) invalid("summary.docsCount must be a count");
     if (!Number.isFinite(durationMs) || durationMs < 0) invalid("summary.durationMs is invalid");
@@ -297,6 +334,10 @@ export const complete = mutation({
     }
     if (redactions !== undefined) checkRedactions(redactions, docsCount);
     if (dropped !== undefined) checkDropped(dropped);
+    // The last batch rides along: one round trip fewer, same checks as uploadDocs.
+    if (args.docs !== undefined && args.docs.length > 0) {
+      job = await stageDocs(ctx, job, runId, args.docs);
+    }
     const staged = job.uploadRunId === runId ? job.uploadCount : 0;
     if (staged !== docsCount) {
       invalid(`summary.docsCount is ${docsCount} but ${staged} documents were uploaded for this run`);
@@ -349,6 +390,14 @@ export const retryOrFail = mutation({
   }),
   handler: async (ctx, args) => {
     requireWorker(args.token);
+    const done = await alreadyEndedBy(ctx, args.jobId, args.leaseToken, "retryOrFail");
+    if (done !== null) {
+      // A retried call: the same kind of reply from the state it left (or moved on to).
+      if (done.status === "failed" || done.status === "pending") {
+        return { status: done.status, runAt: done.runAt };
+      }
+      if (done.status === "dead" || done.status === "canceled") return { status: done.status };
+    }
     const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
     if (
       args.retryAfterMs !== undefined &&
@@ -357,7 +406,11 @@ export const retryOrFail = mutation({
       invalid("retryAfterMs must be a non-negative number");
     }
     const now = Date.now();
-    const outcome = { lastError: clip(args.error, MAX_ERROR_LENGTH), lastErrorKind: args.errorKind };
+    const outcome = {
+      lastError: clip(args.error, MAX_ERROR_LENGTH),
+      lastErrorKind: args.errorKind,
+      finalCall: "retryOrFail",
+    };
 
     if (job.cancelRequested) {
       await setStatus(ctx, job, "canceled", outcome, now);
@@ -405,11 +458,13 @@ export const release = mutation({
   returns: v.null(),
   handler: async (ctx, args) => {
     requireWorker(args.token);
+    if ((await alreadyEndedBy(ctx, args.jobId, args.leaseToken, "release")) !== null) return null;
     const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
     const now = Date.now();
     const releaseReason = clip(args.reason, MAX_MESSAGE_LENGTH);
+    const finalCall = "release";
     if (job.cancelRequested) {
-      await setStatus(ctx, job, "canceled", { releaseReason }, now);
+      await setStatus(ctx, job, "canceled", { releaseReason, finalCall }, now);
       return null;
     }
     const deferrals = job.deferrals + 1;
@@ -419,12 +474,25 @@ export const release = mutation({
         ctx,
         job,
         "dead",
-        { releaseReason, deferrals, attempts, lastError: "too many deferrals", lastErrorKind: "shutdown" },
+        {
+          releaseReason,
+          deferrals,
+          attempts,
+          lastError: "too many deferrals",
+          lastErrorKind: "shutdown",
+          finalCall,
+        },
         now,
       );
       return null;
     }
-    await setStatus(ctx, job, "pending", { releaseReason, deferrals, attempts, runAt: now }, now);
+    await setStatus(
+      ctx,
+      job,
+      "pending",
+      { releaseReason, deferrals, attempts, runAt: now, finalCall },
+      now,
+    );
     return null;
   },
 });
@@ -435,10 +503,64 @@ export const acknowledgeCancel = mutation({
   returns: v.null(),
   handler: async (ctx, args) => {
     requireWorker(args.token);
+    if ((await alreadyEndedBy(ctx, args.jobId, args.leaseToken, "acknowledgeCancel")) !== null) {
+      return null;
+    }
     const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
     if (!job.cancelRequested) fail("INVALID_STATE", "no cancel was requested for this job");
-    await setStatus(ctx, job, "canceled", {}, Date.now());
+    await setStatus(ctx, job, "canceled", { finalCall: "acknowledgeCancel" }, Date.now());
     return null;
+  },
+});
+
+/** Most claims a worker can hold (MAX_CONCURRENT_JOBS is at most 32), with room to spare. */
+const RECOVER_BATCH = 100;
+
+/**
+ * A worker process starting under `workerId` gives back what a previous process with that
+ * id still holds: that process is gone (worker ids are unique among live processes), so
+ * nobody runs those jobs. Each is settled as if its lease had just expired (the attempt
+ * stays consumed; dead at maxAttempts, canceled after a cancel request, else pending and
+ * ready now), instead of waiting for the lease to run out.
+ */
+export const recoverWorker = mutation({
+  args: { token: v.optional(v.string()), workerId: v.string() },
+  returns: v.object({ moved: v.number(), dead: v.number(), canceled: v.number() }),
+  handler: async (ctx, args) => {
+    requireWorker(args.token);
+    const workerId = must(checkIdent("workerId", args.workerId));
+    const now = Date.now();
+    const held: Job[] = [];
+    for (const status of ["claimed", "running"] as const) {
+      held.push(
+        ...(await ctx.db
+          .query("jobs")
+          .withIndex("by_lockedBy_status", (q) => q.eq("lockedBy", workerId).eq("status", status))
+          .take(RECOVER_BATCH)),
+      );
+    }
+    const done: { outcome: "pending" | "dead" | "canceled" }[] = [];
+    for (const job of held) {
+      const settled = await settleExpired(ctx, job, now);
+      if (settled !== null) {
+        done.push({ outcome: settled });
+        continue;
+      }
+      await setStatus(
+        ctx,
+        job,
+        "pending",
+        {
+          runAt: now,
+          lastError: `worker ${workerId} restarted while running it`,
+          lastErrorKind: "lease_expired",
+        },
+        now,
+        { failedAttempt: true },
+      );
+      done.push({ outcome: "pending" });
+    }
+    return reclaimCounts(done);
   },
 });
 

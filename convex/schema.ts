@@ -24,6 +24,9 @@ export default defineSchema({
     leaseToken: v.optional(v.string()),
     leaseGeneration: v.number(),
     claimRequestId: v.optional(v.string()), // set while claimed/running only
+    // The worker call that ended the current claim (retryOrFail, release, acknowledgeCancel):
+    // a retry of it with the same lease token is answered as applied, not LEASE_LOST.
+    finalCall: v.optional(v.string()),
     cancelRequested: v.boolean(),
     // outcome
     lastError: v.optional(v.string()),
@@ -47,6 +50,7 @@ export default defineSchema({
     .index("by_status_leaseUntil", ["status", "leaseUntil"]) // expired leases
     .index("by_status_startedAt", ["status", "startedAt"]) // running too long (listStuck)
     .index("by_claimRequestId", ["claimRequestId"]) // repeated claim requests
+    .index("by_lockedBy_status", ["lockedBy", "status"]) // a restarted worker's old claims
     .index("by_user_dedupe_status", ["userId", "dedupeKey", "status"]) // dedupe
     .index("by_user_createdAt", ["userId", "createdAt"]), // listByUser
 

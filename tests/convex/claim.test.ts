@@ -2,6 +2,7 @@
 import { afterEach, beforeEach, expect, test } from "vitest";
 import { api } from "../../convex/_generated/api";
 import {
+  T0,
   TOKEN,
   advance,
   claim,
@@ -24,9 +25,13 @@ test("a repeated requestId returns the same claim and claims nothing else", asyn
   advance(10);
   const second = await enqueue(t);
   const c1 = await claim(t, "w1", 60_000, "request-42");
+  advance(20_000);
   const c2 = await claim(t, "w1", 60_000, "request-42");
   expect(c1).not.toBeNull();
-  expect(c2).toEqual(c1);
+  expect({ ...c2, leaseUntil: 0 }).toEqual({ ...c1, leaseUntil: 0 });
+  // Renewed from the repeated request, so a worker counting from its later send is safe.
+  expect(c2!.leaseUntil).toBeGreaterThanOrEqual(Date.now() - 5 + 60_000);
+  expect((await getJob(t, first)).leaseUntil).toBe(c2!.leaseUntil);
   expect(c1!.jobId).toBe(first);
   expect((await getJob(t, second)).status).toBe("pending");
   expect((await getJob(t, first)).attempts).toBe(1);
@@ -40,7 +45,10 @@ test("a repeated requestId after the job started still returns the same lease", 
   const jobId = await enqueue(t);
   const c1 = await claim(t, "w1", 60_000, "r-1");
   await t.mutation(api.jobs.start, { token: TOKEN, jobId, leaseToken: c1!.leaseToken });
-  expect(await claim(t, "w1", 60_000, "r-1")).toEqual(c1);
+  const again = await claim(t, "w1", 60_000, "r-1");
+  expect({ ...again, leaseUntil: 0 }).toEqual({ ...c1, leaseUntil: 0 });
+  expect(again!.leaseUntil).toBeGreaterThanOrEqual(c1!.leaseUntil);
+  expect((await getJob(t, jobId)).status).toBe("running");
 });
 
 test("a repeated requestId whose lease expired unclaimed renews the same lease", async () => {
@@ -133,4 +141,21 @@ test("the github token is returned to the claimer only", async () => {
   const pub = await getJob(t, jobId);
   expect(JSON.stringify(pub)).not.toContain("ghp_abc123");
   expect(JSON.stringify(pub)).not.toContain(c.leaseToken);
+});
+
+test("claimOne with start goes straight to running (no jobs:start call needed)", async () => {
+  const t = makeT();
+  const jobId = await enqueue(t);
+  const c = await t.mutation(api.jobs.claimOne, {
+    token: TOKEN, workerId: "w1", leaseMs: 60_000, requestId: "r-start", start: true,
+  });
+  expect(c!.jobId).toBe(jobId);
+  const job = await getJob(t, jobId);
+  expect(job.status).toBe("running");
+  expect(job.startedAt).toBeGreaterThanOrEqual(T0);
+  expect(job.attempts).toBe(1);
+  // start stays a harmless no-op for workers that still call it
+  await t.mutation(api.jobs.start, { token: TOKEN, jobId, leaseToken: c!.leaseToken });
+  expect((await getJob(t, jobId)).startedAt).toBe(job.startedAt);
+  await expectAggregatesExact(t);
 });

@@ -175,3 +175,38 @@ test("size and count limits", async () => {
   // the largest allowed document fits
   await t.mutation(api.docs.uploadDocs, { ...lease, docs: [{ ...docs(1)[0], content: "x".repeat(MAX_DOC_BYTES) }] });
 });
+
+test("complete can carry the last batch: staged, counted and swapped in by one call", async () => {
+  const t = makeT();
+  const jobId = await enqueue(t);
+  const c = await claimOk(t);
+  const lease = { token: TOKEN, jobId, leaseToken: c.leaseToken };
+  await t.mutation(api.docs.uploadDocs, { ...lease, runId: "run-1", docs: docs(50, "d", 0) });
+  const complete = { ...lease, runId: "run-1", summary: { docsCount: 53, durationMs: 1 }, docs: docs(3, "d", 50) };
+  await t.mutation(api.jobs.complete, complete);
+  const list = await t.query(api.docs.listByJob, { jobId, token: TOKEN });
+  expect(list.map((d) => d.slug)).toEqual(docs(53).map((d) => d.slug));
+  expect((await getJob(t, jobId)).status).toBe("completed");
+  // its retry after a lost reply is the usual no-op
+  await t.mutation(api.jobs.complete, complete);
+  expect(await allDocs(t)).toHaveLength(53);
+});
+
+test("complete's batch is checked like uploadDocs; a wrong count stores nothing", async () => {
+  const t = makeT();
+  const jobId = await enqueue(t);
+  const c = await claimOk(t);
+  const lease = { token: TOKEN, jobId, leaseToken: c.leaseToken };
+  await expectCode(
+    t.mutation(api.jobs.complete, {
+      ...lease, runId: "r", summary: { docsCount: 51, durationMs: 1 }, docs: docs(MAX_DOCS_PER_CALL + 1),
+    }),
+    "INVALID_ARGUMENT",
+  );
+  await expectCode(
+    t.mutation(api.jobs.complete, { ...lease, runId: "r", summary: { docsCount: 4, durationMs: 1 }, docs: docs(3) }),
+    "INVALID_ARGUMENT",
+  );
+  expect(await allDocs(t)).toEqual([]);
+  expect((await getJob(t, jobId)).status).toBe("claimed");
+});

@@ -156,3 +156,77 @@ test("lease tokens are unique per claim of the same job", async () => {
   const job = await rawJob(t, jobId);
   expect(job!.leaseGeneration).toBe(10);
 });
+
+describe("a final call retried after its reply was lost is answered as applied", () => {
+  test("retryOrFail: the same reply, nothing changed twice", async () => {
+    const t = makeT();
+    const jobId = await enqueue(t);
+    const a = await claimOk(t);
+    const args = { token: TOKEN, jobId, leaseToken: a.leaseToken, error: "boom", errorKind: "transient" as const };
+    const first = await t.mutation(api.jobs.retryOrFail, args);
+    const before = await rawJob(t, jobId);
+    const again = await t.mutation(api.jobs.retryOrFail, args);
+    expect(first.status).toBe("failed");
+    expect(again).toEqual(first);
+    expect(await rawJob(t, jobId)).toEqual(before);
+    await expectAggregatesExact(t);
+  });
+
+  test("release and acknowledgeCancel: null again, nothing changed twice", async () => {
+    const t = makeT();
+    const released = await enqueue(t);
+    const a = await claimOk(t);
+    const rel = { token: TOKEN, jobId: released, leaseToken: a.leaseToken, reason: "shutdown" };
+    await t.mutation(api.jobs.release, rel);
+    const afterRelease = await rawJob(t, released);
+    expect(await t.mutation(api.jobs.release, rel)).toBeNull();
+    expect(await rawJob(t, released)).toEqual(afterRelease);
+    expect(afterRelease!.deferrals).toBe(1);
+
+    advance(10);
+    const canceled = await enqueue(t, { repoUrl: "https://github.com/acme/other" });
+    // the released job is ready again and older: take it first, then the second one
+    const again = await claimOk(t, "w2");
+    expect(again.jobId).toBe(released);
+    const b = await claimOk(t, "w3");
+    expect(b.jobId).toBe(canceled);
+    await t.mutation(api.jobs.cancel, { jobId: canceled, token: TOKEN });
+    const ack = { token: TOKEN, jobId: canceled, leaseToken: b.leaseToken };
+    await t.mutation(api.jobs.acknowledgeCancel, ack);
+    expect(await t.mutation(api.jobs.acknowledgeCancel, ack)).toBeNull();
+    expect((await getJob(t, canceled)).status).toBe("canceled");
+    await expectAggregatesExact(t);
+  });
+
+  test("once the job was claimed again, the old holder's retry is LEASE_LOST", async () => {
+    const t = makeT();
+    const jobId = await enqueue(t);
+    const a = await claimOk(t, "worker-a");
+    const rel = { token: TOKEN, jobId, leaseToken: a.leaseToken, reason: "shutdown" };
+    await t.mutation(api.jobs.release, rel);
+    const b = await claimOk(t, "worker-b");
+    expect(b.jobId).toBe(jobId);
+    await expectCode(t.mutation(api.jobs.release, rel), "LEASE_LOST");
+    await expectCode(
+      t.mutation(api.jobs.retryOrFail, {
+        token: TOKEN, jobId, leaseToken: a.leaseToken, error: "x", errorKind: "transient",
+      }),
+      "LEASE_LOST",
+    );
+    expect((await getJob(t, jobId)).status).toBe("claimed");
+  });
+
+  test("a different final call with the old token is still LEASE_LOST", async () => {
+    const t = makeT();
+    const jobId = await enqueue(t);
+    const a = await claimOk(t);
+    await t.mutation(api.jobs.release, { token: TOKEN, jobId, leaseToken: a.leaseToken, reason: "x" });
+    await expectCode(
+      t.mutation(api.jobs.retryOrFail, {
+        token: TOKEN, jobId, leaseToken: a.leaseToken, error: "x", errorKind: "permanent",
+      }),
+      "LEASE_LOST",
+    );
+    expect((await getJob(t, jobId)).status).toBe("pending");
+  });
+});

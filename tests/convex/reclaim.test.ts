@@ -96,3 +96,39 @@ test("a crashed worker's job is back within one lease plus one cron interval", a
   expect(waited).toBeLessThanOrEqual(leaseMs + 60_000);
   expect((await claimOk(t, "healthy")).jobId).toBe(jobId);
 });
+
+test("recoverWorker: a restarted worker gives back what its predecessor held, at once", async () => {
+  const t = makeT();
+  const a = await enqueue(t, { repoUrl: "https://github.com/acme/a" });
+  const b = await enqueue(t, { repoUrl: "https://github.com/acme/b" });
+  const last = await enqueue(t, { repoUrl: "https://github.com/acme/c", maxAttempts: 1 });
+  const other = await enqueue(t, { repoUrl: "https://github.com/acme/d" });
+  const ca = await claimOk(t, "host-1");
+  const cb = await claimOk(t, "host-1");
+  await t.mutation(api.jobs.start, { token: TOKEN, jobId: cb.jobId, leaseToken: cb.leaseToken });
+  await claimOk(t, "host-1"); // `last`, at its only attempt
+  await claimOk(t, "host-2");
+  expect([ca.jobId, cb.jobId]).toEqual([a, b]);
+  await t.mutation(api.jobs.cancel, { jobId: b, token: TOKEN });
+
+  const reply = await t.mutation(api.jobs.recoverWorker, { token: TOKEN, workerId: "host-1" });
+  expect(reply).toEqual({ moved: 1, dead: 1, canceled: 1 });
+  const ja = await getJob(t, a);
+  expect(ja.status).toBe("pending");
+  expect(ja.attempts).toBe(1); // a lease lost to a crash keeps its attempt consumed
+  expect(ja.runAt).toBeLessThanOrEqual(Date.now() + 50); // ready now (convex-test time creeps)
+  expect(ja.lastErrorKind).toBe("lease_expired");
+  expect((await getJob(t, b)).status).toBe("canceled");
+  expect((await getJob(t, last)).status).toBe("dead");
+  expect((await getJob(t, other)).status).toBe("claimed"); // another worker's: untouched
+  // the predecessor's lease is gone for good
+  await expect(
+    t.mutation(api.jobs.heartbeat, { token: TOKEN, jobId: a, leaseToken: ca.leaseToken, leaseMs: 60_000 }),
+  ).rejects.toThrow();
+  // nothing left to give back; the job is claimable again right away
+  expect(await t.mutation(api.jobs.recoverWorker, { token: TOKEN, workerId: "host-1" })).toEqual({
+    moved: 0, dead: 0, canceled: 0,
+  });
+  expect((await claimOk(t, "host-1")).jobId).toBe(a);
+  await expectAggregatesExact(t);
+});

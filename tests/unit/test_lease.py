@@ -167,3 +167,24 @@ def test_stop_ends_the_thread() -> None:
 class _RealWait(FakeClock):
     def wait(self, event: threading.Event, timeout: float) -> bool:
         return event.wait(timeout)
+
+
+def test_the_lease_file_carries_the_deadline_on_the_system_clock(tmp_path: Any) -> None:
+    import time
+
+    from fondation_worker.lease import LeaseFile
+    from fondation_worker.watchdog import expired, read_deadline
+
+    clock = FakeClock(start=5_000.0)  # the worker's clock need not be the system's
+    lease = LeaseFile(clock, deadline=5_090.0)  # 90 s left on the worker's clock
+    path = tmp_path / "lease-deadline"
+    lease.attach(path)
+    written = read_deadline(str(path))
+    assert written is not None
+    assert written - time.monotonic() == pytest.approx(90.0, abs=1.0)
+    assert not expired(written, time.monotonic())
+    lease.update(clock.monotonic() + 10)  # a renewal
+    assert read_deadline(str(path)) == pytest.approx(time.monotonic() + 10, abs=1.0)
+    lease.update(0.0)  # fenced
+    assert expired(read_deadline(str(path)), time.monotonic())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lease-deadline"]  # no temp left

@@ -40,6 +40,7 @@ class FakeQueue:
     def __init__(self, jobs: int = 0, clock: Any = None) -> None:
         self.jobs = [claimed(i) for i in range(jobs)]
         self.claims: list[float] = []
+        self.request_ids: list[str | None] = []
         self.heartbeats: list[tuple[str, Progress | None]] = []
         self.cancel: set[str] = set()
         self.claim_error: Exception | None = None
@@ -47,9 +48,12 @@ class FakeQueue:
         self.on_claim: Callable[[], None] | None = None
         self.lock = threading.Lock()
 
-    def claim_one(self, worker_id: str, lease_ms: int, request_id: str | None = None) -> Any:
+    def claim_one(
+        self, worker_id: str, lease_ms: int, request_id: str | None = None, *, start: bool = False
+    ) -> Any:
         with self.lock:
             self.claims.append(self.clock.monotonic())
+            self.request_ids.append(request_id)
             if self.on_claim:
                 self.on_claim()
             if self.claim_error is not None:
@@ -115,6 +119,7 @@ def make(
     *,
     disk_ok: bool = True,
     probe: Callable[[], Classification] | None = None,
+    recover: Callable[[], object] | None = None,
     **overrides: Any,
 ) -> tuple[Scheduler, HealthState, Metrics]:
     values: dict[str, Any] = {
@@ -139,6 +144,7 @@ def make(
         health=health,
         metrics=metrics,
         disk=lambda: disk,
+        recover=recover,
         probe=probe,
         rand=lambda: 0.5,
     )
@@ -417,3 +423,135 @@ def test_a_job_claimed_while_stopping_is_given_back_at_once() -> None:
     assert scheduler.run() == 0
     assert time.monotonic() - t0 < 5
     assert runner.aborts == {"job0": "shutdown"}
+
+
+class LoopOnlyClock(FakeClock):
+    """Fake time that only the scheduler's own waits move; other threads wait for real.
+
+    So the loop's sleeps alone decide how fast time passes: a loop that spins (waits 0)
+    never gets a long job to its end, one that sleeps until its next event does.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop_thread: threading.Thread | None = None
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        if threading.current_thread() is self.loop_thread:
+            return super().wait(event, timeout)
+        return event.wait(min(timeout, 0.005))
+
+
+def test_the_loop_sleeps_while_every_slot_is_busy() -> None:
+    clock = LoopOnlyClock()
+    queue = FakeQueue(jobs=1, clock=clock)
+    job_s = 3600.0
+    scheduler: Scheduler | None = None
+
+    class LongJob(FakeRunner):
+        def run(self, job: ClaimedJob, ctx: JobContext) -> JobOutcome:
+            started = clock.monotonic()
+            # Ends after an hour of fake time, or when the loop has spun far too often.
+            while clock.monotonic() - started < job_s and scheduler is not None:
+                if scheduler.iterations > 100_000:
+                    break
+                time.sleep(0.001)
+            ctx.stop_heartbeat()
+            return JobOutcome("completed", docs=1)
+
+    scheduler, _, _ = make(
+        queue,
+        LongJob(),
+        clock,
+        poll_interval=5000,
+        idle_poll_max=30000,
+        lease_ms=90_000,
+        heartbeat_ms=20_000,
+        job_timeout=7_200_000,
+        max_concurrent_jobs=1,
+    )
+    done = threading.Event()
+
+    def finish_after_the_job() -> None:
+        if len(queue.claims) >= 2:  # the poll after the job: the job is over
+            scheduler.request_stop()
+            done.set()
+
+    queue.on_claim = finish_after_the_job
+    clock.loop_thread = threading.current_thread()
+    t0 = clock.monotonic()
+    assert scheduler.run() == 0
+    assert done.is_set()
+    elapsed = clock.monotonic() - t0
+    assert elapsed >= job_s
+    # One pass per liveness tick (15 s) during the job, plus a handful around its ends.
+    assert scheduler.iterations <= job_s / 15 + 20, scheduler.iterations
+
+
+def test_a_stop_request_wakes_an_idle_loop_at_once() -> None:
+    queue = FakeQueue()
+    scheduler, _, _ = make(queue, FakeRunner(), poll_interval=30_000, idle_poll_max=60_000)
+    loop = Loop(scheduler)
+    wait_until(lambda: len(queue.claims) == 1, 5)
+    time.sleep(0.2)  # the loop is now asleep until its next poll, 30 s away
+    passes = scheduler.iterations
+    t0 = time.monotonic()
+    assert loop.stop() == 0
+    assert time.monotonic() - t0 < 2
+    assert scheduler.iterations - passes <= 3
+
+
+def test_a_claim_whose_reply_was_lost_is_repeated_with_the_same_request_id() -> None:
+    queue = FakeQueue(jobs=1)
+    failures = [ConvexUnavailable("lost reply"), ConvexUnavailable("lost reply")]
+
+    def lose_two_replies() -> None:
+        queue.claim_error = failures.pop(0) if failures else None
+
+    queue.on_claim = lose_two_replies
+    runner = FakeRunner()
+    scheduler, _, _ = make(queue, runner, poll_interval=100, idle_poll_max=100)
+    loop = Loop(scheduler)
+    wait_until(lambda: runner.started == ["job0"] and len(queue.claims) >= 5, 10)
+    assert loop.stop() == 0
+    ids = queue.request_ids
+    # Two polls lost their reply, the third got the job: one request id for all three.
+    assert ids[0] is not None
+    assert ids[0] == ids[1] == ids[2]
+    # Every later poll got a reply (no job), so each has its own id.
+    assert len(set(ids[2:5])) == 3
+
+
+def test_a_refused_claim_is_not_repeated_with_its_request_id() -> None:
+    queue = FakeQueue()
+    queue.claim_error = Unauthorized("no")
+    scheduler, _, _ = make(queue, FakeRunner(), poll_interval=100, idle_poll_max=100)
+    loop = Loop(scheduler)
+    wait_until(lambda: len(queue.claims) >= 2, 10)
+    assert loop.stop() == 0
+    assert queue.request_ids[0] != queue.request_ids[1]
+
+
+def test_jobs_a_predecessor_held_are_given_back_before_the_first_claim() -> None:
+    queue = FakeQueue(jobs=1)
+    order: list[str] = []
+    queue.on_claim = lambda: order.append("claim")
+    runner = FakeRunner()
+    scheduler, _, _ = make(queue, runner, recover=lambda: order.append("recover"))
+    loop = Loop(scheduler)
+    wait_until(lambda: runner.started == ["job0"], 5)
+    assert loop.stop() == 0
+    assert order[:2] == ["recover", "claim"]
+
+
+def test_a_failed_give_back_at_start_does_not_stop_the_worker() -> None:
+    queue = FakeQueue(jobs=1)
+
+    def recover() -> None:
+        raise ConvexUnavailable("jobs:recoverWorker: down")
+
+    runner = FakeRunner()
+    scheduler, _, _ = make(queue, runner, recover=recover)
+    loop = Loop(scheduler)
+    wait_until(lambda: runner.started == ["job0"], 5)  # lease expiry remains the fallback
+    assert loop.stop() == 0

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from fondation_worker.workspace import directory_size, disk_status, job_workspace, sweep
+from fondation_worker.workspace import (
+    TRASH_PREFIX,
+    create_workspace,
+    directory_size,
+    disk_status,
+    job_workspace,
+    sweep,
+)
 
 
 def test_workspace_is_removed_even_on_error(tmp_path: Path) -> None:
@@ -67,3 +74,35 @@ def test_directory_size_stops_early(tmp_path: Path) -> None:
         (tmp_path / f"f{i}").write_bytes(os.urandom(10_000))
     assert directory_size(tmp_path) >= 100_000
     assert directory_size(tmp_path, limit=15_000) < 100_000
+
+
+def test_discard_renames_at_once_and_removes_in_the_background(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    ws = create_workspace(jobs, "job-1")
+    root = ws.root
+    (ws.repo / "pkg").mkdir(parents=True)
+    for i in range(200):
+        (ws.repo / "pkg" / f"f{i}.py").write_text("x = 1\n")
+    thread = ws.discard()
+    assert not root.exists()  # renamed before returning
+    assert thread is not None
+    thread.join(10)
+    assert list(jobs.iterdir()) == []
+
+
+def test_sweep_finishes_an_interrupted_removal_but_not_one_in_progress(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    # A crash between the rename and the end of the removal: a fresh, unlocked trash dir
+    # (its lock file already gone) is removed, young as it is.
+    crashed = jobs / f"{TRASH_PREFIX}job-1-abcd"
+    (crashed / "repo").mkdir(parents=True)
+    # A removal still running in a live worker: its lock is held, it is left alone.
+    live = create_workspace(jobs, "job-2")
+    in_progress = live.root.with_name(TRASH_PREFIX + live.root.name)
+    os.rename(live.root, in_progress)
+    live.root = in_progress
+    removed = sweep(jobs, now=time.time())
+    assert removed == [crashed]
+    assert in_progress.exists()
+    live.close()
+    assert not in_progress.exists()

@@ -109,6 +109,7 @@ def test_argv_is_exact_and_safe() -> None:
         "credential.helper=",
         "core.symlinks=false",
         "core.hooksPath=/dev/null",
+        "checkout.workers=0",  # parallel checkout
     ):
         assert f"-c {setting}" in joined
     assert argv.index("--") == len(argv) - 3

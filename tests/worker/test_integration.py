@@ -182,6 +182,49 @@ def test_kill_9_mid_job_is_reclaimed_and_completed_once(
     assert reclaimed_at >= killed_at - heartbeat_ms + lease_ms - 50
 
 
+def test_a_restart_under_the_same_worker_id_gives_the_job_back_at_once(
+    dev_backend: DevBackend, start_worker: Any, repos: dict[str, str], fake_claude_log: Path
+) -> None:
+    # A long lease: without the give-back at start the job would wait 60 s for it.
+    timings = {"WORKER_ID": "host-a-1", "LEASE_MS": "60000", "HEARTBEAT_MS": "5000"}
+    first = start_worker(dev_backend, "first", FAKE_CLAUDE_MODE="hang@chapters", **timings)
+    job_id = enqueue(dev_backend, repos["public"])
+    wait_until(lambda: claude_events(fake_claude_log, "hang", job_id), 30)
+    first.kill9()
+    killed = time.monotonic()
+    kill_leftover(fake_claude_log)  # a container's restart takes its processes with it
+    second = start_worker(dev_backend, "second", **timings)
+    claimed = second.wait_event("job.claimed", where=lambda e: e["job_id"] == job_id)
+    assert time.monotonic() - killed < 15
+    assert claimed["attempt"] == 2  # the crashed attempt stays consumed
+    recovered = second.wait_event("worker.recovered_jobs")
+    assert recovered["pending"] == 1
+    job = wait_status(dev_backend, job_id, {"completed", "dead"}, timeout=60)
+    assert job["status"] == "completed"
+
+
+def test_a_frozen_workers_claude_run_dies_with_its_lease(
+    dev_backend: DevBackend, start_worker: Any, repos: dict[str, str], fake_claude_log: Path
+) -> None:
+    worker = start_worker(dev_backend, FAKE_CLAUDE_MODE="hang@chapters")
+    job_id = enqueue(dev_backend, repos["public"])
+    wait_until(lambda: claude_events(fake_claude_log, "hang", job_id), 30)
+    hang = claude_events(fake_claude_log, "hang", job_id)[0]
+    worker.signal(signal.SIGSTOP)  # frozen: no heartbeat, no fencing, no kill from the worker
+    try:
+        time.sleep(0.3)  # a renewal in flight when it froze has landed by now
+        lease_until = get_job(dev_backend, job_id)["leaseUntil"] / 1000  # Convex's lease end
+        assert not pid_gone(hang["pid"])  # still running when the worker froze
+        wait_until(lambda: pid_gone(hang["pid"]) and pid_gone(hang["child_pid"]), 15, 0.02)
+        gone = time.time()
+        # The watchdog, outside the worker, stopped the step before the lease ended (so before
+        # anyone else could claim the job), not merely within 5 s of it.
+        assert gone <= lease_until + 0.1, f"Claude ran {gone - lease_until:.2f} s past its lease"
+        assert get_job(dev_backend, job_id)["status"] == "running"  # nobody else took it
+    finally:
+        worker.signal(signal.SIGCONT)
+
+
 def test_backend_unreachable_mid_job_fences_before_the_lease_ends(
     own_dev_backend: Any, start_worker: Any, repos: dict[str, str], fake_claude_log: Path
 ) -> None:

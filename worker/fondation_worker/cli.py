@@ -19,15 +19,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
-import httpx
 import typer
 from pydantic import SecretStr
 
-from . import __version__
+from . import __version__, watchdog
 from .classify import Classification
 from .claude_runner import ClaudeRunner
 from .clock import SystemClock
-from .config import Settings, load_settings, parse_bind
+from .config import Settings, load_settings
 from .convex_client import ConvexClient
 from .credentials import StagedCredentials, stage_credentials
 from .errors import (
@@ -200,6 +199,7 @@ def run() -> None:
         typer.echo(f"fondation-worker: cannot listen on HEALTH_BIND {host}:{port}: {exc}", err=True)
         raise typer.Exit(1) from None
     server.start()
+    lease_watchdog = _start_watchdog(settings)
     processes = SubprocessRunner()
     base_env = dict(os.environ)
     convex = _convex(settings, metrics)
@@ -213,6 +213,7 @@ def run() -> None:
         metrics=metrics,
         disk=lambda: disk_status(settings.temp_dir, settings.min_free_disk_mb),
         sweep=lambda: _sweep(settings),
+        recover=lambda: _recover(convex, settings.worker_id),
         probe=lambda: _probe(claude, settings, 60.0),
     )
 
@@ -230,11 +231,51 @@ def run() -> None:
     finally:
         server.stop()
         convex.close()
+        # It notices our exit by itself; reap it if it already went (no zombie while we end).
+        lease_watchdog.poll()
     raise typer.Exit(code)
 
 
+def _recover(convex: ConvexClient, worker_id: str) -> None:
+    counts = convex.recover_worker(worker_id)
+    if counts.total:
+        log.warning(
+            "worker.recovered_jobs",
+            worker_id=worker_id,
+            pending=counts.moved,
+            dead=counts.dead,
+            canceled=counts.canceled,
+        )
+
+
+def _stop_leftovers(workspace: Path) -> None:
+    # A predecessor's Claude runs still working there: its jobs are given back next.
+    killed = watchdog.kill_under(watchdog.roots_of(str(workspace)), {os.getpid()})
+    if killed:
+        log.warning("workspace.leftover_processes_killed", workspace=workspace.name, pids=killed)
+
+
+def _start_watchdog(settings: Settings) -> subprocess.Popen[bytes]:
+    """The lease watchdog (watchdog.py), in its own session so it outlives us long enough
+    to stop our jobs' processes; it exits within 0.5 s of this process, so no timeout."""
+    settings.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return subprocess.Popen(  # noqa: S603 - fixed argument list
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            str(Path(watchdog.__file__)),
+            str(settings.jobs_dir),
+            str(os.getpid()),
+        ],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
 def _sweep(settings: Settings) -> list[Path]:
-    removed = sweep(settings.jobs_dir)
+    removed = sweep(settings.jobs_dir, before_remove=_stop_leftovers)
     # Scratch dirs of auth probes cut short by a crash (no lock: only this worker uses them).
     for leftover in settings.temp_dir.glob("probe-*"):
         remove_tree(leftover)
@@ -726,24 +767,10 @@ def healthcheck(
     timeout: Annotated[float, typer.Option(help="Seconds")] = 3.0,
 ) -> None:
     """GET /healthz on HEALTH_BIND; exit 0 when healthy (for Docker HEALTHCHECK)."""
-    bind = os.environ.get("HEALTH_BIND", "127.0.0.1:8080")
-    try:
-        host, port = parse_bind(bind)
-    except ValueError as exc:
-        typer.echo(f"fondation-worker: HEALTH_BIND: {exc}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
-    if host in ("0.0.0.0", ""):  # noqa: S104 - connecting, not binding
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        response = httpx.get(f"http://{netloc}/healthz", timeout=timeout, trust_env=False)
-    except httpx.HTTPError as exc:
-        typer.echo(f"unhealthy: {type(exc).__name__}")
-        raise typer.Exit(1) from None
-    typer.echo(response.text.strip())
-    raise typer.Exit(0 if response.status_code == 200 else 1)
+    # The console script answers this before loading the CLI (entry.py); same code here.
+    from .healthcheck import healthcheck as check
+
+    raise typer.Exit(check(timeout))
 
 
 @app.command()

@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigError
+from .healthcheck import parse_bind
 from .validate import parse_allowed_hosts
 
 _WORKER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
@@ -52,18 +53,6 @@ SECRET_FIELDS = frozenset(
 def default_worker_id() -> str:
     host = re.sub(r"[^A-Za-z0-9._\-]", "-", socket.gethostname())[:100] or "worker"
     return f"{host}-{secrets.token_hex(3)}"
-
-
-def parse_bind(value: str) -> tuple[str, int]:
-    """``"127.0.0.1:8080"`` or ``"[::1]:8080"`` -> (host, port)."""
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", value.strip())
-    if not match:
-        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8080")
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if port > 65535:
-        raise ValueError("port must be at most 65535")
-    return host, port
 
 
 def _is_local_host(host: str) -> bool:

@@ -46,6 +46,7 @@ from .models import (
     HeartbeatReply,
     Progress,
     PublicJob,
+    ReclaimCounts,
     ReclaimReply,
     RetryReply,
     StuckJob,
@@ -253,14 +254,16 @@ class ConvexClient:
     # --- worker-facing ------------------------------------------------------------------
 
     def claim_one(
-        self, worker_id: str, lease_ms: int, request_id: str | None = None
+        self, worker_id: str, lease_ms: int, request_id: str | None = None, *, start: bool = False
     ) -> ClaimedJob | None:
-        args = {
+        args: dict[str, Any] = {
             **self._auth(),
             "workerId": worker_id,
             "leaseMs": lease_ms,
             "requestId": request_id or str(uuid.uuid4()),
         }
+        if start:
+            args["start"] = True  # straight to running: no separate jobs:start call
         # One retry, with the same request id (a repeated id returns the same claim): the
         # scheduler's back-off does the rest, and a shutdown signal is not held up long.
         value = self.call("mutation", "jobs:claimOne", args, retries=1)
@@ -268,6 +271,14 @@ class ConvexClient:
             return None
         job: ClaimedJob = self._parse(ClaimedJob, "jobs:claimOne", value)
         return job
+
+    def recover_worker(self, worker_id: str) -> ReclaimCounts:
+        """Give back the jobs a previous process with this worker id still holds."""
+        value = self.call(
+            "mutation", "jobs:recoverWorker", {**self._auth(), "workerId": worker_id}, retries=2
+        )
+        counts: ReclaimCounts = self._parse(ReclaimCounts, "jobs:recoverWorker", value)
+        return counts
 
     def start(self, job_id: str, lease_token: SecretStr) -> None:
         self.call("mutation", "jobs:start", self._fenced(job_id, lease_token))
@@ -301,8 +312,22 @@ class ConvexClient:
         )
         return reply.stored
 
-    def complete(self, job_id: str, lease_token: SecretStr, run_id: str, summary: Summary) -> None:
-        args = {**self._fenced(job_id, lease_token), "runId": run_id, "summary": summary.wire()}
+    def complete(
+        self,
+        job_id: str,
+        lease_token: SecretStr,
+        run_id: str,
+        summary: Summary,
+        docs: Sequence[Doc] = (),
+    ) -> None:
+        """Complete the run; ``docs`` is its last batch (at most one upload's worth)."""
+        args: dict[str, Any] = {
+            **self._fenced(job_id, lease_token),
+            "runId": run_id,
+            "summary": summary.wire(),
+        }
+        if docs:
+            args["docs"] = [d.wire() for d in docs]
         self.call("mutation", "jobs:complete", args)
 
     def retry_or_fail(
@@ -421,7 +446,7 @@ class QueueApi(Protocol):
     """The worker-facing calls, as the job runner and scheduler use them (fakes in tests)."""
 
     def claim_one(
-        self, worker_id: str, lease_ms: int, request_id: str | None = None
+        self, worker_id: str, lease_ms: int, request_id: str | None = None, *, start: bool = False
     ) -> ClaimedJob | None: ...
 
     def start(self, job_id: str, lease_token: SecretStr) -> None: ...
@@ -441,7 +466,12 @@ class QueueApi(Protocol):
     ) -> int: ...
 
     def complete(
-        self, job_id: str, lease_token: SecretStr, run_id: str, summary: Summary
+        self,
+        job_id: str,
+        lease_token: SecretStr,
+        run_id: str,
+        summary: Summary,
+        docs: Sequence[Doc] = (),
     ) -> None: ...
 
     def retry_or_fail(

@@ -15,6 +15,7 @@ from typing import Literal
 
 import structlog
 
+from . import watchdog
 from .claude_runner import ClaudeRunner, login_source_dir
 from .clock import Clock
 from .collect import OUTPUT_DIR_NAME, batch_docs, collect_docs
@@ -33,7 +34,7 @@ from .errors import (
     WorkerError,
 )
 from .git_clone import CloneOptions, clone
-from .lease import ProgressBox
+from .lease import LeaseFile, ProgressBox
 from .logging_setup import get_logger
 from .metrics import Metrics
 from .models import ClaimedJob, Doc, Dropped, Progress, Redaction, Summary
@@ -41,7 +42,7 @@ from .pipeline import STEPS, Step, render_prompt
 from .process import AbortSignal, ProcessRunner
 from .redact import Redactor
 from .validate import ValidationError, validate_branch, validate_repo_url
-from .workspace import disk_status, job_workspace, remove_tree
+from .workspace import Workspace, create_workspace, disk_status, remove_tree
 
 log = get_logger(__name__)
 
@@ -50,6 +51,7 @@ Outcome = Literal[
 ]
 
 DISK_RETRY_MS = 5 * 60 * 1000
+LEASE_FILE_NAME = watchdog.LEASE_FILE_NAME
 MAX_ERROR_CHARS = 1000
 _CLASS_TO_KIND: dict[str, ErrorKind] = {
     "auth": "auth",
@@ -75,6 +77,8 @@ class JobContext:
     abort: AbortSignal
     progress: ProgressBox
     stop_heartbeat: Callable[[], None]
+    # Where the lease deadline is kept for the lease watchdog (lease.LeaseFile, watchdog.py).
+    lease_file: LeaseFile | None = None
 
 
 class JobRunner:
@@ -121,8 +125,25 @@ class JobRunner:
             max_attempts=job.max_attempts,
             private=token is not None,
         )
+        # The workspace outlives _execute: it is removed after the final call, in the
+        # background, so the job's end is reported without waiting for the removal.
+        spaces: list[Workspace] = []
         try:
-            docs = self._execute(job, ctx, token, started)
+            return self._attempt(job, ctx, token, started, spaces)
+        finally:
+            for workspace in spaces:
+                workspace.discard()
+
+    def _attempt(
+        self,
+        job: ClaimedJob,
+        ctx: JobContext,
+        token: str | None,
+        started: float,
+        spaces: list[Workspace],
+    ) -> JobOutcome:
+        try:
+            docs = self._execute(job, ctx, token, started, spaces)
         except JobAborted as aborted:
             return self._finish_aborted(job, ctx, aborted.reason)
         except JobFailed as failed:
@@ -153,7 +174,12 @@ class JobRunner:
             raise JobAborted(ctx.abort.reason)
 
     def _execute(
-        self, job: ClaimedJob, ctx: JobContext, token: str | None, started: float
+        self,
+        job: ClaimedJob,
+        ctx: JobContext,
+        token: str | None,
+        started: float,
+        spaces: list[Workspace],
     ) -> _Done:
         settings = self._settings
         try:
@@ -163,79 +189,88 @@ class JobRunner:
             raise JobFailed("invalid_repository", str(exc)) from None
         total = len(self._steps)
         self._check(ctx)
-        with job_workspace(settings.jobs_dir, job.job_id) as workspace:
-            disk = disk_status(settings.temp_dir, settings.min_free_disk_mb)
-            if not disk.ok:
-                raise JobFailed(
-                    "disk", f"not enough free disk in TEMP_DIR: {disk.describe()}", DISK_RETRY_MS
-                )
-            ctx.progress.set(
-                Progress(step="clone", current_step=0, total_steps=total, message="Cloning")
+        workspace = create_workspace(settings.jobs_dir, job.job_id)
+        spaces.append(workspace)
+        if ctx.lease_file is not None:
+            ctx.lease_file.attach(workspace.root / LEASE_FILE_NAME)
+        disk = disk_status(settings.temp_dir, settings.min_free_disk_mb)
+        if not disk.ok:
+            raise JobFailed(
+                "disk", f"not enough free disk in TEMP_DIR: {disk.describe()}", DISK_RETRY_MS
             )
-            clone(
-                url=repo.url,
-                branch=branch,
-                token=token,
-                workspace=workspace,
-                options=CloneOptions(
-                    git_bin=settings.git_bin,
-                    timeout_s=settings.clone_timeout / 1000,
-                    max_bytes=settings.max_repo_mb * 1024 * 1024,
-                    ca_bundle=settings.git_ca_bundle,
-                ),
-                runner=self._processes,
-                abort=ctx.abort,
-                base_env=self._base_env,
-            )
-            log.info("job.cloned")
-            output_dir = workspace.repo / OUTPUT_DIR_NAME
-            remove_tree(output_dir)  # whatever the repository shipped there is not ours
-            self._check(ctx)
-            self._queue.start(job.job_id, job.lease_token)
+        ctx.progress.set(
+            Progress(step="clone", current_step=0, total_steps=total, message="Cloning")
+        )
+        clone(
+            url=repo.url,
+            branch=branch,
+            token=token,
+            workspace=workspace,
+            options=CloneOptions(
+                git_bin=settings.git_bin,
+                timeout_s=settings.clone_timeout / 1000,
+                max_bytes=settings.max_repo_mb * 1024 * 1024,
+                ca_bundle=settings.git_ca_bundle,
+            ),
+            runner=self._processes,
+            abort=ctx.abort,
+            base_env=self._base_env,
+        )
+        log.info("job.cloned")
+        output_dir = workspace.repo / OUTPUT_DIR_NAME
+        remove_tree(output_dir)  # whatever the repository shipped there is not ours
+        self._check(ctx)
+        # No jobs:start call: the scheduler claims with start=True (running from the claim).
 
-            cost = 0.0
-            for index, step in enumerate(self._steps, start=1):
-                self._check(ctx)
-                ctx.progress.set(
-                    Progress(
-                        step=step.name,
-                        current_step=index,
-                        total_steps=total,
-                        message=f"{step.title} (step {index} of {total})",
-                    )
-                )
-                log.info("step.started", step=step.name, index=index, total=total)
-                cost += self._run_step(
-                    job, ctx, repo.slug, workspace.repo, workspace.root, step, index
-                )
-
+        cost = 0.0
+        for index, step in enumerate(self._steps, start=1):
             self._check(ctx)
-            collected = collect_docs(output_dir)
-            for rejection in collected.rejected:
-                log.warning("docs.rejected", path=rejection.path, reason=rejection.reason)
-                self._metrics.docs_dropped.labels(reason=rejection.code).inc()
-            dropped = collected.dropped()
-            if not collected.docs:
-                raise JobFailed("permanent", "the analysis produced no documents")
-            docs, redactions = self._redact_docs(collected.docs)
-            run_id = str(uuid.uuid4())
-            batches = batch_docs(docs)
             ctx.progress.set(
                 Progress(
-                    step="upload",
-                    current_step=total,
+                    step=step.name,
+                    current_step=index,
                     total_steps=total,
-                    message=f"Uploading {len(collected.docs)} documents",
+                    message=f"{step.title} (step {index} of {total})",
                 )
             )
-            stored = 0
-            for batch in batches:
-                self._check(ctx)
-                stored += self._queue.upload_docs(job.job_id, job.lease_token, run_id, batch)
-            log.info("docs.uploaded", docs=len(collected.docs), batches=len(batches))
+            log.info("step.started", step=step.name, index=index, total=total)
+            cost += self._run_step(job, ctx, repo.slug, workspace.repo, workspace.root, step, index)
+
+        self._check(ctx)
+        collected = collect_docs(output_dir)
+        for rejection in collected.rejected:
+            log.warning("docs.rejected", path=rejection.path, reason=rejection.reason)
+            self._metrics.docs_dropped.labels(reason=rejection.code).inc()
+        dropped = collected.dropped()
+        if not collected.docs:
+            raise JobFailed("permanent", "the analysis produced no documents")
+        docs, redactions = self._redact_docs(collected.docs)
+        run_id = str(uuid.uuid4())
+        batches = batch_docs(docs)
+        ctx.progress.set(
+            Progress(
+                step="upload",
+                current_step=total,
+                total_steps=total,
+                message=f"Uploading {len(collected.docs)} documents",
+            )
+        )
+        # Every batch but the last now; the last rides with jobs:complete (one call fewer).
+        for batch in batches[:-1]:
             self._check(ctx)
-            duration_ms = (self._clock.monotonic() - started) * 1000
-            return _Done(run_id, len(collected.docs), duration_ms, cost, tuple(redactions), dropped)
+            self._queue.upload_docs(job.job_id, job.lease_token, run_id, batch)
+        log.info("docs.uploaded", docs=len(collected.docs), batches=len(batches) - 1)
+        self._check(ctx)
+        duration_ms = (self._clock.monotonic() - started) * 1000
+        return _Done(
+            run_id,
+            len(collected.docs),
+            duration_ms,
+            cost,
+            tuple(batches[-1]),
+            tuple(redactions),
+            dropped,
+        )
 
     def _redact_docs(self, docs: Sequence[Doc]) -> tuple[list[Doc], list[Redaction]]:
         """Mask every secret the worker holds, and token shapes, in the docs before upload.
@@ -330,7 +365,7 @@ class JobRunner:
             dropped=done.dropped if done.dropped is not None and done.dropped.count else None,
         )
         try:
-            self._queue.complete(job.job_id, job.lease_token, done.run_id, summary)
+            self._queue.complete(job.job_id, job.lease_token, done.run_id, summary, done.last_batch)
         except (InvalidState, LeaseLost) as exc:
             if exc.after_retry and self._already(job, "completed"):
                 log.info("job.completed", docs=done.docs, note="confirmed after a retry")
@@ -440,5 +475,6 @@ class _Done:
     docs: int
     duration_ms: float
     cost_usd: float
+    last_batch: tuple[Doc, ...] = ()
     redactions: tuple[Redaction, ...] = ()
     dropped: Dropped | None = None

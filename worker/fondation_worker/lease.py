@@ -10,9 +10,13 @@ is sent for it - another worker may own it by then.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .clock import Clock
 from .errors import ConvexCodedError, LeaseLost, Unauthorized, WorkerError
@@ -57,6 +61,53 @@ class ProgressBox:
             return self._progress
 
 
+class LeaseFile:
+    """The lease deadline where the lease watchdog reads it (``watchdog.py``).
+
+    Written on every renewal as a ``time.monotonic()`` value (the system-wide monotonic
+    clock the watchdog reads too), converted from the worker's clock, so the watchdog,
+    outside the worker's loop, kills the job's processes once the worker stops renewing,
+    even if the worker itself is frozen. Atomic writes (temp file and rename).
+    """
+
+    def __init__(self, clock: Clock, deadline: float) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._deadline = deadline
+        self._path: Path | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def attach(self, path: Path) -> None:
+        """Start writing to ``path`` (in the job's workspace), now with the current deadline."""
+        with self._lock:
+            self._path = path
+            self._write()
+
+    def update(self, deadline: float) -> None:
+        with self._lock:
+            self._deadline = deadline
+            self._write()
+
+    def _write(self) -> None:
+        if self._path is None:
+            return
+        system_deadline = time.monotonic() + (self._deadline - self._clock.monotonic())
+        tmp = self._path.with_name(self._path.name + ".tmp")
+        try:
+            with open(tmp, "w", encoding="ascii") as handle:
+                handle.write(f"{system_deadline:.3f}\n")
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            # The watchdog then stops the job at the last deadline it read: the job fails and
+            # is retried, which is safer than a run that might outlive its lease.
+            log.warning("lease.file_not_written", problem=str(exc))
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
 HeartbeatCall = Callable[[Progress | None, float], HeartbeatReply]
 """Sends one heartbeat with (progress, timeout_s); raises on failure."""
 
@@ -84,8 +135,10 @@ class Heartbeat:
         progress: ProgressBox,
         clock: Clock,
         metrics: Metrics,
+        lease_file: LeaseFile | None = None,
     ) -> None:
         self._send = send
+        self._lease_file = lease_file
         self._lease_s = lease_s
         self._interval_s = interval_s
         self._call_timeout_s = call_timeout_s
@@ -146,6 +199,8 @@ class Heartbeat:
             if self._stop.is_set():
                 return
             self.state.deadline = sent + self._lease_s
+            if self._lease_file is not None:
+                self._lease_file.update(self.state.deadline)
             self.state.renewals += 1
             if self.state.failures:
                 log.info("lease.renewed_again", after_failures=self.state.failures)
@@ -157,5 +212,7 @@ class Heartbeat:
     def _fence(self, why: str) -> None:
         self.state.fenced = True
         self._metrics.fenced.inc()
+        if self._lease_file is not None:
+            self._lease_file.update(0.0)  # the watchdog stops the job's processes too
         self._abort.abort("fence")
         log.error("lease.fenced", reason=why)

@@ -197,3 +197,15 @@ class ReclaimReply(_Reply):
     @property
     def total(self) -> int:
         return self.moved + self.dead + self.canceled
+
+
+class ReclaimCounts(_Reply):
+    """``jobs:recoverWorker``: what became of the jobs a previous process still held."""
+
+    moved: int  # back to pending, ready now
+    dead: int
+    canceled: int
+
+    @property
+    def total(self) -> int:
+        return self.moved + self.dead + self.canceled

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from .errors import AbortReason
 
-POLL_S = 0.1
+POLL_S = 0.5  # how often the output size is checked; exits and aborts wake at once
 TERM_GRACE_S = 3.0
 
 _PRIORITY: dict[AbortReason, int] = {"shutdown": 1, "timeout": 2, "cancel": 3, "fence": 4}
@@ -36,6 +36,7 @@ class AbortSignal:
         self._event = threading.Event()
         self._lock = threading.Lock()
         self._reason: AbortReason | None = None
+        self._listeners: list[Callable[[], None]] = []
 
     def abort(self, reason: AbortReason) -> bool:
         """Request a stop; returns True if this changed the reason."""
@@ -44,7 +45,21 @@ class AbortSignal:
                 return False
             self._reason = reason
             self._event.set()
-            return True
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
+        return True
+
+    def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` on every abort (it must not block); returns the unsubscribe."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return unsubscribe
 
     @property
     def reason(self) -> AbortReason | None:
@@ -162,37 +177,62 @@ class SubprocessRunner:
         pgid = proc.pid  # leader of its own session and group
         deadline = started + spec.timeout_s
         next_watch = started + self.watch_every_s
+        next_size = started + self.poll_s
         timed_out = output_exceeded = False
         aborted: AbortReason | None = None
         watch_reason: str | None = None
+        # No polling while the child runs (Popen.wait(timeout) sleeps in 1-50 ms steps, a
+        # measurable share of a core over a long Claude step): a thread blocks in waitpid
+        # and wakes us when it returns, an abort wakes us through its listener, and
+        # otherwise we sleep until the next deadline, watch or output-size check.
+        wake = threading.Event()
+        exited = threading.Event()
+
+        def reap() -> None:
+            with contextlib.suppress(Exception):
+                proc.wait()
+            exited.set()
+            wake.set()
+
+        reaper = threading.Thread(target=reap, name=f"wait-{proc.pid}", daemon=True)
+        reaper.start()
+        unsubscribe = abort.subscribe(wake.set) if abort is not None else None
         try:
             while True:
-                try:
-                    proc.wait(timeout=self.poll_s)
+                wake.clear()
+                if exited.is_set():
                     break
-                except subprocess.TimeoutExpired:
-                    pass
                 now = time.monotonic()
                 if abort is not None and abort.is_set():
                     aborted = abort.reason
                 elif now >= deadline:
                     timed_out = True
-                elif spec.max_output_bytes is not None and (
-                    _file_size(spec.stdout_path) + _file_size(spec.stderr_path)
-                    > spec.max_output_bytes
-                ):
-                    output_exceeded = True
+                elif spec.max_output_bytes is not None and now >= next_size:
+                    next_size = now + self.poll_s
+                    output_exceeded = (
+                        _file_size(spec.stdout_path) + _file_size(spec.stderr_path)
+                        > spec.max_output_bytes
+                    )
                 elif watch is not None and now >= next_watch:
                     next_watch = now + self.watch_every_s
                     watch_reason = watch()
                 if aborted or timed_out or output_exceeded or watch_reason:
                     self._stop(proc, pgid, hard=aborted == "fence")
                     break
+                until = [deadline]
+                if spec.max_output_bytes is not None:
+                    until.append(next_size)
+                if watch is not None:
+                    until.append(next_watch)
+                wake.wait(max(0.0, min(until) - time.monotonic()))
         finally:
-            if proc.poll() is None:
+            if unsubscribe is not None:
+                unsubscribe()
+            if not exited.is_set() and proc.returncode is None:
                 self._stop(proc, pgid, hard=True)
             # Whatever the leader did, nothing it spawned may outlive it.
             kill_group(pgid, signal.SIGKILL)
+            reaper.join(timeout=10)
         if spec.max_output_bytes is not None and (
             _file_size(spec.stdout_path) + _file_size(spec.stderr_path) > spec.max_output_bytes
         ):

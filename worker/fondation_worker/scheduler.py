@@ -13,6 +13,8 @@ drive the loop without real waiting.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import random
 import threading
@@ -29,10 +31,10 @@ from .classify import Classification
 from .clock import Clock
 from .config import Settings
 from .convex_client import QueueApi
-from .errors import OperatorActionNeeded, WorkerError
+from .errors import ConvexUnavailable, OperatorActionNeeded, WorkerError
 from .health import STARTUP_CHECK_REASON, HealthState
 from .job_runner import JobContext, JobOutcome
-from .lease import Heartbeat, ProgressBox
+from .lease import Heartbeat, LeaseFile, ProgressBox
 from .logging_setup import get_logger
 from .metrics import Metrics
 from .models import ClaimedJob, HeartbeatReply, Progress
@@ -41,7 +43,9 @@ from .workspace import DiskStatus
 
 log = get_logger(__name__)
 
-LOOP_TICK_S = 0.25
+# The loop sleeps until its next event (a job ended, a signal, poll time, a pause re-check,
+# a deadline); it still ticks this often so /healthz (stale after 60 s) sees it alive.
+LIVENESS_TICK_S = 15.0
 DISK_RECHECK_S = 5.0
 # After releasing, how long jobs get to kill their processes and make their last call
 # (release is bounded to about 11 s) before the worker exits anyway. With the default
@@ -86,6 +90,7 @@ class Scheduler:
         metrics: Metrics,
         disk: Callable[[], DiskStatus],
         sweep: Callable[[], object] | None = None,
+        recover: Callable[[], object] | None = None,
         probe: Callable[[], Classification] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -97,6 +102,7 @@ class Scheduler:
         self._metrics = metrics
         self._disk = disk
         self._sweep = sweep
+        self._recover = recover
         self._probe = probe
         self._rand = rand
 
@@ -112,12 +118,30 @@ class Scheduler:
         self._pause: _Pause | None = None
         self._next_disk_check = 0.0
         self._convex_problem_logged: str | None = None
+        self._claim_request_id: str | None = None
+        self.iterations = 0  # loop passes, for tests and the bench (busy-loop guard)
+        # Signal handlers must not take locks (Event.set does): they write a byte to this
+        # pipe and a small thread turns it into a wake-up.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
 
     # --- control ----------------------------------------------------------------------
 
     def request_stop(self) -> None:
         """First call: drain. Second: release now. Safe to call from a signal handler."""
         self._stop_level = min(2, self._stop_level + 1)
+        with contextlib.suppress(OSError):  # pipe full (already woken) or closed (stopped)
+            os.write(self._wake_w, b"x")
+
+    def _relay_wakeups(self) -> None:
+        while True:
+            try:
+                data = os.read(self._wake_r, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            self._wake.set()
 
     @property
     def running_jobs(self) -> list[str]:
@@ -133,6 +157,13 @@ class Scheduler:
         """Run until stopped; 0 after a clean drain, 1 if jobs had to be abandoned."""
         if self._sweep is not None:
             self._sweep()
+        if self._recover is not None:
+            # After the sweep (which stops a predecessor's leftover Claude runs): jobs a
+            # previous process with our id still holds are nobody's now, give them back.
+            try:
+                self._recover()
+            except WorkerError as exc:
+                log.warning("worker.recover_failed", problem=str(exc), fallback="lease expiry")
         if self._probe is not None:
             # Learn Claude's auth state before the first claim: a worker without working
             # credentials says so (readiness, logs) and leaves jobs to ready workers instead
@@ -150,7 +181,22 @@ class Scheduler:
             lease_ms=self._s.lease_ms,
             heartbeat_ms=self._s.heartbeat_ms,
         )
+        relay = threading.Thread(target=self._relay_wakeups, name="wake-relay", daemon=True)
+        relay.start()
+        try:
+            return self._loop()
+        finally:
+            # -1 first: a late signal must not write into a reused descriptor number.
+            write_end, self._wake_w = self._wake_w, -1
+            os.close(write_end)  # ends the relay thread (its read returns b"")
+            relay.join(timeout=5)
+            os.close(self._wake_r)
+
+    def _loop(self) -> int:
         while True:
+            self.iterations += 1
+            # Cleared before looking at the queues, so a wake-up during this pass is kept.
+            self._wake.clear()
             now = self._clock.monotonic()
             self._health.tick()
             self._reap()
@@ -162,7 +208,6 @@ class Scheduler:
                 self._update_pause(now)
                 self._maybe_claim(now)
             self._clock.wait(self._wake, self._sleep_for(self._clock.monotonic()))
-            self._wake.clear()
         abandoned = len(self._running)
         if abandoned:
             log.error("worker.exit_with_jobs", jobs=list(self._running))
@@ -170,10 +215,29 @@ class Scheduler:
         return 1 if abandoned else 0
 
     def _sleep_for(self, now: float) -> float:
-        if self._stop_level or self._pause is not None:
-            return LOOP_TICK_S
-        until_poll = self._next_poll - now
-        return max(0.0, min(LOOP_TICK_S, until_poll))
+        """Seconds until the loop has something to do; job ends and signals wake it sooner."""
+        events = [now + LIVENESS_TICK_S]
+        events += [r.deadline for r in self._running.values() if r.abort.reason is None]
+        if self._stop_level:
+            if not self._draining or not self._running:
+                return 0.0
+            if self._released_at is None:
+                events.append(self._drain_deadline)
+            else:
+                events.append(self._released_at + ABORT_GRACE_S)
+        elif self._pause is not None:
+            pause = self._pause
+            if pause.reason == "disk":
+                events.append(self._next_disk_check)
+            elif pause.probing:
+                # The probe thread wakes the loop with its result; nothing to do until then.
+                pass
+            else:
+                events.append(pause.until)
+        elif len(self._running) < self._s.max_concurrent_jobs:
+            # At capacity there is no poll to wait for: a job's end wakes the loop.
+            events.append(self._next_poll)
+        return max(0.0, min(events) - now)
 
     # --- claiming ---------------------------------------------------------------------
 
@@ -189,18 +253,27 @@ class Scheduler:
             self._next_disk_check = now + DISK_RECHECK_S
             self._pause_for("disk", now, f"not enough free disk: {disk.describe()}")
             return
-        request_id = str(uuid.uuid4())
+        # The same request id until a reply arrives: a claim whose reply was lost is
+        # returned (not a second one, not another attempt) when a later poll repeats it.
+        if self._claim_request_id is None:
+            self._claim_request_id = str(uuid.uuid4())
+        request_id = self._claim_request_id
         sent = self._clock.monotonic()
         try:
-            job = self._queue.claim_one(self._s.worker_id, self._s.lease_ms, request_id)
+            # start=True: the job is running from its claim on (one call fewer per job).
+            job = self._queue.claim_one(self._s.worker_id, self._s.lease_ms, request_id, start=True)
         except OperatorActionNeeded as exc:
+            self._claim_request_id = None
             self._convex_problem(f"worker token refused by Convex, operator action needed: {exc}")
             self._schedule_idle(now)
             return
         except WorkerError as exc:
+            if not isinstance(exc, ConvexUnavailable):
+                self._claim_request_id = None  # Convex answered: the request was not applied
             self._convex_problem(f"unreachable or failing: {exc}")
             self._schedule_idle(now)
             return
+        self._claim_request_id = None
         if self._health.clear_problem("convex"):
             log.info("convex.reachable_again")
             self._convex_problem_logged = None
@@ -243,6 +316,7 @@ class Scheduler:
                 job.job_id, job.lease_token, lease_ms, progress_now, timeout_s=timeout_s
             )
 
+        lease_file = LeaseFile(self._clock, claimed_at + lease_s)
         heartbeat = Heartbeat(
             send=send,
             lease_s=lease_s,
@@ -253,8 +327,11 @@ class Scheduler:
             progress=progress,
             clock=self._clock,
             metrics=self._metrics,
+            lease_file=lease_file,
         )
-        ctx = JobContext(abort=abort, progress=progress, stop_heartbeat=heartbeat.stop)
+        ctx = JobContext(
+            abort=abort, progress=progress, stop_heartbeat=heartbeat.stop, lease_file=lease_file
+        )
         thread = threading.Thread(
             target=self._job_main,
             args=(job, ctx, heartbeat),
@@ -431,4 +508,4 @@ class Scheduler:
             log.warning("worker.releasing_jobs", why=why, jobs=list(self._running))
             for running in self._running.values():
                 running.abort.abort("shutdown")
-        return self._released_at is not None and now - self._released_at > ABORT_GRACE_S
+        return self._released_at is not None and now - self._released_at >= ABORT_GRACE_S

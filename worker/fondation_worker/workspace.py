@@ -3,6 +3,11 @@
 Each workspace holds an ``flock`` on its ``.lock`` file for as long as its job runs. The
 startup sweep removes every workspace whose lock nobody holds: leftovers of a crashed
 predecessor, never the directory of another live worker sharing the same TEMP_DIR.
+
+A finished job's workspace is first renamed to ``.trash-<name>`` (one syscall, so the job's
+last call is not kept waiting), then removed by a background thread that holds the lock
+until it is done. A crash in between leaves a ``.trash-`` directory, which the sweep removes
+whatever its age once nobody holds its lock.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import re
 import secrets
 import shutil
 import stat
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 LOCK_NAME = ".lock"
+TRASH_PREFIX = ".trash-"
 # A directory without a lock file is being created right now, or is a crash leftover from
 # between mkdir and lock; leave young ones alone.
 UNLOCKED_GRACE_S = 300.0
@@ -93,10 +100,23 @@ class Workspace:
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)
 
+    def discard(self) -> threading.Thread | None:
+        """Rename out of the way now, remove in the background (still locked); returns the
+        removing thread, or None when the rename failed and the tree was removed here."""
+        trash = self.root.with_name(TRASH_PREFIX + self.root.name)
+        try:
+            os.rename(self.root, trash)
+        except OSError:
+            self.close()
+            return None
+        self.root = trash
+        thread = threading.Thread(target=self.close, name=f"rm-{trash.name}", daemon=True)
+        thread.start()
+        return thread
 
-@contextlib.contextmanager
-def job_workspace(jobs_dir: Path, job_id: str) -> Iterator[Workspace]:
-    """Create a locked workspace for ``job_id``; it is removed whatever happens."""
+
+def create_workspace(jobs_dir: Path, job_id: str) -> Workspace:
+    """A new locked workspace for ``job_id``; the caller must ``close`` or ``discard`` it."""
     jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     name = f"{_SAFE.sub('_', job_id)[:64]}-{secrets.token_hex(4)}"
     root = jobs_dir / name
@@ -112,15 +132,26 @@ def job_workspace(jobs_dir: Path, job_id: str) -> Iterator[Workspace]:
             os.close(lock_fd)
         remove_tree(root)
         raise
-    workspace = Workspace(root, lock_fd)
+    return Workspace(root, lock_fd)
+
+
+@contextlib.contextmanager
+def job_workspace(jobs_dir: Path, job_id: str) -> Iterator[Workspace]:
+    """Create a locked workspace for ``job_id``; it is removed whatever happens."""
+    workspace = create_workspace(jobs_dir, job_id)
     try:
         yield workspace
     finally:
         workspace.close()
 
 
-def sweep(jobs_dir: Path, now: float | None = None) -> list[Path]:
-    """Remove workspaces nobody holds; returns what was removed."""
+def sweep(
+    jobs_dir: Path,
+    now: float | None = None,
+    before_remove: Callable[[Path], object] | None = None,
+) -> list[Path]:
+    """Remove workspaces nobody holds; returns what was removed. ``before_remove`` is
+    called with each one first (the worker stops processes left working in it)."""
     removed: list[Path] = []
     if not jobs_dir.is_dir():
         return removed
@@ -136,7 +167,10 @@ def sweep(jobs_dir: Path, now: float | None = None) -> list[Path]:
                 age = now - entry.stat().st_mtime
             except OSError:
                 continue
-            if age > UNLOCKED_GRACE_S:
+            # Trash is never a workspace being created: its removal was cut short.
+            if age > UNLOCKED_GRACE_S or entry.name.startswith(TRASH_PREFIX):
+                if before_remove is not None:
+                    before_remove(entry)
                 remove_tree(entry)
                 removed.append(entry)
             continue
@@ -149,6 +183,8 @@ def sweep(jobs_dir: Path, now: float | None = None) -> list[Path]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a live worker owns it
+            if before_remove is not None:
+                before_remove(entry)
             remove_tree(entry)
             removed.append(entry)
         finally:
