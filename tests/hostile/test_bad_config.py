@@ -35,6 +35,7 @@ NOT_A_DIR = "/etc/hostname"  # a file: nothing can be created below it, not even
 HAND_PICKED: dict[str, list[str]] = {
     "convex_url": ["ftp://convex.example.com", "http://convex.example.com", "https://u:p@x.io"],
     "worker_token": ["too-short", "a token with spaces in it"],
+    "operator_token": ["too-short", "a token with spaces in it"],
     "worker_id": ["bad id!", "-leading-dash"],
     "temp_dir": ["/", f"{NOT_A_DIR}/fondation"],
     "allowed_repo_hosts": ["exa mple.com", ",", "https://github.com"],
