@@ -651,6 +651,18 @@ def reclaim(
         typer.echo("more expired leases remain: run `fondation-worker reclaim` again")
 
 
+def _job_or_exit(convex: ConvexClient, job_id: str) -> PublicJob:
+    """The job an operator command acts on; exit 1 when it does not exist."""
+    try:
+        job = convex.get_job(job_id)
+    except WorkerError as exc:
+        raise _convex_failure(exc) from None
+    if job is None:
+        typer.echo(f"fondation-worker: job {job_id} not found", err=True)
+        raise typer.Exit(1)
+    return job
+
+
 def _describe(job: PublicJob) -> list[str]:
     repo = (job.repo_url or "?") + (f" ({job.branch})" if job.branch else "")
     lines = [
@@ -670,8 +682,9 @@ def _describe(job: PublicJob) -> list[str]:
         lines.append(f"ended     {ended}")
     if job.requeues:
         lines.append(f"requeued  {len(job.requeues)} time(s) before")
-    if _dropped_note(job):
-        lines.append(f"dropped  {_dropped_note(job)}")
+    dropped = _dropped_note(job)
+    if dropped:
+        lines.append(f"dropped  {dropped}")
     return lines
 
 
@@ -683,13 +696,7 @@ def requeue(
     """Put a dead job back in the queue (attempts reset, last error kept); needs --yes."""
     settings = _settings()
     with _convex(settings, operator=True) as convex:
-        try:
-            job = convex.get_job(job_id)
-        except WorkerError as exc:
-            raise _convex_failure(exc) from None
-        if job is None:
-            typer.echo(f"fondation-worker: job {job_id} not found", err=True)
-            raise typer.Exit(1)
+        job = _job_or_exit(convex, job_id)
         if job.status != "dead":
             typer.echo(
                 f"fondation-worker: job {job_id} is {job.status}: only a dead job can be requeued",
@@ -728,13 +735,7 @@ def cancel(
     """Cancel a job: a queued one at once, a running one at its worker's next heartbeat."""
     settings = _settings()
     with _convex(settings, operator=True) as convex:
-        try:
-            job = convex.get_job(job_id)
-        except WorkerError as exc:
-            raise _convex_failure(exc) from None
-        if job is None:
-            typer.echo(f"fondation-worker: job {job_id} not found", err=True)
-            raise typer.Exit(1)
+        job = _job_or_exit(convex, job_id)
         for line in _describe(job):
             typer.echo(line)
         if job.status in TERMINAL_STATUSES:
