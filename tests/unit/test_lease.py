@@ -112,6 +112,18 @@ def test_lost_lease_fences_at_once(exc: Exception) -> None:
     assert len(script.calls) == 2  # nothing sent after the fence
 
 
+def test_a_lease_lost_answered_after_stop_is_not_a_fence() -> None:
+    # stop() gave up waiting for this renewal, and the job's final call ended the lease
+    # meanwhile: its LEASE_LOST says nothing about the job (run 4 of issue 19 logged it as
+    # an error-level fence).
+    clock = FakeClock()
+    script = Script(clock, [ok(), ConvexLeaseLost("gone")])  # stop() lands during the last
+    hb, abort, _ = heartbeat(clock, script)
+    hb.run()
+    assert abort.reason is None
+    assert not hb.state.fenced
+
+
 def test_one_failure_is_retried_sooner_and_recovers() -> None:
     clock = FakeClock()
     script = Script(clock, [ok(), ConvexUnavailable("blip"), ok(), ok()])

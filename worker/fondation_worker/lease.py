@@ -176,6 +176,11 @@ class Heartbeat:
             try:
                 reply = self._send(self._progress.get(), self._call_timeout_s)
             except (LeaseLost, ConvexCodedError, Unauthorized) as exc:
+                if self._stop.is_set():
+                    # Answered after stop() gave up waiting: the job's final call has ended
+                    # the lease meanwhile (and is fenced on its own if it was really lost).
+                    log.info("lease.reply_after_stop", problem=f"{type(exc).__name__}: {exc}")
+                    return
                 # The lease is gone for sure, or Convex refuses to renew it (not found,
                 # invalid state, bad arguments, token refused): retrying cannot help.
                 self._fence(f"{type(exc).__name__}: {exc}")
