@@ -38,6 +38,12 @@ TSX = REPO_ROOT / "node_modules" / ".bin" / "tsx"
 
 TEST_WORKER_TOKEN = "test-worker-token-" + "0123456789abcdef"
 
+# The lease of tests whose subject is lease expiry (kill -9, a frozen or cut-off worker).
+# Every other test runs with a lease that outlasts the multi-second I/O stalls of a busy CI
+# machine (Molecule imports images beside the unit stage): a 3 s lease lost in such a stall
+# is a real fence, and it failed a test about something else.
+SHORT_LEASE = {"LEASE_MS": "3000", "HEARTBEAT_MS": "500"}
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -344,7 +350,7 @@ def start_worker(
             "WORKER_ID": f"{name}-{secrets.token_hex(2)}",
             "POLL_INTERVAL": "200",
             "IDLE_POLL_MAX": "500",
-            "LEASE_MS": "3000",
+            "LEASE_MS": "30000",
             "HEARTBEAT_MS": "500",
             "CONVEX_TIMEOUT_MS": "2000",
             "DRAIN_TIMEOUT": "10000",

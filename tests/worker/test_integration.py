@@ -1,7 +1,8 @@
 """The worker process against the dev backend (devbackend/server.ts running convex/),
 the fake claude and the loopback HTTPS git server.
 
-Short timings: LEASE_MS=3000, HEARTBEAT_MS=500, reclaim cron every 1000 ms.
+Short timings: HEARTBEAT_MS=500, reclaim cron every 1000 ms; LEASE_MS=3000 (SHORT_LEASE) in
+the tests about lease expiry, 30000 elsewhere.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import SecretStr
 
 from conftest import (
     SAMPLE_FILES,
+    SHORT_LEASE,
     TEST_WORKER_TOKEN,
     WORKER_BIN,
     DevBackend,
@@ -146,7 +148,7 @@ def test_happy_path(
 def test_kill_9_mid_job_is_reclaimed_and_completed_once(
     dev_backend: DevBackend, start_worker: Any, repos: dict[str, str], fake_claude_log: Path
 ) -> None:
-    first = start_worker(dev_backend, "first", FAKE_CLAUDE_MODE="hang@chapters")
+    first = start_worker(dev_backend, "first", FAKE_CLAUDE_MODE="hang@chapters", **SHORT_LEASE)
     job_id = enqueue(dev_backend, repos["public"])
     wait_until(lambda: claude_events(fake_claude_log, "hang", job_id), 30)
     # Progress (step i of N) reaches Convex with the next heartbeat.
@@ -157,7 +159,7 @@ def test_kill_9_mid_job_is_reclaimed_and_completed_once(
     killed_at = time.time() * 1000
     first.kill9()
     kill_leftover(fake_claude_log)  # on a host, the orphaned CLI would finish on its own
-    second = start_worker(dev_backend, "second")
+    second = start_worker(dev_backend, "second", **SHORT_LEASE)
     job = wait_status(dev_backend, job_id, {"completed", "dead"}, timeout=60)
     assert job["status"] == "completed"
     assert job["attempts"] == 2
@@ -206,7 +208,7 @@ def test_a_restart_under_the_same_worker_id_gives_the_job_back_at_once(
 def test_a_frozen_workers_claude_run_dies_with_its_lease(
     dev_backend: DevBackend, start_worker: Any, repos: dict[str, str], fake_claude_log: Path
 ) -> None:
-    worker = start_worker(dev_backend, FAKE_CLAUDE_MODE="hang@chapters")
+    worker = start_worker(dev_backend, FAKE_CLAUDE_MODE="hang@chapters", **SHORT_LEASE)
     job_id = enqueue(dev_backend, repos["public"])
     wait_until(lambda: claude_events(fake_claude_log, "hang", job_id), 30)
     hang = claude_events(fake_claude_log, "hang", job_id)[0]
@@ -229,7 +231,9 @@ def test_backend_unreachable_mid_job_fences_before_the_lease_ends(
     own_dev_backend: Any, start_worker: Any, repos: dict[str, str], fake_claude_log: Path
 ) -> None:
     backend = own_dev_backend()
-    worker = start_worker(backend, FAKE_CLAUDE_MODE="hang@chapters", DRAIN_TIMEOUT="1000")
+    worker = start_worker(
+        backend, FAKE_CLAUDE_MODE="hang@chapters", DRAIN_TIMEOUT="1000", **SHORT_LEASE
+    )
     job_id = enqueue(backend, repos["public"])
     wait_until(lambda: claude_events(fake_claude_log, "hang", job_id), 30)
     hang = claude_events(fake_claude_log, "hang", job_id)[0]
@@ -264,7 +268,7 @@ def test_backend_connection_resets_also_fence(
     own_dev_backend: Any, start_worker: Any, repos: dict[str, str], fake_claude_log: Path
 ) -> None:
     backend = own_dev_backend()
-    worker = start_worker(backend, FAKE_CLAUDE_MODE="hang@chapters")
+    worker = start_worker(backend, FAKE_CLAUDE_MODE="hang@chapters", **SHORT_LEASE)
     job_id = enqueue(backend, repos["public"])
     wait_until(lambda: claude_events(fake_claude_log, "hang", job_id), 30)
     hang = claude_events(fake_claude_log, "hang", job_id)[0]

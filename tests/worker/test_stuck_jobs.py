@@ -23,6 +23,7 @@ import pytest
 from conftest import (
     FAKE_CLAUDE,
     SAMPLE_FILES,
+    SHORT_LEASE,
     TEST_WORKER_TOKEN,
     WORKER_BIN,
     DevBackend,
@@ -91,7 +92,7 @@ def test_stuck_reclaim_and_requeue_after_a_worker_was_killed(
 ) -> None:
     backend = slow_cron_backend
     repo = git_server.add_repo("stuck", "widgets", SAMPLE_FILES)
-    first = start_worker(backend, "doomed", FAKE_CLAUDE_MODE="hang@chapters")
+    first = start_worker(backend, "doomed", FAKE_CLAUDE_MODE="hang@chapters", **SHORT_LEASE)
     job_id = enqueue(backend, repo, branch="main", max_attempts=2)
     wait_until(
         lambda: any(
