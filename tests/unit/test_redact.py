@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import logging
+import stat
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,27 @@ def test_log_file_is_reopened_after_rotation(tmp_path: Path) -> None:
     assert "before.rotation" in rotated
     assert "file-secret-value" not in rotated
     assert json.loads(log_file.read_text())["event"] == "after.rotation"
+
+
+def test_log_file_is_private_to_owner_and_group(tmp_path: Path) -> None:
+    # logrotate's `create 0640` must match what the worker itself creates (issue 17), and a
+    # file an older release left readable by others is tightened when it is opened.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    old = logs / "old.log"
+    old.write_text("")
+    old.chmod(0o666)
+    configure_logging(Redactor([]), log_file=old, stream=io.StringIO())
+    get_logger("mode").info("written")
+    assert stat.S_IMODE(old.stat().st_mode) == 0o640
+    log_file = logs / "worker.log"
+    configure_logging(Redactor([]), log_file=log_file, stream=io.StringIO())
+    get_logger("mode").info("created")
+    assert stat.S_IMODE(log_file.stat().st_mode) == 0o640
+    log_file.rename(logs / "worker.log.1")  # moved away without logrotate's `create`
+    get_logger("mode").info("reopened")
+    assert json.loads(log_file.read_text())["event"] == "reopened"
+    assert stat.S_IMODE(log_file.stat().st_mode) == 0o640
 
 
 def test_redact_counted_counts_literals_and_shapes() -> None:

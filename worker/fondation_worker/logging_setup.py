@@ -7,8 +7,11 @@ handlers, so the redactor sees every line whatever its origin. The optional log 
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -19,6 +22,23 @@ from .redact import Redactor
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 _LEVELS["error"] = logging.ERROR
+
+
+# Owner and group only, as logrotate's `create 0640`: the log names repositories and jobs.
+LOG_FILE_MODE = 0o640
+
+
+class PrivateWatchedFileHandler(logging.handlers.WatchedFileHandler):
+    """A WatchedFileHandler whose file is created (and reopened after rotation) with
+    LOG_FILE_MODE, and tightened to it if an older release left it readable by others."""
+
+    def _open(self) -> io.TextIOWrapper:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        fd = os.open(self.baseFilename, flags, LOG_FILE_MODE)
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & ~LOG_FILE_MODE:
+            os.fchmod(fd, mode & LOG_FILE_MODE)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 def _shared_processors() -> list[Any]:
@@ -60,7 +80,7 @@ def configure_logging(
     handlers.append(console)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+        file_handler = PrivateWatchedFileHandler(log_file, encoding="utf-8")
         file_handler.setFormatter(formatter)
         handlers.append(file_handler)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 import warnings
 from typing import Any
@@ -195,6 +196,65 @@ def test_nothing_listens_on_a_public_address(host: Any) -> None:
     assert exposed == [], "\n".join(listeners)
 
 
+FIREWALL_UNIT = "fondation-docker-firewall"
+
+
+def neighbour_get(host: Any, address: str, port: int) -> str:
+    """GET /healthz on address:port from a neighbour: a throwaway container on the outer
+    engine, beside this test host, that routes address through the host, as a machine on
+    the VPS's segment could. Returns the status line, or "unreachable"."""
+    name = getattr(host.backend, "host", None) or host.backend.get_hostname()
+    outer = json.loads(
+        subprocess.run(
+            ["docker", "container", "inspect", name],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    )[0]
+    network, settings = next(iter(outer["NetworkSettings"]["Networks"].items()))
+    probe = (
+        f"ip route add {address}/32 via {settings['IPAddress']} || exit 3; "
+        f"timeout 5 bash -c 'exec 3<>/dev/tcp/{address}/{port} && "
+        'printf "GET /healthz HTTP/1.0\\r\\n\\r\\n" >&3 && head -n 1 <&3\' '
+        "|| echo unreachable"
+    )
+    result = subprocess.run(
+        [
+            *("docker", "run", "--rm", "--network", network, "--cap-drop", "ALL"),
+            *("--cap-add", "NET_ADMIN", "--entrypoint", "bash", outer["Config"]["Image"]),
+            *("-c", probe),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_a_neighbour_cannot_reach_the_health_port_through_the_bridge(host: Any) -> None:
+    # Debian's Docker accepts forwarded packets for a port published on 127.0.0.1 only; the
+    # docker_engine role's DOCKER-USER rule closes that. Without the rule the same probe
+    # gets through, which shows the probe would have caught the exposure.
+    address = inspect(host)["NetworkSettings"]["IPAddress"]
+    assert host.service(FIREWALL_UNIT).is_enabled
+    assert "fondation: unpublished container ports" in host.run("iptables -S DOCKER-USER").stdout
+    assert neighbour_get(host, address, 8080) == "unreachable"
+    assert host.run(f"systemctl stop {FIREWALL_UNIT}").rc == 0
+    try:
+        assert neighbour_get(host, address, 8080).startswith("HTTP/1.")
+    finally:
+        assert host.run(f"systemctl start {FIREWALL_UNIT}").rc == 0
+    assert neighbour_get(host, address, 8080) == "unreachable"
+    # The host itself still reaches the published port.
+    code = host.run(
+        f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://127.0.0.1:{HEALTH_PORT}/healthz"
+    ).stdout
+    assert code == "200", journal(host)
+
+
 # --- logs --------------------------------------------------------------------------------
 
 
@@ -208,6 +268,9 @@ def test_logrotate_config_is_valid(host: Any) -> None:
 
 def test_forced_rotation_keeps_the_worker_writing(host: Any) -> None:
     assert host.file(LOG_FILE).exists, journal(host)
+    # The worker creates its file as logrotate's `create` does: owner and group only.
+    live = host.file(LOG_FILE)
+    assert (live.uid, live.mode) == (10001, 0o640)
     state = "/tmp/logrotate-test.state"
     result = host.run(f"logrotate -f -s {state} {LOGROTATE}")
     assert result.rc == 0, result.stdout + result.stderr
