@@ -1,26 +1,34 @@
-"""After `make deploy`: enqueue one job in the local dev backend, follow it, then print its
-final state and the readiness of the worker on the local target.
+"""After `make deploy`: queue one job in the local dev backend and follow it the way an
+operator would (`fondation-worker enqueue --wait`, its live progress line), then print the
+readiness of the worker on the local target.
 
 With Claude credentials (CLAUDE_CODE_OAUTH_TOKEN or ANTHROPIC_API_KEY exported before
 `make deploy`) and internet access the job completes. Without them the worker says so
 honestly: not ready, "Claude is not logged in", and the job stays queued for a worker that
-can run it.
+can run it. The follow stops after DEMO_WAIT_SECONDS (60); the same command, printed then,
+picks the job up again (its dedupe key returns the job still queued instead of a new one).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from pydantic import SecretStr
-
-from fondation_worker.convex_client import ConvexClient
-
 ROOT = Path(__file__).resolve().parent.parent
-TERMINAL = {"completed", "dead", "canceled"}
+# scripts/devbackend.sh's local value, public on purpose: it only guards that stand-in.
+LOCAL_TOKEN = "local-dev-token-not-secret"  # noqa: S105
+
+
+def worker_cli() -> str:
+    """The fondation-worker of this venv (make puts .venv/bin on PATH; direct runs too)."""
+    beside = Path(sys.executable).parent / "fondation-worker"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("fondation-worker") or "fondation-worker"
 
 
 def main() -> int:
@@ -31,24 +39,31 @@ def main() -> int:
         timeout=30,
         check=True,
     ).stdout.strip()
-    token = SecretStr(os.environ.get("WORKER_TOKEN", "local-dev-token-not-secret"))
     repo = os.environ.get("DEMO_REPO", "https://github.com/octocat/Hello-World")
     wait_s = float(os.environ.get("DEMO_WAIT_SECONDS", "60"))
     target = os.environ.get("FONDATION_LOCAL_TARGET", "fondation-local")
 
-    with ConvexClient(url, token, timeout_s=10) as convex:
-        reply = convex.enqueue(repo, dedupe_key=f"demo:{repo}")
-        print(f"==> enqueued {repo} as job {reply.job_id} (dev backend {url})")
-        deadline = time.monotonic() + wait_s
-        while True:
-            job = convex.get_job(reply.job_id)
-            if job is None or job.status in TERMINAL or time.monotonic() > deadline:
-                break
-            time.sleep(3)
-    print("==> job state")
-    print(
-        job.model_dump_json(indent=2, by_alias=True, exclude_none=True) if job else "job vanished"
-    )
+    # Only what the CLI needs to reach the dev backend: worker settings (or a production
+    # OPERATOR_TOKEN) exported in this shell must not leak into the demo.
+    kept = ("PATH", "HOME", "LANG", "TERM")
+    env = {name: os.environ[name] for name in kept if name in os.environ}
+    env["CONVEX_URL"] = url
+    env["WORKER_TOKEN"] = os.environ.get("WORKER_TOKEN", LOCAL_TOKEN)
+    command = [worker_cli(), "enqueue", repo, "--dedupe-key", f"demo:{repo}", "--wait"]
+    shown = " ".join(shlex.quote(part) for part in ["fondation-worker", *command[1:]])
+    print(f"==> {shown}   (dev backend {url})", flush=True)
+    try:
+        # stdout stays the terminal: the CLI redraws one progress line in place there.
+        code = subprocess.run(command, env=env, timeout=wait_s, check=False).returncode
+    except subprocess.TimeoutExpired:
+        token = "$WORKER_TOKEN" if "WORKER_TOKEN" in os.environ else LOCAL_TOKEN
+        print(
+            f"\n==> still not finished after {wait_s:.0f} s; the job stays queued. Follow it "
+            f"again with:\n    CONVEX_URL={url} WORKER_TOKEN={token} {shown}",
+            flush=True,
+        )
+        code = 0
+
     ready = subprocess.run(
         [
             "docker",
@@ -67,7 +82,9 @@ def main() -> int:
     )
     print(f"==> worker readiness on {target} (replica 1)")
     print(ready.stdout.strip() or ready.stderr.strip())
-    return 0
+    # enqueue --wait: 0 completed, 1 the job ended failed or Convex refused the call,
+    # 2 a refused repository or setting, 3 canceled (someone meant it).
+    return code if code in (1, 2) else 0
 
 
 if __name__ == "__main__":

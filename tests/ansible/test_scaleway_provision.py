@@ -107,6 +107,10 @@ def writes(fake: FakeScaleway, since: int = 0) -> list[str]:
     return [f"{r.method} {r.path}" for r in fake.requests[since:] if r.method in WRITES]
 
 
+def calls(fake: FakeScaleway, since: int = 0) -> list[str]:
+    return [f"{r.method} {r.path}" for r in fake.requests[since:]]
+
+
 def only(items: dict[str, dict[str, Any]]) -> dict[str, Any]:
     assert len(items) == 1, f"expected exactly one, got {len(items)}: {list(items.values())}"
     return next(iter(items.values()))
@@ -139,6 +143,7 @@ class Step:
     run: Run
     writes: list[str]  # what the fake was asked to change during this run
     state: dict[str, Any]  # the fake's tables after this run
+    calls: list[str]  # every request of this run, reads included, in order
 
     def server(self) -> dict[str, Any]:
         return only(self.state["servers"])
@@ -156,7 +161,7 @@ class Session:
         run = provision(self.fake, *args, **overrides)
         tables = ("servers", "ips", "security_groups", "rules", "volumes", "user_data")
         state = {t: copy.deepcopy(getattr(self.fake, t)) for t in tables}
-        self.steps[name] = Step(run, writes(self.fake, before), state)
+        self.steps[name] = Step(run, writes(self.fake, before), state, calls(self.fake, before))
         if expect_ok and run.returncode != 0:
             raise ScenarioFailed(f"step {name!r} failed ({run.returncode}):\n{run.output[-5000:]}")
         return self.steps
@@ -204,6 +209,35 @@ def stopped_server() -> dict[str, Step]:
         session.close()
 
 
+# The natural hardening: SSH from one address of each family, which Scaleway answers without
+# its /32 or /128.
+ONE_ADDRESS = {"scaleway_instance_ssh_allowed_ranges": ["198.51.100.7/32", "2001:db8::7/128"]}
+
+
+def one_address() -> dict[str, Step]:
+    session = Session()
+    try:
+        session.step("provision", **ONE_ADDRESS)
+        return session.step("rerun", **ONE_ADDRESS)
+    finally:
+        session.close()
+
+
+def volume_never_detaches() -> dict[str, Step]:
+    session = Session(polls_to_detach=10_000)
+    try:
+        session.step("provision", **DYNAMIC_SBS)
+        session.stop_the_server()
+        return session.step(
+            "destroy",
+            expect_ok=False,
+            scaleway_instance_state="absent",
+            scaleway_instance_wait_timeout=1,
+        )
+    finally:
+        session.close()
+
+
 def single(
     *args: str, quota: str | None = None, down: bool = False, **overrides: Any
 ) -> Callable[[], dict[str, Step]]:
@@ -227,6 +261,8 @@ WRONG_SECRET = "scw-wrong-" + secrets.token_hex(8)
 SCENARIOS = {  # the longest first
     "lifecycle": lifecycle,
     "stopped server": stopped_server,
+    "one address": one_address,
+    "volume never detaches": volume_never_detaches,
     "check mode": single("--check"),
     "quota instance": single(quota="instance"),
     "quota standard": single(quota="standard"),
@@ -407,7 +443,47 @@ def test_destroy_deletes_a_stopped_server_and_its_block_volume(scenarios: Scenar
     assert (step.state["servers"], step.state["volumes"], step.state["ips"]) == ({}, {}, {})
     assert f"DELETE /instance/v1/zones/fr-par-1/servers/{server['id']}" in step.writes
     volume_id = server["volumes"]["0"]["id"]
-    assert f"DELETE /block/v1alpha1/zones/fr-par-1/volumes/{volume_id}" in step.writes
+    volume = f"/block/v1/zones/fr-par-1/volumes/{volume_id}"
+    assert f"DELETE {volume}" in step.writes
+    # Block Storage refuses to delete a volume still in_use (the fake answers 412 too): the
+    # role read it until the deleted server's reference was gone, and only then deleted it.
+    reads = [i for i, call in enumerate(step.calls) if call == f"GET {volume}"]
+    assert len(reads) >= 2, step.calls  # the fake keeps it in_use until the 2nd read
+    assert step.calls.index(f"DELETE {volume}") > reads[-1]
+    assert not any(call.startswith("DELETE /block/v1alpha1/") for call in step.calls)
+
+
+@uses("volume never detaches")
+def test_a_block_volume_that_never_detaches_fails_with_one_clear_line(
+    scenarios: Scenarios,
+) -> None:
+    step = scenarios["volume never detaches"]["destroy"]
+    assert step.run.returncode != 0
+    lines = step.run.error_lines()
+    assert len(lines) == 1, step.run.output[-3000:]
+    assert "Scaleway block volume" in lines[0]
+    assert "is still in_use after 1 s" in lines[0]
+    assert SECRET not in step.run.output
+    assert len(step.state["volumes"]) == 1  # not deleted while in use
+    assert not any(w.startswith("DELETE /block/") for w in step.writes)
+
+
+# --- SSH from single addresses: /32 and /128 ----------------------------------------------
+
+
+@uses("one address")
+def test_single_address_ranges_are_answered_without_their_prefix(scenarios: Scenarios) -> None:
+    step = scenarios["one address"]["provision"]
+    group = only(step.state["security_groups"])
+    inbound = [r for r in step.state["rules"][group["id"]] if r["direction"] == "inbound"]
+    assert sorted(r["ip_range"] for r in inbound) == ["198.51.100.7", "2001:db8::7"]
+
+
+@uses("one address")
+def test_a_rerun_with_single_address_ranges_changes_nothing(scenarios: Scenarios) -> None:
+    rerun = scenarios["one address"]["rerun"]
+    assert rerun.run.recap()["changed"] == 0, rerun.run.stdout[-3000:]
+    assert rerun.writes == []
 
 
 # --- errors: one clear line, nothing half-made, no secret --------------------------------

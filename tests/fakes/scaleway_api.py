@@ -9,8 +9,8 @@ JSON shapes, status codes and error bodies of Scaleway's published API:
 - ``/instance/v1/zones/{zone}/ips`` (list, create), ``/ips/{id}`` (get, update, delete);
 - ``/instance/v1/zones/{zone}/security_groups`` (list, create), ``/security_groups/{id}``
   (get, update, delete), ``/security_groups/{id}/rules`` (list, replace);
-- ``/instance/v1/zones/{zone}/volumes/{id}`` and ``/block/v1alpha1/zones/{zone}/volumes/{id}``
-  (delete a detached local or block volume);
+- ``/instance/v1/zones/{zone}/volumes/{id}`` (delete a detached local volume) and
+  ``/block/v1/zones/{zone}/volumes/{id}`` (get, delete a block volume);
 - ``/marketplace/v2/local-images`` (resolve an image label such as ``debian_bookworm``).
 
 Behaviour worth knowing in a test:
@@ -22,6 +22,11 @@ Behaviour worth knowing in a test:
   ``running`` after ``polls_to_running`` GETs of that server. ``terminate`` makes it
   ``stopping`` and, ``polls_to_running`` GETs later, deletes it with its volumes (its flexible
   IP is detached, not deleted). DELETE of a server needs it stopped and leaves its volumes.
+- a block volume left by a deleted server stays ``in_use`` (its reference ``detaching``) until
+  the ``polls_to_detach``-th GET of it, which answers ``available``; deleting it before that
+  answers 412 ``precondition_failed``, as Block Storage does for a volume in use.
+- a rule's ``ip_range`` comes back the way Scaleway writes it: a single address without its
+  prefix (``1.2.3.4/32`` is answered as ``1.2.3.4``, ``2001:db8::1/128`` as ``2001:db8::1``).
 - ``quota`` set to ``"instance"`` or ``"standard"`` makes server creation answer 403 with the
   Instance API's legacy quota body or the standard ``quotas_exceeded`` body.
 - every request is recorded in :attr:`FakeScaleway.requests` (never the token's value).
@@ -137,7 +142,8 @@ ROUTES = [
     _route("GET", f"{_Z}/security_groups/{{sg_id}}/rules", "list_rules"),
     _route("PUT", f"{_Z}/security_groups/{{sg_id}}/rules", "set_rules"),
     _route("DELETE", f"{_Z}/volumes/{{volume_id}}", "delete_local_volume"),
-    _route("DELETE", "/block/v1alpha1/zones/{zone}/volumes/{volume_id}", "delete_block_volume"),
+    _route("GET", "/block/v1/zones/{zone}/volumes/{volume_id}", "get_block_volume"),
+    _route("DELETE", "/block/v1/zones/{zone}/volumes/{volume_id}", "delete_block_volume"),
     _route("GET", "/marketplace/v2/local-images", "list_local_images", auth=False),
 ]
 
@@ -152,6 +158,7 @@ class FakeScaleway:
     host: str = "127.0.0.1"
     port: int = 0
     polls_to_running: int = 2
+    polls_to_detach: int = 2
     quota: str | None = None
     servers: dict[str, dict[str, Any]] = field(default_factory=dict)
     ips: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -161,6 +168,7 @@ class FakeScaleway:
     user_data: dict[str, dict[str, str]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     _countdown: dict[str, int] = field(default_factory=dict)
+    _detaching: dict[str, int] = field(default_factory=dict)
     _terminating: set[str] = field(default_factory=set)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _addresses: Any = field(
@@ -199,7 +207,7 @@ class FakeScaleway:
         with self._lock:
             for table in (self.servers, self.ips, self.security_groups, self.rules):
                 table.clear()
-            for table2 in (self.volumes, self.user_data, self._countdown):
+            for table2 in (self.volumes, self.user_data, self._countdown, self._detaching):
                 table2.clear()
             self._terminating.clear()
             self.requests.clear()
@@ -373,7 +381,11 @@ class FakeScaleway:
             if delete_volumes:
                 self.volumes.pop(volume["id"], None)
             elif volume["id"] in self.volumes:
-                self.volumes[volume["id"]]["server"] = None
+                left = self.volumes[volume["id"]]
+                left["server"] = None
+                if left["volume_type"] == "sbs_volume":  # detached a few polls later
+                    left["was_on"] = server_id
+                    self._detaching[volume["id"]] = self.polls_to_detach
         for ip in self.ips.values():
             if ip["server"] is not None and ip["server"]["id"] == server_id:
                 ip["server"], ip["state"] = None, "detached"
@@ -497,6 +509,7 @@ class FakeScaleway:
             "volume_type": volume_type,
             "size": ROOT_VOLUME_SIZE,
             "server": summary,
+            "project": project,
             "zone": zone,
         }
         mac = next(self._macs)
@@ -739,6 +752,17 @@ class FakeScaleway:
         return 201, {"security_group": group}
 
     @staticmethod
+    def _ip_range(value: Any) -> str:
+        """A rule's range as Scaleway answers it: a single address loses its /32 or /128."""
+        try:
+            interface = ipaddress.ip_interface(str(value))
+        except ValueError as exc:
+            raise _invalid(f"ip_range {value!r} is not a CIDR range") from exc
+        if interface.network.prefixlen == interface.max_prefixlen:
+            return str(interface.ip)
+        return str(value)
+
+    @staticmethod
     def _rule(zone: str, spec: dict[str, Any], editable: bool) -> dict[str, Any]:
         port_from = spec.get("dest_port_from")
         port_to = spec.get("dest_port_to")
@@ -752,7 +776,7 @@ class FakeScaleway:
             "protocol": protocol,
             "direction": spec.get("direction", "inbound"),
             "action": spec.get("action", "accept"),
-            "ip_range": spec.get("ip_range", "0.0.0.0/0"),
+            "ip_range": FakeScaleway._ip_range(spec.get("ip_range", "0.0.0.0/0")),
             "dest_port_from": port_from,
             "dest_port_to": port_to,
             "position": int(spec.get("position", 1)),
@@ -813,11 +837,48 @@ class FakeScaleway:
 
     # --- volumes -----------------------------------------------------------------------
 
+    def _block_status(self, volume: dict[str, Any]) -> str:
+        if volume["server"] is not None or volume["id"] in self._detaching:
+            return "in_use"
+        return "available"
+
+    def _block_volume(self, volume: dict[str, Any]) -> dict[str, Any]:
+        """A block volume as Block Storage v1 answers it (GET /volumes/{id}: no envelope)."""
+        references = []
+        if volume["server"] is not None or volume["id"] in self._detaching:
+            server_id = volume["server"]["id"] if volume["server"] else volume.get("was_on", "")
+            references.append(
+                {
+                    "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"reference/{volume['id']}")),
+                    "product_resource_type": "instance_server",
+                    "product_resource_id": server_id,
+                    "created_at": _now(),
+                    "type": "exclusive",
+                    "status": "attached" if volume["server"] is not None else "detaching",
+                }
+            )
+        return {
+            "id": volume["id"],
+            "name": "",
+            "type": "sbs_5k",
+            "size": volume["size"],
+            "project_id": volume.get("project", ORGANIZATION),
+            "created_at": _now(),
+            "updated_at": _now(),
+            "references": references,
+            "parent_snapshot_id": None,
+            "status": self._block_status(volume),
+            "tags": [],
+            "zone": volume["zone"],
+            "specs": {"perf_iops": 5000, "class": "sbs"},
+            "last_detached_at": None,
+        }
+
     def _delete_volume(self, volume_id: str, volume_type: str) -> tuple[int, Any]:
         volume = self.volumes.get(volume_id)
         if volume is None or volume["volume_type"] != volume_type:
             raise _unknown("Volume", volume_id)
-        if volume["server"] is not None:
+        if volume["server"] is not None or volume_id in self._detaching:
             raise ApiError(
                 412 if volume_type == "sbs_volume" else 400,
                 {"type": "precondition_failed", "precondition": "resource_still_in_use"}
@@ -831,6 +892,18 @@ class FakeScaleway:
         self, zone: str, volume_id: str, query: dict[str, list[str]], body: Any
     ) -> tuple[int, Any]:
         return self._delete_volume(volume_id, "l_ssd")
+
+    def _get_block_volume(
+        self, zone: str, volume_id: str, query: dict[str, list[str]], body: Any
+    ) -> tuple[int, Any]:
+        volume = self.volumes.get(volume_id)
+        if volume is None or volume["volume_type"] != "sbs_volume":
+            raise _unknown("Volume", volume_id)
+        if volume_id in self._detaching:
+            self._detaching[volume_id] -= 1
+            if self._detaching[volume_id] <= 0:
+                del self._detaching[volume_id]
+        return 200, self._block_volume(volume)
 
     def _delete_block_volume(
         self, zone: str, volume_id: str, query: dict[str, list[str]], body: Any
@@ -874,6 +947,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token", required=True, help="the secret key the fake accepts")
     parser.add_argument("--polls-to-running", type=int, default=2)
+    parser.add_argument("--polls-to-detach", type=int, default=2)
     parser.add_argument("--quota", choices=["instance", "standard"], default=None)
     args = parser.parse_args()
     fake = FakeScaleway(
@@ -881,6 +955,7 @@ def main() -> None:
         host=args.host,
         port=args.port,
         polls_to_running=args.polls_to_running,
+        polls_to_detach=args.polls_to_detach,
         quota=args.quota,
     ).start()
     print(f"fake Scaleway API on {fake.url}", flush=True)

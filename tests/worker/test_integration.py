@@ -613,7 +613,9 @@ def test_enqueue_wait_follows_progress_and_status_prints_metrics(
     assert json.loads(proc.stdout)["counts"]["completed"] == 1
     proc = cli(["status"], env)
     assert proc.returncode == 0
-    assert "counts.completed" in proc.stdout
+    completed = [line.split() for line in proc.stdout.splitlines() if line.startswith("completed")]
+    assert completed[0] == ["completed", "1"], proc.stdout  # the queue now
+    assert completed[1] == ["completed", "1", "1"], proc.stdout  # the last hour and day
 
 
 def test_enqueue_refuses_a_bad_url_and_exits_with_the_job_outcome(

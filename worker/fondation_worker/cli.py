@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -425,6 +424,10 @@ def enqueue(
     wait: Annotated[bool, typer.Option(help="Follow the job until it ends")] = False,
     max_attempts: Annotated[int | None, typer.Option(min=1, max=10)] = None,
     user_id: Annotated[str | None, typer.Option(help="User the job belongs to")] = None,
+    dedupe_key: Annotated[
+        str | None,
+        typer.Option(help="Reuse the user's active job with this key instead of a new one"),
+    ] = None,
     github_token_env: Annotated[
         str | None,
         typer.Option(help="Name of an environment variable holding a GitHub token (private)"),
@@ -443,7 +446,12 @@ def enqueue(
     with _convex(settings, operator=True) as convex:
         try:
             reply = convex.enqueue(
-                repo, branch, github_token=token, max_attempts=max_attempts, user_id=user_id
+                repo,
+                branch,
+                github_token=token,
+                max_attempts=max_attempts,
+                user_id=user_id,
+                dedupe_key=dedupe_key,
             )
         except ConvexCodedError as exc:
             typer.echo(f"fondation-worker: refused: {exc}", err=True)
@@ -500,13 +508,72 @@ def _follow(convex: ConvexClient, job_id: str, poll_s: float) -> int:
 
 # --- status ---------------------------------------------------------------------------
 
+_STATUS_COUNTS = ("pending", "claimed", "running", "completed", "failed", "dead", "canceled")
+# (label, key in metrics:queue) of the queue's other figures; ages are in ms.
+_STATUS_QUEUE = (
+    ("ready", "ready"),
+    ("scheduled", "scheduled"),
+    ("in progress", "inProgress"),
+)
+_STATUS_AGES = (
+    ("oldest ready job waiting", "oldestReadyAgeMs"),
+    ("oldest expired lease", "oldestExpiredLeaseAgeMs"),
+)
+# (label, key in a window, how to show it)
+_STATUS_WINDOW = (
+    ("completed", "completed", "count"),
+    ("failed (will retry)", "failed", "count"),
+    ("dead", "dead", "count"),
+    ("canceled", "canceled", "count"),
+    ("success rate", "successRate", "rate"),
+    ("average duration", "avgDurationMs", "duration"),
+    ("p95 duration", "p95DurationMs", "duration"),
+    ("jobs that left docs out", "jobsWithDroppedDocs", "count"),
+    ("docs left out", "droppedDocs", "count"),
+)
 
-def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
-    else:
-        yield prefix, value
+
+def _figure(value: Any, kind: str) -> str:
+    """One cell: a count, a share or a duration; "-" when Convex has none (null)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "-"
+    if kind == "rate":
+        return f"{value:.1%}"
+    if kind == "duration":
+        return _duration(value)
+    return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Label column left-aligned, figure columns right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        figures = (cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True))
+        lines.append("  ".join([row[0].ljust(widths[0]), *figures]).rstrip())
+    return lines
+
+
+def render_status(metrics: dict[str, Any]) -> list[str]:
+    """metrics:queue as an operator reads it: the queue now, then the last hour and day side
+    by side. Keys Convex does not send show as "-"; new ones are left to --json."""
+    counts = metrics.get("counts") or {}
+    queue = [["QUEUE", "NOW"]]
+    queue += [[name, _figure(counts.get(name), "count")] for name in _STATUS_COUNTS]
+    queue += [[label, _figure(metrics.get(key), "count")] for label, key in _STATUS_QUEUE]
+    queue += [[label, _figure(metrics.get(key), "duration")] for label, key in _STATUS_AGES]
+    hour = metrics.get("lastHour") or {}
+    day = metrics.get("lastDay") or {}
+    windows = [["OUTCOMES", "LAST HOUR", "LAST DAY"]]
+    windows += [
+        [label, _figure(hour.get(key), kind), _figure(day.get(key), kind)]
+        for label, key, kind in _STATUS_WINDOW
+    ]
+    # One width for both tables' label column, so the figures line up down the page.
+    label_width = max(len(row[0]) for row in queue + windows)
+    for row in queue + windows:
+        row[0] = row[0].ljust(label_width)
+    return [*_aligned(queue), "", *_aligned(windows)]
 
 
 @app.command()
@@ -524,18 +591,8 @@ def status(
     if as_json:
         typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
         return
-    rows = [(k, v) for k, v in _flatten(metrics) if k != "now"]
-    width = max(len(k) for k, _ in rows) if rows else 0
-    for key, value in rows:
-        typer.echo(f"{key.ljust(width)}  {_cell(value)}")
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else f"{value:.3f}"
-    return str(value)
+    for line in render_status(metrics):
+        typer.echo(line)
 
 
 # --- stuck jobs (docs/RUNBOOK.md, playbooks/runbook-stuck-jobs.yml) ----------------------

@@ -1,0 +1,245 @@
+"""``fondation-worker status`` (a table; ``--json`` unchanged) and ``enqueue --dedupe-key``
+against a fake Convex HTTP API. The metrics shape is ``metrics:queue``'s (convex/metrics.ts,
+docs/CONTRACT.md)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from fondation_worker import cli
+from fondation_worker.convex_client import ConvexClient
+
+TOKEN = "cli-unit-test-token-0123456789"
+
+METRICS: dict[str, Any] = {
+    "now": 1_767_000_000_000,
+    "counts": {
+        "pending": 3,
+        "claimed": 1,
+        "running": 2,
+        "completed": 120,
+        "failed": 0,
+        "dead": 1,
+        "canceled": 0,
+    },
+    "ready": 2,
+    "scheduled": 1,
+    "inProgress": 3,
+    "oldestReadyAgeMs": 245_000,
+    "oldestExpiredLeaseAgeMs": None,
+    "lastHour": {
+        "completed": 4,
+        "failed": 0,
+        "dead": 0,
+        "canceled": 0,
+        "successRate": 1,
+        "avgDurationMs": 750_000,
+        "p95DurationMs": 1_200_000,
+        "jobsWithDroppedDocs": 0,
+        "droppedDocs": 0,
+    },
+    "lastDay": {
+        "completed": 120,
+        "failed": 3,
+        "dead": 1,
+        "canceled": 0,
+        "successRate": 120 / 121,
+        "avgDurationMs": 842_000,
+        "p95DurationMs": 2 * 3_600_000 + 5 * 60_000,
+        "jobsWithDroppedDocs": 1,
+        "droppedDocs": 3,
+    },
+}
+
+EMPTY_WINDOW: dict[str, Any] = {
+    "completed": 0,
+    "failed": 0,
+    "dead": 0,
+    "canceled": 0,
+    "successRate": None,
+    "avgDurationMs": None,
+    "p95DurationMs": None,
+    "jobsWithDroppedDocs": 0,
+    "droppedDocs": 0,
+}
+
+
+class FakeConvex:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.metrics: dict[str, Any] = METRICS
+        self.active: dict[str, str] = {}  # dedupeKey -> jobId
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        path, args = body["path"], body["args"]
+        self.calls.append((path, args))
+        if args.get("token") != TOKEN:
+            return self._error("UNAUTHORIZED", "unauthorized")
+        if path == "metrics:queue":
+            return self._ok(self.metrics)
+        if path == "jobs:enqueue":
+            key = args.get("dedupeKey")
+            if key in self.active:
+                return self._ok({"jobId": self.active[key], "created": False})
+            job_id = f"j{len(self.calls)}"
+            if key is not None:
+                self.active[key] = job_id
+            return self._ok({"jobId": job_id, "created": True})
+        return self._error(None, f"Could not find public function for '{path}'")
+
+    @staticmethod
+    def _ok(value: Any) -> httpx.Response:
+        return httpx.Response(200, json={"status": "success", "value": value, "logLines": []})
+
+    @staticmethod
+    def _error(code: str | None, message: str) -> httpx.Response:
+        body: dict[str, Any] = {"status": "error", "errorMessage": message, "logLines": []}
+        if code is not None:
+            body["errorData"] = {"code": code, "message": message}
+        return httpx.Response(200, json=body)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> FakeConvex:
+    fake = FakeConvex()
+    for name, value in {
+        "CONVEX_URL": "http://127.0.0.1:3999",
+        "WORKER_TOKEN": TOKEN,
+        "TEMP_DIR": str(tmp_path / "tmp"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("OPERATOR_TOKEN", raising=False)
+    monkeypatch.setattr(
+        cli,
+        "ConvexClient",
+        functools.partial(
+            ConvexClient, transport=httpx.MockTransport(fake.handle), sleep=lambda _s: None
+        ),
+    )
+    return fake
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(cli.app, list(args))
+
+
+def cells(line: str) -> list[str]:
+    """A table row split on its column gaps (two spaces or more)."""
+    return [c for c in line.strip().split("  ") if c.strip()]
+
+
+def rows(lines: list[str]) -> dict[str, list[str]]:
+    return {cells(line)[0].strip(): [c.strip() for c in cells(line)[1:]] for line in lines if line}
+
+
+# --- the rendering -----------------------------------------------------------------------
+
+
+def test_counts_come_first_then_the_hour_and_day_side_by_side() -> None:
+    lines = cli.render_status(METRICS)
+    blank = lines.index("")
+    queue, windows = lines[:blank], lines[blank + 1 :]
+    assert cells(queue[0]) == ["QUEUE", "NOW"]
+    assert [cells(line)[0].strip() for line in queue[1:8]] == [
+        "pending",
+        "claimed",
+        "running",
+        "completed",
+        "failed",
+        "dead",
+        "canceled",
+    ]
+    assert rows(queue)["completed"] == ["120"]
+    assert rows(queue)["in progress"] == ["3"]
+    assert cells(windows[0]) == ["OUTCOMES", "LAST HOUR", "LAST DAY"]
+    table = rows(windows)
+    assert table["completed"] == ["4", "120"]
+    assert table["failed (will retry)"] == ["0", "3"]
+    assert table["dead"] == ["0", "1"]
+    assert table["docs left out"] == ["0", "3"]
+    assert table["jobs that left docs out"] == ["0", "1"]
+
+
+def test_durations_and_rates_are_humanised() -> None:
+    lines = cli.render_status(METRICS)
+    table = rows(lines)
+    assert table["oldest ready job waiting"] == ["4m 05s"]
+    assert table["oldest expired lease"] == ["-"]  # null: no expired lease
+    assert table["average duration"] == ["12m 30s", "14m 02s"]
+    assert table["p95 duration"] == ["20m 00s", "2h 05m"]
+    assert table["success rate"] == ["100.0%", "99.2%"]
+    assert "245000" not in "\n".join(lines)  # no raw milliseconds
+
+
+def test_figures_line_up_in_columns() -> None:
+    lines = [line for line in cli.render_status(METRICS) if line]
+    # Every figure ends at its column's right edge: the lines of a table have one length.
+    queue, windows = lines[:13], lines[13:]
+    assert len({len(line) for line in queue}) == 1, queue
+    assert len({len(line) for line in windows}) == 1, windows
+    # One label column for both tables, as wide as the longest label, then the gap.
+    width = len("oldest ready job waiting")
+    assert all(line[width : width + 2] == "  " for line in lines), lines
+
+
+def test_an_empty_queue_and_missing_fields_show_dashes() -> None:
+    empty = {
+        **METRICS,
+        "counts": dict.fromkeys(METRICS["counts"], 0),
+        "oldestReadyAgeMs": None,
+        "lastHour": EMPTY_WINDOW,
+        "lastDay": EMPTY_WINDOW,
+    }
+    table = rows(cli.render_status(empty))
+    assert table["success rate"] == ["-", "-"]
+    assert table["average duration"] == ["-", "-"]
+    assert table["oldest ready job waiting"] == ["-"]
+    assert table["pending"] == ["0"]
+    # A reply without a field (an older deployment) is still a table, not a traceback.
+    table = rows(cli.render_status({"counts": {"pending": 1}}))
+    assert table["pending"] == ["1"]
+    assert table["completed"] == ["-", "-"]
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+def test_status_prints_the_table(fake: FakeConvex) -> None:
+    result = run("status")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == cli.render_status(METRICS)
+    assert fake.calls == [("metrics:queue", {"token": TOKEN})]
+    assert TOKEN not in result.output
+
+
+def test_status_json_is_unchanged(fake: FakeConvex) -> None:
+    result = run("status", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == json.dumps(METRICS, indent=2, sort_keys=True) + "\n"
+
+
+# --- enqueue --dedupe-key (the make deploy demo re-attaches to its job) ------------------
+
+
+def test_enqueue_with_a_dedupe_key_reuses_the_active_job(fake: FakeConvex) -> None:
+    repo = "https://github.com/octocat/Hello-World"
+    first = run("enqueue", repo, "--dedupe-key", "demo-hello-world")
+    assert first.exit_code == 0, first.output
+    job_id = first.stdout.split()[1]
+    assert first.stdout.strip() == f"job {job_id} queued"
+    again = run("enqueue", repo, "--dedupe-key", "demo-hello-world")
+    assert again.stdout.strip() == f"job {job_id} already queued"
+    assert [args.get("dedupeKey") for path, args in fake.calls if path == "jobs:enqueue"] == [
+        "demo-hello-world",
+        "demo-hello-world",
+    ]
+    plain = run("enqueue", repo)
+    assert "dedupeKey" not in fake.calls[-1][1]
+    assert plain.stdout.split()[1] != job_id
