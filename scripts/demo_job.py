@@ -31,7 +31,9 @@ def main() -> int:
         timeout=30,
         check=True,
     ).stdout.strip()
-    token = SecretStr(os.environ.get("WORKER_TOKEN", "local-dev-token-not-secret"))
+    # enqueue and jobs:get are operator calls: the dev backend's OPERATOR_TOKEN
+    # (scripts/devbackend.sh), never the worker token.
+    token = SecretStr(os.environ.get("OPERATOR_TOKEN", "local-operator-token-not-secret"))
     repo = os.environ.get("DEMO_REPO", "https://github.com/octocat/Hello-World")
     wait_s = float(os.environ.get("DEMO_WAIT_SECONDS", "60"))
     target = os.environ.get("FONDATION_LOCAL_TARGET", "fondation-local")
