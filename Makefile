@@ -85,6 +85,8 @@ flake: deps images image ## repeat a check: SCENARIO=runbooks N=5, or TEST=tests
 	else echo "make flake SCENARIO=<molecule scenario> N=5, or TEST=<pytest node> N=10"; exit 2; fi
 
 # --- the embedded default target ---------------------------------------------------------
+# The dev backend runs with fixed public test tokens (scripts/devbackend.sh): the worker's in
+# inventories/local, the operator's for demo_job.py (enqueue and jobs:get are operator calls).
 deploy: deps images image ## deploy the stack to the local Debian systemd container, then run a job
 	scripts/local-target.sh up
 	FONDATION_CONVEX_URL=$$(scripts/devbackend.sh start) \

@@ -6,7 +6,8 @@ module on free loopback ports so modules can run side by side and never touch th
 `make deploy` backend (3210): the dev backend (our real convex/ functions), the loopback
 HTTPS git server (tests/fakes/git_server.py), the fake ``claude`` (tests/fakes/claude) and
 native ``fondation-worker run`` processes with production timings unless a bench says
-otherwise. The worker token is random per run and only ever travels in environments.
+otherwise. The worker and operator tokens are random per run and only ever travel in
+environments (the operator token only to the dev backend and the harness's own client).
 """
 
 from __future__ import annotations
@@ -147,22 +148,30 @@ def iso_to_epoch(stamp: str) -> float:
 @dataclass
 class Backend:
     url: str
-    token: SecretStr
+    token: SecretStr  # WORKER_TOKEN: the worker functions
+    operator_token: SecretStr  # OPERATOR_TOKEN: enqueue and jobs:get
     process: subprocess.Popen[bytes]
     log_path: Path
 
     def client(self) -> ConvexClient:
+        """The worker token's client (claims, metrics)."""
         return ConvexClient(self.url, self.token, timeout_s=10)
 
+    def operator_client(self) -> ConvexClient:
+        """The operator token's client (enqueue, jobs:get)."""
+        return ConvexClient(self.url, self.operator_token, timeout_s=10)
+
     def enqueue(self, repo: str) -> str:
-        with self.client() as convex:
+        with self.operator_client() as convex:
             job_id: str = convex.enqueue(repo).job_id
         return job_id
 
     def job(self, job_id: str) -> dict[str, Any]:
-        with self.client() as convex:
+        with self.operator_client() as convex:
             value = convex.call(
-                "query", "jobs:get", {"token": self.token.get_secret_value(), "jobId": job_id}
+                "query",
+                "jobs:get",
+                {"token": self.operator_token.get_secret_value(), "jobId": job_id},
             )
         if not isinstance(value, dict):
             raise RuntimeError(f"job {job_id} not found")
@@ -188,12 +197,15 @@ class Backend:
                 self.process.wait(10)
 
 
-def start_backend(workdir: Path, token: SecretStr, allowed_hosts: str) -> Backend:
+def start_backend(
+    workdir: Path, token: SecretStr, operator_token: SecretStr, allowed_hosts: str
+) -> Backend:
     port = free_port()
     log_path = workdir / f"devbackend-{port}.log"
     env = {
         **os.environ,
         "WORKER_TOKEN": token.get_secret_value(),
+        "OPERATOR_TOKEN": operator_token.get_secret_value(),
         "ALLOWED_REPO_HOSTS": allowed_hosts,
         "DEV_BACKEND_HOST": "127.0.0.1",
         "DEV_BACKEND_PORT": str(port),
@@ -207,7 +219,7 @@ def start_backend(workdir: Path, token: SecretStr, allowed_hosts: str) -> Backen
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    backend = Backend(f"http://127.0.0.1:{port}", token, process, log_path)
+    backend = Backend(f"http://127.0.0.1:{port}", token, operator_token, process, log_path)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -325,9 +337,12 @@ class Stack:
 
         self.workdir = workdir
         self.token = SecretStr("bench-" + secrets.token_hex(16))
+        self.operator_token = SecretStr("bench-op-" + secrets.token_hex(16))
         self.git = GitServer(workdir / "git")
         self.git.start()
-        self.backend = start_backend(workdir, self.token, f"github.com,{self.git.host}")
+        self.backend = start_backend(
+            workdir, self.token, self.operator_token, f"github.com,{self.git.host}"
+        )
         self.workers: list[Worker] = []
 
     def add_repo(self, name: str, files: dict[str, str | bytes]) -> str:

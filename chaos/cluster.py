@@ -103,6 +103,11 @@ class Cluster:
         self.docker = docker.from_env(timeout=120)
         self.secrets = Secrets()
         self.worker_token = self.secrets.add("WORKER_TOKEN", "chaos-wt-" + secrets.token_hex(24))
+        # The load's enqueue and cancel are operator calls: the operator token, never on a
+        # worker container (the secrets check looks for it there too).
+        self.operator_token = self.secrets.add(
+            "OPERATOR_TOKEN", "chaos-op-" + secrets.token_hex(24)
+        )
         self.claude_token = self.secrets.add(
             "CLAUDE_OAUTH", "sk-ant-oat01-chaos-" + secrets.token_hex(20)
         )
@@ -172,6 +177,7 @@ class Cluster:
         env = {
             **os.environ,
             "WORKER_TOKEN": self.worker_token,
+            "OPERATOR_TOKEN": self.operator_token,
             "ALLOWED_REPO_HOSTS": self.git.host,
             "DEV_BACKEND_HOST": self.gateway,
             "DEV_BACKEND_PORT": str(port),

@@ -102,8 +102,9 @@ class LoadDriver:
         self._thread.join(timeout)
 
     def _client(self) -> ConvexClient:
+        # enqueue and cancel with a token are operator functions: the operator token.
         return ConvexClient(
-            self.cluster.backend_url, SecretStr(self.cluster.worker_token), timeout_s=5
+            self.cluster.backend_url, SecretStr(self.cluster.operator_token), timeout_s=5
         )
 
     def _retry(self, what: Callable[[], T]) -> T:

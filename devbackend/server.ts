@@ -2,7 +2,7 @@
 // our real convex/ functions through convex-test. A development and test tool with no
 // persistence: production always talks to a real Convex deployment. See README.md.
 //
-//   WORKER_TOKEN=... npx tsx devbackend/server.ts
+//   WORKER_TOKEN=... OPERATOR_TOKEN=... npx tsx devbackend/server.ts
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { convexToJson, jsonToConvex, type Value } from "convex/values";
@@ -365,6 +365,9 @@ if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) {
 }
 if (!process.env.WORKER_TOKEN) {
   log("warning: WORKER_TOKEN is not set; every worker call will be UNAUTHORIZED");
+}
+if (!process.env.OPERATOR_TOKEN && !process.env.OPERATOR_TOKEN_NEXT) {
+  log("warning: OPERATOR_TOKEN is not set; every operator call will be UNAUTHORIZED");
 }
 process.on("SIGTERM", () => shutdown("SIGTERM"));
 process.on("SIGINT", () => shutdown("SIGINT"));

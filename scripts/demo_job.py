@@ -19,8 +19,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# scripts/devbackend.sh's local value, public on purpose: it only guards that stand-in.
-LOCAL_TOKEN = "local-dev-token-not-secret"  # noqa: S105
+# scripts/devbackend.sh's local operator token (enqueue is an operator call, never the
+# worker token's), public on purpose: it only guards that stand-in.
+LOCAL_OPERATOR_TOKEN = "local-operator-token-not-secret"  # noqa: S105
+LOCAL_WORKER_TOKEN = "local-dev-token-not-secret"  # noqa: S105
 
 
 def worker_cli() -> str:
@@ -43,12 +45,14 @@ def main() -> int:
     wait_s = float(os.environ.get("DEMO_WAIT_SECONDS", "60"))
     target = os.environ.get("FONDATION_LOCAL_TARGET", "fondation-local")
 
-    # Only what the CLI needs to reach the dev backend: worker settings (or a production
-    # OPERATOR_TOKEN) exported in this shell must not leak into the demo.
+    # Only what the CLI needs to reach the dev backend: other worker settings exported in
+    # this shell must not leak into the demo. OPERATOR_TOKEN is the one devbackend.sh used.
     kept = ("PATH", "HOME", "LANG", "TERM")
     env = {name: os.environ[name] for name in kept if name in os.environ}
     env["CONVEX_URL"] = url
-    env["WORKER_TOKEN"] = os.environ.get("WORKER_TOKEN", LOCAL_TOKEN)
+    env["OPERATOR_TOKEN"] = os.environ.get("OPERATOR_TOKEN", LOCAL_OPERATOR_TOKEN)
+    # The CLI's settings require a worker token even for operator commands; it is not sent.
+    env["WORKER_TOKEN"] = os.environ.get("WORKER_TOKEN", LOCAL_WORKER_TOKEN)
     command = [worker_cli(), "enqueue", repo, "--dedupe-key", f"demo:{repo}", "--wait"]
     shown = " ".join(shlex.quote(part) for part in ["fondation-worker", *command[1:]])
     print(f"==> {shown}   (dev backend {url})", flush=True)
@@ -56,10 +60,10 @@ def main() -> int:
         # stdout stays the terminal: the CLI redraws one progress line in place there.
         code = subprocess.run(command, env=env, timeout=wait_s, check=False).returncode
     except subprocess.TimeoutExpired:
-        token = "$WORKER_TOKEN" if "WORKER_TOKEN" in os.environ else LOCAL_TOKEN
+        token = "$OPERATOR_TOKEN" if "OPERATOR_TOKEN" in os.environ else LOCAL_OPERATOR_TOKEN
         print(
             f"\n==> still not finished after {wait_s:.0f} s; the job stays queued. Follow it "
-            f"again with:\n    CONVEX_URL={url} WORKER_TOKEN={token} {shown}",
+            f"again with:\n    CONVEX_URL={url} OPERATOR_TOKEN={token} {shown}",
             flush=True,
         )
         code = 0

@@ -5,7 +5,8 @@
 #   devbackend.sh start   start it (idempotent) and print its CONVEX_URL
 #   devbackend.sh stop    stop it
 #   devbackend.sh url     print the URL of the running one
-# Env: DEV_BACKEND_PORT (3210), WORKER_TOKEN (a fixed local test value), ALLOWED_REPO_HOSTS,
+# Env: DEV_BACKEND_PORT (3210), WORKER_TOKEN and OPERATOR_TOKEN (fixed local test values;
+#      the operator functions accept only OPERATOR_TOKEN), ALLOWED_REPO_HOSTS,
 #      RECLAIM_INTERVAL_MS, DEV_BACKEND_STATE (state dir; one per concurrent backend).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,8 +37,9 @@ start() {
   if running_pid >/dev/null && healthy "$(cat "$state/url")"; then
     cat "$state/url"; return 0
   fi
-  # The test token is public on purpose: it only ever guards this local stand-in.
+  # The test tokens are public on purpose: they only ever guard this local stand-in.
   WORKER_TOKEN=${WORKER_TOKEN:-local-dev-token-not-secret} \
+  OPERATOR_TOKEN=${OPERATOR_TOKEN:-local-operator-token-not-secret} \
   ALLOWED_REPO_HOSTS=${ALLOWED_REPO_HOSTS:-github.com} \
   DEV_BACKEND_HOST=$host DEV_BACKEND_PORT=$port \
     setsid nohup "$root/node_modules/.bin/tsx" "$root/devbackend/server.ts" \

@@ -13,9 +13,13 @@ export ALLOWED_REPO_HOSTS=github.com,10.213.0.1:8443
 # scenario), not through the reclaim cron racing it: the cron runs hourly here.
 export RECLAIM_INTERVAL_MS=3600000
 
+# The operator token the scenarios hand to the operator commands (.config/molecule/config.yml)
+# and their tests read jobs with: the backend's OPERATOR_TOKEN, the only one it accepts.
+export FONDATION_TEST_OPERATOR_TOKEN=${FONDATION_TEST_OPERATOR_TOKEN:-local-operator-token-not-secret}
+
 "$root/scripts/devbackend.sh" stop
 trap '"$root/scripts/devbackend.sh" stop' EXIT
-FONDATION_TEST_CONVEX_URL=$("$root/scripts/devbackend.sh" start)
+FONDATION_TEST_CONVEX_URL=$(OPERATOR_TOKEN=$FONDATION_TEST_OPERATOR_TOKEN "$root/scripts/devbackend.sh" start)
 export FONDATION_TEST_CONVEX_URL
 
 cd "$root"

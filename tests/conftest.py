@@ -37,6 +37,9 @@ DEV_BACKEND = REPO_ROOT / "devbackend" / "server.ts"
 TSX = REPO_ROOT / "node_modules" / ".bin" / "tsx"
 
 TEST_WORKER_TOKEN = "test-worker-token-" + "0123456789abcdef"
+# The dev backend's OPERATOR_TOKEN: the only credential its operator functions accept
+# (enqueue/get/list/cancel with a token, docs reads, operator:*). The worker token has none.
+TEST_OPERATOR_TOKEN = "test-operator-token-" + "fedcba9876543210"
 
 # The lease of tests whose subject is lease expiry (kill -9, a frozen or cut-off worker).
 # Every other test runs with a lease that outlasts the multi-second I/O stalls of a busy CI
@@ -116,7 +119,12 @@ class DevBackend:
     allowed_hosts: str
 
     def client(self, **kwargs: Any) -> ConvexClient:
+        """A client with the worker token: the worker functions and the queue metrics."""
         return ConvexClient(self.url, SecretStr(TEST_WORKER_TOKEN), timeout_s=5, **kwargs)
+
+    def operator_client(self, **kwargs: Any) -> ConvexClient:
+        """A client with the operator token: enqueue, get, cancel, docs reads, operator:*."""
+        return ConvexClient(self.url, SecretStr(TEST_OPERATOR_TOKEN), timeout_s=5, **kwargs)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -173,6 +181,7 @@ def start_dev_backend(
     env = {
         **os.environ,
         "WORKER_TOKEN": TEST_WORKER_TOKEN,
+        "OPERATOR_TOKEN": TEST_OPERATOR_TOKEN,
         "ALLOWED_REPO_HOSTS": allowed_hosts,
         "DEV_BACKEND_PORT": str(port),
         "RECLAIM_INTERVAL_MS": str(reclaim_ms),
@@ -403,8 +412,8 @@ def _healthy(worker: WorkerProcess) -> bool:
 
 
 def get_job(backend: DevBackend, job_id: str) -> dict[str, Any]:
-    with backend.client() as client:
-        value = client.call("query", "jobs:get", {"token": TEST_WORKER_TOKEN, "jobId": job_id})
+    with backend.operator_client() as client:
+        value = client.call("query", "jobs:get", {"token": TEST_OPERATOR_TOKEN, "jobId": job_id})
     assert value is not None, f"job {job_id} not found"
     return value  # type: ignore[no-any-return]
 
@@ -426,6 +435,6 @@ def wait_status(
 
 
 def enqueue(backend: DevBackend, url: str, **kwargs: Any) -> str:
-    with backend.client() as client:
+    with backend.operator_client() as client:
         reply = client.enqueue(url, **kwargs)
     return reply.job_id

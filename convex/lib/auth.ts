@@ -2,7 +2,7 @@
 // (Convex identity). Every function checks its caller through the helpers below.
 import type { Auth } from "convex/server";
 import { constantTimeEqual } from "./policy";
-import { unauthorized } from "./errors";
+import { fail, unauthorized } from "./errors";
 
 // Longer tokens are refused before comparing (bounds the work an attacker can cause).
 const MAX_TOKEN_CHARS = 4_096;
@@ -32,15 +32,15 @@ export function isWorkerToken(token: string | undefined): boolean {
 }
 
 /**
- * True when `token` carries operator rights: OPERATOR_TOKEN or OPERATOR_TOKEN_NEXT. Until
- * an OPERATOR_TOKEN is set the worker token keeps them (the single-token setup of earlier
- * releases); once it is set the worker token has none.
+ * True when `token` is a current operator token (OPERATOR_TOKEN or OPERATOR_TOKEN_NEXT).
+ * Nothing else ever carries operator rights: not the worker token, whether or not an
+ * operator token is configured.
  */
 export function isOperatorToken(token: string | undefined): boolean {
-  if (matchesEnv(token, OPERATOR_VARS)) return true;
-  return !operatorTokenConfigured() && isWorkerToken(token);
+  return matchesEnv(token, OPERATOR_VARS);
 }
 
+/** True when the deployment has an operator token (OPERATOR_TOKEN or OPERATOR_TOKEN_NEXT). */
 export function operatorTokenConfigured(): boolean {
   return OPERATOR_VARS.some((name) => (process.env[name] ?? "").length > 0);
 }
@@ -50,12 +50,31 @@ export function requireWorker(token: string | undefined): void {
   if (!isWorkerToken(token)) unauthorized();
 }
 
-/** Operator functions (operator.ts, the CLI's operator commands, the runbook plays). */
+/**
+ * Operator functions (operator.ts, the operator branch of requireCaller: the CLI's operator
+ * commands, the runbook plays). Fail-closed: only OPERATOR_TOKEN / OPERATOR_TOKEN_NEXT are
+ * accepted. A deployment without either refuses every operator call (and says so: nothing
+ * to guess there), and a value that is also a worker token is refused, so a worker host
+ * never holds operator rights even when both variables were set to one value by mistake.
+ */
 export function requireOperator(token: string | undefined): void {
+  if (!operatorTokenConfigured()) {
+    fail(
+      "UNAUTHORIZED",
+      "no operator token is configured on this deployment: set OPERATOR_TOKEN " +
+        "(npx convex env set OPERATOR_TOKEN <value>); the worker token has no operator rights",
+    );
+  }
   if (!isOperatorToken(token)) unauthorized();
+  if (isWorkerToken(token)) {
+    fail(
+      "UNAUTHORIZED",
+      "OPERATOR_TOKEN equals the worker token: give OPERATOR_TOKEN a value of its own",
+    );
+  }
 }
 
-/** Aggregate queue metrics: readable by workers (`fondation-worker check`) and operators. */
+/** Aggregate queue metrics (counts only): readable by workers (`fondation-worker check`) and operators. */
 export function requireWorkerOrOperator(token: string | undefined): void {
   if (!isWorkerToken(token) && !isOperatorToken(token)) unauthorized();
 }

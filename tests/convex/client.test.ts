@@ -2,6 +2,7 @@
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
 import { api } from "../../convex/_generated/api";
 import {
+  OPERATOR,
   REPO,
   TOKEN,
   claimOk,
@@ -44,7 +45,7 @@ describe("enqueue validation", () => {
     ["userId with space", { userId: "a b" }],
   ])("rejects %s with INVALID_ARGUMENT and creates nothing", async (_name, extra) => {
     const t = makeT();
-    await expectCode(t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN, ...extra }), "INVALID_ARGUMENT");
+    await expectCode(t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: OPERATOR, ...extra }), "INVALID_ARGUMENT");
     const jobs = await t.run(async (ctx) => await ctx.db.query("jobs").collect());
     expect(jobs).toEqual([]);
   });
@@ -54,16 +55,16 @@ describe("enqueue validation", () => {
     vi.stubEnv("ALLOWED_REPO_HOSTS", "git.example.org:8443, gitlab.com");
     await enqueue(t, { repoUrl: "https://git.example.org:8443/team/repo.git" });
     await enqueue(t, { repoUrl: "https://gitlab.com/team/repo" });
-    await expectCode(t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN }), "INVALID_ARGUMENT");
+    await expectCode(t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: OPERATOR }), "INVALID_ARGUMENT");
   });
 });
 
 describe("branch", () => {
   test("null and absent both mean the default branch; a name is kept", async () => {
     const t = makeT();
-    const withNull = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN, branch: null });
-    const absent = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN });
-    const named = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN, branch: "release/1.2" });
+    const withNull = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: OPERATOR, branch: null });
+    const absent = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: OPERATOR });
+    const named = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: OPERATOR, branch: "release/1.2" });
     expect((await getJob(t, withNull.jobId))?.branch).toBeNull();
     expect((await getJob(t, absent.jobId))?.branch).toBeNull();
     expect((await getJob(t, named.jobId))?.branch).toBe("release/1.2");
@@ -73,20 +74,20 @@ describe("branch", () => {
 describe("dedupe", () => {
   test("returns the active job for the key instead of a second one", async () => {
     const t = makeT();
-    const r1 = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN, dedupeKey: "acme/widgets@main" });
-    const r2 = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN, dedupeKey: "acme/widgets@main" });
+    const r1 = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: OPERATOR, dedupeKey: "acme/widgets@main" });
+    const r2 = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: OPERATOR, dedupeKey: "acme/widgets@main" });
     expect(r1.created).toBe(true);
     expect(r2).toEqual({ jobId: r1.jobId, created: false });
-    const other = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN, dedupeKey: "other" });
+    const other = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: OPERATOR, dedupeKey: "other" });
     expect(other.created).toBe(true);
-    const noKey = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN });
+    const noKey = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: OPERATOR });
     expect(noKey.created).toBe(true);
     await expectAggregatesExact(t);
   });
 
   test("holds in every active state and ends with the job", async () => {
     const t = makeT();
-    const key = { repoUrl: REPO, token: TOKEN, dedupeKey: "k" };
+    const key = { repoUrl: REPO, token: OPERATOR, dedupeKey: "k" };
     const { jobId } = await t.mutation(api.jobs.enqueue, key);
     const c = await claimOk(t); // claimed
     expect(await t.mutation(api.jobs.enqueue, key)).toEqual({ jobId, created: false });
@@ -96,7 +97,7 @@ describe("dedupe", () => {
       token: TOKEN, jobId, leaseToken: c.leaseToken, error: "x", errorKind: "transient",
     }); // failed
     expect(await t.mutation(api.jobs.enqueue, key)).toEqual({ jobId, created: false });
-    await t.mutation(api.jobs.cancel, { jobId, token: TOKEN }); // canceled: no longer active
+    await t.mutation(api.jobs.cancel, { jobId, token: OPERATOR }); // canceled: no longer active
     const fresh = await t.mutation(api.jobs.enqueue, key);
     expect(fresh.created).toBe(true);
     expect(fresh.jobId).not.toBe(jobId);
@@ -104,8 +105,8 @@ describe("dedupe", () => {
 
   test("is per user", async () => {
     const t = makeT();
-    const a = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN, dedupeKey: "k", userId: "alice" });
-    const b = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN, dedupeKey: "k", userId: "bob" });
+    const a = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: OPERATOR, dedupeKey: "k", userId: "alice" });
+    const b = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: OPERATOR, dedupeKey: "k", userId: "bob" });
     expect(b.created).toBe(true);
     expect(b.jobId).not.toBe(a.jobId);
   });
@@ -149,7 +150,7 @@ test("get and listByUser never return secret fields", async () => {
   const c = await claimOk(t);
   const forbidden = ["leaseToken", "githubToken", "claimRequestId", "leaseGeneration", "hasSecret"];
   const one = await getJob(t, jobId);
-  const list = await t.query(api.jobs.listByUser, { userId: "alice", token: TOKEN });
+  const list = await t.query(api.jobs.listByUser, { userId: "alice", token: OPERATOR });
   for (const view of [one, ...list]) {
     for (const key of forbidden) expect(Object.keys(view)).not.toContain(key);
     const text = JSON.stringify(view);
@@ -166,16 +167,16 @@ test("listByUser: newest first, bounded by limit", async () => {
     vi.setSystemTime(Date.now() + 1000);
   }
   await enqueue(t, { userId: "u2" });
-  const list = await t.query(api.jobs.listByUser, { userId: "u1", token: TOKEN, limit: 3 });
+  const list = await t.query(api.jobs.listByUser, { userId: "u1", token: OPERATOR, limit: 3 });
   expect(list.map((j) => j.jobId)).toEqual(ids.slice(2).reverse());
-  const operator = await t.query(api.jobs.listByUser, { token: TOKEN });
+  const operator = await t.query(api.jobs.listByUser, { token: OPERATOR });
   expect(operator).toEqual([]); // token without userId lists the "operator" user
-  expect((await t.query(api.jobs.listByUser, { userId: "u1", token: TOKEN, limit: 1e9 })).length).toBe(5);
+  expect((await t.query(api.jobs.listByUser, { userId: "u1", token: OPERATOR, limit: 1e9 })).length).toBe(5);
 });
 
 test("get of a malformed or unknown id is null", async () => {
   const t = makeT();
-  expect(await t.query(api.jobs.get, { jobId: "nope", token: TOKEN })).toBeNull();
+  expect(await t.query(api.jobs.get, { jobId: "nope", token: OPERATOR })).toBeNull();
 });
 
 describe("worker token", () => {
@@ -212,7 +213,7 @@ describe("worker token", () => {
     const t = makeT();
     const jobId = await enqueue(t);
     const c = await claimOk(t);
-    await t.mutation(api.jobs.cancel, { jobId, token: TOKEN });
+    await t.mutation(api.jobs.cancel, { jobId, token: OPERATOR });
     const before = await t.run(async (ctx) => await ctx.db.query("jobs").collect());
     if (env === undefined) vi.stubEnv("WORKER_TOKEN", undefined as unknown as string);
     else vi.stubEnv("WORKER_TOKEN", env);

@@ -3,6 +3,7 @@ import { afterEach, beforeEach, expect, test, vi } from "vitest";
 import { api } from "../../convex/_generated/api";
 import { MAX_DOCS_PER_CALL, MAX_DOC_BYTES } from "../../convex/lib/policy";
 import {
+  OPERATOR,
   TOKEN,
   advance,
   claimOk,
@@ -40,12 +41,12 @@ test("upload in batches, readers see nothing until complete, then exactly the ru
   const lease = { token: TOKEN, jobId, leaseToken: c.leaseToken };
   expect(await t.mutation(api.docs.uploadDocs, { ...lease, runId: "run-1", docs: docs(50, "d", 0) })).toEqual({ stored: 50 });
   expect(await t.mutation(api.docs.uploadDocs, { ...lease, runId: "run-1", docs: docs(20, "d", 50) })).toEqual({ stored: 20 });
-  expect(await t.query(api.docs.listByJob, { jobId, token: TOKEN })).toEqual([]);
-  expect(await t.query(api.docs.getDoc, { jobId, slug: "d-1", token: TOKEN })).toBeNull();
+  expect(await t.query(api.docs.listByJob, { jobId, token: OPERATOR })).toEqual([]);
+  expect(await t.query(api.docs.getDoc, { jobId, slug: "d-1", token: OPERATOR })).toBeNull();
   await t.mutation(api.jobs.complete, { ...lease, runId: "run-1", summary: { docsCount: 70, durationMs: 1 } });
-  const list = await t.query(api.docs.listByJob, { jobId, token: TOKEN });
+  const list = await t.query(api.docs.listByJob, { jobId, token: OPERATOR });
   expect(list.map((d) => d.slug)).toEqual(docs(70).map((d) => d.slug));
-  expect(await t.query(api.docs.getDoc, { jobId, slug: "d-3", token: TOKEN })).toMatchObject({ content: "# d 3\n" });
+  expect(await t.query(api.docs.getDoc, { jobId, slug: "d-3", token: OPERATOR })).toMatchObject({ content: "# d 3\n" });
 });
 
 test("re-uploading a slug in the same run replaces it (a retried call is harmless)", async () => {
@@ -59,7 +60,7 @@ test("re-uploading a slug in the same run replaces it (a retried call is harmles
   await t.mutation(api.docs.uploadDocs, { ...lease, runId: "r", docs: changed });
   await t.mutation(api.jobs.complete, { ...lease, runId: "r", summary: { docsCount: 3, durationMs: 1 } });
   expect(await allDocs(t)).toHaveLength(3);
-  expect(await t.query(api.docs.getDoc, { jobId, slug: "d-0", token: TOKEN })).toMatchObject({ content: "changed" });
+  expect(await t.query(api.docs.getDoc, { jobId, slug: "d-0", token: OPERATOR })).toMatchObject({ content: "changed" });
 });
 
 test("complete swaps in the winning run and deletes the earlier runs' partial sets", async () => {
@@ -77,7 +78,7 @@ test("complete swaps in the winning run and deletes the earlier runs' partial se
     token: TOKEN, jobId, leaseToken: b.leaseToken, runId: "attempt-2", summary: { docsCount: 4, durationMs: 1 },
   });
   // readers see only the winning run at once; the leftovers go in a scheduled purge
-  expect((await t.query(api.docs.listByJob, { jobId, token: TOKEN })).map((d) => d.slug)).toEqual(
+  expect((await t.query(api.docs.listByJob, { jobId, token: OPERATOR })).map((d) => d.slug)).toEqual(
     docs(4, "new").map((d) => d.slug),
   );
   await t.finishAllScheduledFunctions(() => vi.runAllTimers());
@@ -105,7 +106,7 @@ test("more stale documents than one batch are deleted by a scheduled continuatio
   await t.finishAllScheduledFunctions(() => vi.runAllTimers());
   const left = await allDocs(t);
   expect(left.map((d) => d.runId)).toEqual(["good", "good"]);
-  expect(await t.query(api.docs.listByJob, { jobId, token: TOKEN })).toHaveLength(2);
+  expect(await t.query(api.docs.listByJob, { jobId, token: OPERATOR })).toHaveLength(2);
 });
 
 test("a dead or canceled job keeps no staged documents", async () => {
@@ -117,7 +118,7 @@ test("a dead or canceled job keeps no staged documents", async () => {
   const j2 = await enqueue(t);
   const c2 = await claimOk(t);
   await t.mutation(api.docs.uploadDocs, { token: TOKEN, jobId: j2, leaseToken: c2.leaseToken, runId: "r", docs: docs(3) });
-  await t.mutation(api.jobs.cancel, { jobId: j2, token: TOKEN });
+  await t.mutation(api.jobs.cancel, { jobId: j2, token: OPERATOR });
   await t.mutation(api.jobs.acknowledgeCancel, { token: TOKEN, jobId: j2, leaseToken: c2.leaseToken });
   await t.finishAllScheduledFunctions(() => vi.runAllTimers());
   expect(await allDocs(t)).toEqual([]);
@@ -184,7 +185,7 @@ test("complete can carry the last batch: staged, counted and swapped in by one c
   await t.mutation(api.docs.uploadDocs, { ...lease, runId: "run-1", docs: docs(50, "d", 0) });
   const complete = { ...lease, runId: "run-1", summary: { docsCount: 53, durationMs: 1 }, docs: docs(3, "d", 50) };
   await t.mutation(api.jobs.complete, complete);
-  const list = await t.query(api.docs.listByJob, { jobId, token: TOKEN });
+  const list = await t.query(api.docs.listByJob, { jobId, token: OPERATOR });
   expect(list.map((d) => d.slug)).toEqual(docs(53).map((d) => d.slug));
   expect((await getJob(t, jobId)).status).toBe("completed");
   // its retry after a lost reply is the usual no-op

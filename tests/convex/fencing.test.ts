@@ -3,6 +3,7 @@
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { api, internal } from "../../convex/_generated/api";
 import {
+  OPERATOR,
   TOKEN,
   advance,
   claimOk,
@@ -51,7 +52,7 @@ describe("after the lease expired and another worker re-claimed the job", () => 
     const b = await claimOk(t, "worker-b", 60_000);
     expect(b.jobId).toBe(jobId);
     // a cancel request makes acknowledgeCancel otherwise valid
-    await t.mutation(api.jobs.cancel, { jobId, token: TOKEN });
+    await t.mutation(api.jobs.cancel, { jobId, token: OPERATOR });
     const before = await rawJob(t, jobId);
 
     await expectCode(staleCalls(t, jobId, a.leaseToken)[call](), "LEASE_LOST");
@@ -190,7 +191,7 @@ describe("a final call retried after its reply was lost is answered as applied",
     expect(again.jobId).toBe(released);
     const b = await claimOk(t, "w3");
     expect(b.jobId).toBe(canceled);
-    await t.mutation(api.jobs.cancel, { jobId: canceled, token: TOKEN });
+    await t.mutation(api.jobs.cancel, { jobId: canceled, token: OPERATOR });
     const ack = { token: TOKEN, jobId: canceled, leaseToken: b.leaseToken };
     await t.mutation(api.jobs.acknowledgeCancel, ack);
     expect(await t.mutation(api.jobs.acknowledgeCancel, ack)).toBeNull();

@@ -9,6 +9,8 @@ import { queueMinute } from "../../convex/lib/model";
 
 export const modules = import.meta.glob("../../convex/**/*.*s");
 export const TOKEN = "test-worker-token-0123456789";
+/** The operator token (OPERATOR_TOKEN): the only credential the operator functions accept. */
+export const OPERATOR = "test-operator-token-9876543210";
 export const T0 = Date.UTC(2025, 0, 6, 12, 0, 0);
 export const REPO = "https://github.com/acme/widgets";
 
@@ -19,11 +21,12 @@ export function makeT(transactionLimits?: Record<string, number> | boolean) {
 }
 export type T = ReturnType<typeof makeT>;
 
-/** Fake clock at T0 and the worker token in the environment. Call in beforeEach. */
+/** Fake clock at T0, the worker and operator tokens in the environment. Call in beforeEach. */
 export function setupEnv(): void {
   vi.useFakeTimers();
   vi.setSystemTime(T0);
   vi.stubEnv("WORKER_TOKEN", TOKEN);
+  vi.stubEnv("OPERATOR_TOKEN", OPERATOR);
   vi.stubEnv("ALLOWED_REPO_HOSTS", "");
 }
 export function teardownEnv(): void {
@@ -57,7 +60,7 @@ export async function enqueue(
     userId: string;
   }> = {},
 ) {
-  const r = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN, ...extra });
+  const r = await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: OPERATOR, ...extra });
   return r.jobId;
 }
 
@@ -72,7 +75,7 @@ export async function claimOk(t: T, workerId = "w1", leaseMs = 60_000) {
 }
 
 export async function getJob(t: T, jobId: string) {
-  const j = await t.query(api.jobs.get, { jobId, token: TOKEN });
+  const j = await t.query(api.jobs.get, { jobId, token: OPERATOR });
   if (j === null) throw new Error("no such job");
   return j;
 }

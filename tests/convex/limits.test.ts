@@ -4,7 +4,7 @@
 import { afterEach, beforeEach, expect, test, vi } from "vitest";
 import { api, internal } from "../../convex/_generated/api";
 import { DOC_PURGE_BYTES, MAX_CALL_BYTES, MAX_DOC_BYTES } from "../../convex/lib/policy";
-import { TOKEN, advance, claimOk, enqueue, makeT, setupEnv, teardownEnv, type T } from "./helpers";
+import { OPERATOR, TOKEN, advance, claimOk, enqueue, makeT, setupEnv, teardownEnv, type T } from "./helpers";
 
 beforeEach(setupEnv);
 afterEach(teardownEnv);
@@ -44,10 +44,10 @@ test("a completed run of documents at the cap is listed, read and completed with
   await t.mutation(api.jobs.complete, {
     token: TOKEN, jobId, leaseToken: c.leaseToken, runId: "run-1", summary: { docsCount: BIG, durationMs: 1 },
   });
-  const list = await t.query(api.docs.listByJob, { jobId, token: TOKEN });
+  const list = await t.query(api.docs.listByJob, { jobId, token: OPERATOR });
   expect(list).toHaveLength(BIG);
   expect(list.every((d) => d.bytes === MAX_DOC_BYTES && /^[0-9a-f]{64}$/.test(d.hash ?? ""))).toBe(true);
-  const one = await t.query(api.docs.getDoc, { jobId, slug: "big-7", token: TOKEN });
+  const one = await t.query(api.docs.getDoc, { jobId, slug: "big-7", token: OPERATOR });
   expect(one?.content).toBe("h".repeat(MAX_DOC_BYTES));
 });
 
@@ -67,7 +67,7 @@ test("a stale set at the cap is purged in bounded batches after complete", async
   expect(first).toBe(Math.floor(DOC_PURGE_BYTES / MAX_DOC_BYTES));
   await t.finishAllScheduledFunctions(() => vi.runAllTimers());
   expect(await countDocs(t)).toEqual({ docs: 2, contents: 2 });
-  expect((await t.query(api.docs.listByJob, { jobId, token: TOKEN })).map((d) => d.slug)).toEqual(["big-0", "big-1"]);
+  expect((await t.query(api.docs.listByJob, { jobId, token: OPERATOR })).map((d) => d.slug)).toEqual(["big-0", "big-1"]);
 });
 
 test("reclaiming many expired jobs holding documents at the cap stays within the limits", async () => {
@@ -79,7 +79,7 @@ test("reclaiming many expired jobs holding documents at the cap stays within the
     await uploadBig(t, jobId, c.leaseToken, "r", 2);
   }
   advance(2_000);
-  const reclaimed = await t.mutation(api.operator.reclaimNow, { token: TOKEN });
+  const reclaimed = await t.mutation(api.operator.reclaimNow, { token: OPERATOR });
   expect(reclaimed.dead).toBe(jobs);
   await t.finishAllScheduledFunctions(() => vi.runAllTimers());
   expect(await countDocs(t)).toEqual({ docs: 0, contents: 0 });

@@ -7,6 +7,7 @@ import { statsStart } from "../../convex/lib/model";
 import { queue } from "../../convex/metrics";
 import { DURATION_BOUNDS_MS, STATS_BUCKET_MS, histogramIndex } from "../../convex/lib/policy";
 import {
+  OPERATOR,
   REPO,
   T0,
   TOKEN,
@@ -47,7 +48,7 @@ async function seedHistory(t: T) {
           await t.mutation(api.jobs.retryOrFail, { ...lease, error: "gone", errorKind: "repository_not_found" });
           break;
         case 8:
-          await t.mutation(api.jobs.cancel, { jobId: c.jobId, token: TOKEN });
+          await t.mutation(api.jobs.cancel, { jobId: c.jobId, token: OPERATOR });
           await t.mutation(api.jobs.acknowledgeCancel, lease);
           break;
         case 9:
@@ -192,7 +193,7 @@ describe("bounded by design", () => {
 
     const MORE = 1_700; // convex-test scans in memory, so seeding is O(n^2): keep it modest
     for (let i = 0; i < MORE; i++) {
-      await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: TOKEN });
+      await t.mutation(api.jobs.enqueue, { repoUrl: REPO, token: OPERATOR });
       if (i % 500 === 0) advance(1_000);
     }
     const bigMetrics = await metricsReads(t);

@@ -4,6 +4,7 @@ import { api, internal } from "../../convex/_generated/api";
 import { MAX_REQUEUE_RECORDS, listStuck } from "../../convex/operator";
 import { RECLAIM_BATCH } from "../../convex/lib/policy";
 import {
+  OPERATOR,
   REPO,
   T0,
   TOKEN,
@@ -48,11 +49,11 @@ async function deadJob(t: T, extra: Parameters<typeof enqueue>[1] = {}) {
   return jobId;
 }
 
-describe("the worker token guards every operator function", () => {
-  test("missing or wrong token: UNAUTHORIZED", async () => {
+describe("the operator token guards every operator function", () => {
+  test("missing, wrong or worker token: UNAUTHORIZED", async () => {
     const t = makeT();
     const jobId = await deadJob(t);
-    for (const token of [undefined, "wrong-token"]) {
+    for (const token of [undefined, "wrong-token", TOKEN]) {
       await expectCode(t.query(api.operator.listStuck, { token }), "UNAUTHORIZED");
       await expectCode(t.mutation(api.operator.reclaimNow, { token }), "UNAUTHORIZED");
       await expectCode(t.mutation(api.operator.requeue, { token, jobId }), "UNAUTHORIZED");
@@ -82,12 +83,12 @@ describe("listStuck", () => {
     const pending = await enqueue(t);
     advance(MINUTE);
 
-    const onlyExpired = await t.query(api.operator.listStuck, { token: TOKEN });
+    const onlyExpired = await t.query(api.operator.listStuck, { token: OPERATOR });
     expect(onlyExpired.map((j) => [j.jobId, j.why])).toEqual([
       [claimedExpired, "lease_expired"],
       [runningExpired, "lease_expired"],
     ]);
-    const all = await t.query(api.operator.listStuck, { token: TOKEN, runningLongerThanMs: HOUR });
+    const all = await t.query(api.operator.listStuck, { token: OPERATOR, runningLongerThanMs: HOUR });
     // oldest first: the long runner started (T0) before the leases expired (T0 + 10 s, 20 s)
     expect(all.map((j) => [j.jobId, j.why])).toEqual([
       [longRunning, "running_too_long"],
@@ -122,7 +123,7 @@ describe("listStuck", () => {
     expect(text).not.toMatch(/leaseToken|githubToken|claimRequestId/);
     for (const id of [fresh, pending, dead]) expect(all.map((j) => j.jobId)).not.toContain(id);
     // a threshold longer than anything has run: only the expired leases
-    const none = await t.query(api.operator.listStuck, { token: TOKEN, runningLongerThanMs: 5 * HOUR });
+    const none = await t.query(api.operator.listStuck, { token: OPERATOR, runningLongerThanMs: 5 * HOUR });
     expect(none.map((j) => j.why)).toEqual(["lease_expired", "lease_expired"]);
     // listing changes nothing
     expect((await getJob(t, claimedExpired)).status).toBe("claimed");
@@ -134,22 +135,22 @@ describe("listStuck", () => {
     const jobId = await enqueue(t);
     await started(t, "w", 10_000);
     advance(2 * HOUR);
-    const stuck = await t.query(api.operator.listStuck, { token: TOKEN, runningLongerThanMs: HOUR });
+    const stuck = await t.query(api.operator.listStuck, { token: OPERATOR, runningLongerThanMs: HOUR });
     expect(stuck.map((j) => [j.jobId, j.why])).toEqual([[jobId, "lease_expired"]]);
   });
 
   test("a bad threshold is INVALID_ARGUMENT; the limit bounds the reply", async () => {
     const t = makeT();
     await expectCode(
-      t.query(api.operator.listStuck, { token: TOKEN, runningLongerThanMs: -1 }),
+      t.query(api.operator.listStuck, { token: OPERATOR, runningLongerThanMs: -1 }),
       "INVALID_ARGUMENT",
     );
     for (let i = 0; i < 5; i++) await enqueue(t);
     for (let i = 0; i < 5; i++) await claimOk(t, "w", 5_000);
     advance(MINUTE);
-    expect(await t.query(api.operator.listStuck, { token: TOKEN, limit: 2 })).toHaveLength(2);
-    expect(await t.query(api.operator.listStuck, { token: TOKEN, limit: 0 })).toHaveLength(1);
-    expect(await t.query(api.operator.listStuck, { token: TOKEN })).toHaveLength(5);
+    expect(await t.query(api.operator.listStuck, { token: OPERATOR, limit: 2 })).toHaveLength(2);
+    expect(await t.query(api.operator.listStuck, { token: OPERATOR, limit: 0 })).toHaveLength(1);
+    expect(await t.query(api.operator.listStuck, { token: OPERATOR })).toHaveLength(5);
   });
 
   test("reads only the stuck jobs through indexes, whatever the table size", async () => {
@@ -163,7 +164,7 @@ describe("listStuck", () => {
     advance(MINUTE);
     const { stuck, reads } = await t.query(async (ctx) => {
       const stuck = await (listStuck as unknown as Registered)._handler(ctx, {
-        token: TOKEN,
+        token: OPERATOR,
         runningLongerThanMs: 30 * MINUTE,
       });
       return { stuck, reads: (await ctx.meta.getTransactionMetrics()).documentsRead.used };
@@ -186,7 +187,7 @@ describe("reclaimNow", () => {
     await claimOk(t, "w", 10_000);
     await claimOk(t, "w", 10_000);
     await claimOk(t, "w", 120_000);
-    await t.mutation(api.jobs.cancel, { jobId: canceling, token: TOKEN });
+    await t.mutation(api.jobs.cancel, { jobId: canceling, token: OPERATOR });
     advance(20_000);
     return [movable, lastAttempt, canceling, healthy, untouched];
   }
@@ -199,7 +200,7 @@ describe("reclaimNow", () => {
     const viaOperator = makeT();
     advance(-20_000 - 100); // the same clock for the second scenario (creep aside)
     const ids = await scenario(viaOperator);
-    const reply = await viaOperator.mutation(api.operator.reclaimNow, { token: TOKEN });
+    const reply = await viaOperator.mutation(api.operator.reclaimNow, { token: OPERATOR });
 
     expect(cronReply).toEqual({ moved: 1, dead: 1, canceled: 1 });
     expect({ moved: reply.moved, dead: reply.dead, canceled: reply.canceled }).toEqual(cronReply);
@@ -227,7 +228,7 @@ describe("reclaimNow", () => {
     const metrics = await viaOperator.query(api.metrics.queue, { token: TOKEN });
     expect(metrics.lastHour).toMatchObject({ failed: 1, dead: 1, canceled: 1 });
     // nothing left: a second call changes nothing
-    expect(await viaOperator.mutation(api.operator.reclaimNow, { token: TOKEN })).toEqual({
+    expect(await viaOperator.mutation(api.operator.reclaimNow, { token: OPERATOR })).toEqual({
       moved: 0,
       dead: 0,
       canceled: 0,
@@ -245,9 +246,9 @@ test("reclaimNow is bounded like the cron and says when more remain", async () =
   for (let i = 0; i < n; i++) await enqueue(t);
   for (let i = 0; i < n; i++) await claimOk(t, "w", 5_000);
   advance(60_000);
-  const first = await t.mutation(api.operator.reclaimNow, { token: TOKEN });
+  const first = await t.mutation(api.operator.reclaimNow, { token: OPERATOR });
   expect([first.moved, first.more, first.jobs.length]).toEqual([RECLAIM_BATCH, true, RECLAIM_BATCH]);
-  const second = await t.mutation(api.operator.reclaimNow, { token: TOKEN });
+  const second = await t.mutation(api.operator.reclaimNow, { token: OPERATOR });
   expect([second.moved, second.more]).toEqual([5, false]);
   await expectAggregatesExact(t);
 });
@@ -258,7 +259,7 @@ describe("requeue", () => {
     const jobId = await deadJob(t, { maxAttempts: 2 });
     const before = await getJob(t, jobId);
     advance(MINUTE);
-    const reply = await t.mutation(api.operator.requeue, { token: TOKEN, jobId });
+    const reply = await t.mutation(api.operator.requeue, { token: OPERATOR, jobId });
     const now = Date.now();
     expect(reply).toMatchObject({
       jobId,
@@ -311,7 +312,7 @@ describe("requeue", () => {
         errorKind: "transient",
       });
       expect((await getJob(t, jobId)).status).toBe("dead");
-      await t.mutation(api.operator.requeue, { token: TOKEN, jobId });
+      await t.mutation(api.operator.requeue, { token: OPERATOR, jobId });
     }
     const job = await getJob(t, jobId);
     expect(job).toMatchObject({ status: "pending", attempts: 0, deferrals: 0 });
@@ -327,7 +328,7 @@ describe("requeue", () => {
     const running = await enqueue(t);
     const completed = await enqueue(t);
     const canceled = await enqueue(t);
-    await t.mutation(api.jobs.cancel, { jobId: canceled, token: TOKEN });
+    await t.mutation(api.jobs.cancel, { jobId: canceled, token: OPERATOR });
     await claimOk(t, "w"); // pending -> claimed
     const r = await started(t, "w", MINUTE);
     expect(r.jobId).toBe(running);
@@ -344,7 +345,7 @@ describe("requeue", () => {
     const expected = { [pending]: "claimed", [running]: "running", [completed]: "completed", [canceled]: "canceled", [failed]: "failed" };
     for (const [jobId, status] of Object.entries(expected)) {
       expect((await getJob(t, jobId)).status).toBe(status);
-      await expectCode(t.mutation(api.operator.requeue, { token: TOKEN, jobId }), "INVALID_STATE");
+      await expectCode(t.mutation(api.operator.requeue, { token: OPERATOR, jobId }), "INVALID_STATE");
       expect((await getJob(t, jobId)).status).toBe(status);
     }
     await expectAggregatesExact(t);
@@ -357,8 +358,8 @@ describe("requeue", () => {
       const id = ctx.db.normalizeId("jobs", jobId)!;
       await ctx.db.delete(id);
     });
-    await expectCode(t.mutation(api.operator.requeue, { token: TOKEN, jobId }), "NOT_FOUND");
-    await expectCode(t.mutation(api.operator.requeue, { token: TOKEN, jobId: "nope" }), "NOT_FOUND");
+    await expectCode(t.mutation(api.operator.requeue, { token: OPERATOR, jobId }), "NOT_FOUND");
+    await expectCode(t.mutation(api.operator.requeue, { token: OPERATOR, jobId: "nope" }), "NOT_FOUND");
   });
 
   test("respects the dedupe key: refused while another job with that key is active", async () => {
@@ -366,25 +367,25 @@ describe("requeue", () => {
     const dead = await deadJob(t, { dedupeKey: "acme-widgets", userId: "alice" });
     // the dead job is not active, so a new one with the same key was created
     const active = await t.mutation(api.jobs.enqueue, {
-      repoUrl: REPO, token: TOKEN, dedupeKey: "acme-widgets", userId: "alice",
+      repoUrl: REPO, token: OPERATOR, dedupeKey: "acme-widgets", userId: "alice",
     });
     expect(active.created).toBe(true);
     // another user's key does not collide
     await enqueue(t, { dedupeKey: "acme-widgets", userId: "bob" });
     let caught: unknown;
     try {
-      await t.mutation(api.operator.requeue, { token: TOKEN, jobId: dead });
+      await t.mutation(api.operator.requeue, { token: OPERATOR, jobId: dead });
     } catch (e) {
       caught = e;
     }
     expect(String((caught as { data?: { message?: string } }).data?.message)).toContain(active.jobId);
-    await expectCode(t.mutation(api.operator.requeue, { token: TOKEN, jobId: dead }), "INVALID_STATE");
+    await expectCode(t.mutation(api.operator.requeue, { token: OPERATOR, jobId: dead }), "INVALID_STATE");
     expect((await getJob(t, dead)).status).toBe("dead");
     // once the other one ended, the dead job may come back, and the key finds it
-    await t.mutation(api.jobs.cancel, { jobId: active.jobId, token: TOKEN });
-    expect((await t.mutation(api.operator.requeue, { token: TOKEN, jobId: dead })).status).toBe("pending");
+    await t.mutation(api.jobs.cancel, { jobId: active.jobId, token: OPERATOR });
+    expect((await t.mutation(api.operator.requeue, { token: OPERATOR, jobId: dead })).status).toBe("pending");
     const again = await t.mutation(api.jobs.enqueue, {
-      repoUrl: REPO, token: TOKEN, dedupeKey: "acme-widgets", userId: "alice",
+      repoUrl: REPO, token: OPERATOR, dedupeKey: "acme-widgets", userId: "alice",
     });
     expect(again).toEqual({ jobId: dead, created: false });
     await expectAggregatesExact(t);

@@ -4,6 +4,7 @@ import { api, internal } from "../../convex/_generated/api";
 import crons from "../../convex/crons";
 import { RECLAIM_BATCH } from "../../convex/lib/policy";
 import {
+  OPERATOR,
   TOKEN,
   advance,
   claimOk,
@@ -40,7 +41,7 @@ test("moves, kills and cancels the right jobs and reports how many", async () =>
   await claimOk(t, "w", 120_000);
   expect([cm.jobId, cl.jobId, cc.jobId]).toEqual([movable, lastAttempt, canceling]);
   await t.mutation(api.jobs.start, { token: TOKEN, jobId: movable, leaseToken: cm.leaseToken });
-  await t.mutation(api.jobs.cancel, { jobId: canceling, token: TOKEN });
+  await t.mutation(api.jobs.cancel, { jobId: canceling, token: OPERATOR });
 
   expect(await t.mutation(internal.jobs.reclaimExpired, {})).toEqual({ moved: 0, dead: 0, canceled: 0 });
   advance(20_000);
@@ -109,7 +110,7 @@ test("recoverWorker: a restarted worker gives back what its predecessor held, at
   await claimOk(t, "host-1"); // `last`, at its only attempt
   await claimOk(t, "host-2");
   expect([ca.jobId, cb.jobId]).toEqual([a, b]);
-  await t.mutation(api.jobs.cancel, { jobId: b, token: TOKEN });
+  await t.mutation(api.jobs.cancel, { jobId: b, token: OPERATOR });
 
   const reply = await t.mutation(api.jobs.recoverWorker, { token: TOKEN, workerId: "host-1" });
   expect(reply).toEqual({ moved: 1, dead: 1, canceled: 1 });

@@ -2,7 +2,7 @@
 // stored with the result, visible to the job's user, validated, never holding a secret.
 import { afterEach, beforeEach, expect, test } from "vitest";
 import { api } from "../../convex/_generated/api";
-import { TOKEN, claimOk, enqueue, expectCode, makeT, setupEnv, teardownEnv, type T } from "./helpers";
+import { OPERATOR, TOKEN, claimOk, enqueue, expectCode, makeT, setupEnv, teardownEnv, type T } from "./helpers";
 
 beforeEach(setupEnv);
 afterEach(teardownEnv);
@@ -32,7 +32,7 @@ test("complete stores the redaction record; jobs:get shows which doc and how man
     runId: "run-1",
     summary: { docsCount: 2, durationMs: 5, redactions },
   });
-  const job = await t.query(api.jobs.get, { jobId, token: TOKEN });
+  const job = await t.query(api.jobs.get, { jobId, token: OPERATOR });
   expect(job?.status).toBe("completed");
   expect(job?.result).toEqual({ docsCount: 2, durationMs: 5, redactions });
 });
@@ -45,7 +45,7 @@ test("no redaction, no field: an empty list is not stored", async () => {
     runId: "run-1",
     summary: { docsCount: 2, durationMs: 5, redactions: [] },
   });
-  const job = await t.query(api.jobs.get, { jobId, token: TOKEN });
+  const job = await t.query(api.jobs.get, { jobId, token: OPERATOR });
   expect(job?.result).toEqual({ docsCount: 2, durationMs: 5 });
 });
 
@@ -62,7 +62,7 @@ test.each([
     t.mutation(api.jobs.complete, { ...lease, runId: "run-1", summary: { docsCount: 2, durationMs: 5, redactions } }),
     "INVALID_ARGUMENT",
   );
-  const job = await t.query(api.jobs.get, { jobId, token: TOKEN });
+  const job = await t.query(api.jobs.get, { jobId, token: OPERATOR });
   expect(job?.status).not.toBe("completed");
   expect(job?.result).toBeUndefined();
 });

@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { api, internal } from "../../convex/_generated/api";
 import { BACKOFF_BASE_MS } from "../../convex/lib/policy";
 import {
+  OPERATOR,
   TOKEN,
   advance,
   claim,
@@ -325,7 +326,7 @@ describe("cancel", () => {
   test("pending -> canceled at once", async () => {
     const t = makeT();
     const jobId = await enqueue(t);
-    expect(await t.mutation(api.jobs.cancel, { jobId, token: TOKEN })).toEqual({ status: "canceled" });
+    expect(await t.mutation(api.jobs.cancel, { jobId, token: OPERATOR })).toEqual({ status: "canceled" });
     expect((await getJob(t, jobId)).status).toBe("canceled");
     expect(await claim(t)).toBeNull();
     await expectAggregatesExact(t);
@@ -335,7 +336,7 @@ describe("cancel", () => {
     const t = makeT();
     const { jobId, leaseToken } = await runningJob(t);
     await t.mutation(api.jobs.retryOrFail, { token: TOKEN, jobId, leaseToken, error: "x", errorKind: "transient" });
-    expect(await t.mutation(api.jobs.cancel, { jobId, token: TOKEN })).toEqual({ status: "canceled" });
+    expect(await t.mutation(api.jobs.cancel, { jobId, token: OPERATOR })).toEqual({ status: "canceled" });
     advance(3_600_000);
     expect(await claim(t)).toBeNull();
     await expectAggregatesExact(t);
@@ -350,10 +351,10 @@ describe("cancel", () => {
       if (state === "running") {
         await t.mutation(api.jobs.start, { token: TOKEN, jobId, leaseToken: c.leaseToken });
       }
-      expect(await t.mutation(api.jobs.cancel, { jobId, token: TOKEN })).toEqual({ status: state });
+      expect(await t.mutation(api.jobs.cancel, { jobId, token: OPERATOR })).toEqual({ status: state });
       expect(await getJob(t, jobId)).toMatchObject({ status: state, cancelRequested: true });
       // cancelling twice changes nothing
-      expect(await t.mutation(api.jobs.cancel, { jobId, token: TOKEN })).toEqual({ status: state });
+      expect(await t.mutation(api.jobs.cancel, { jobId, token: OPERATOR })).toEqual({ status: state });
       const hb = await t.mutation(api.jobs.heartbeat, {
         token: TOKEN, jobId, leaseToken: c.leaseToken, leaseMs: 60_000,
       });
@@ -374,10 +375,10 @@ describe("cancel", () => {
     } else if (terminal === "dead") {
       await t.mutation(api.jobs.retryOrFail, { token: TOKEN, jobId, leaseToken, error: "x", errorKind: "permanent" });
     } else {
-      await t.mutation(api.jobs.cancel, { jobId, token: TOKEN });
+      await t.mutation(api.jobs.cancel, { jobId, token: OPERATOR });
       await t.mutation(api.jobs.acknowledgeCancel, { token: TOKEN, jobId, leaseToken });
     }
-    expect(await t.mutation(api.jobs.cancel, { jobId, token: TOKEN })).toEqual({ status: terminal });
+    expect(await t.mutation(api.jobs.cancel, { jobId, token: OPERATOR })).toEqual({ status: terminal });
     expect((await getJob(t, jobId)).status).toBe(terminal);
   });
 
@@ -393,7 +394,7 @@ describe("cancel", () => {
   test("a failure reported after a cancel request ends the job canceled", async () => {
     const t = makeT();
     const { jobId, leaseToken } = await runningJob(t);
-    await t.mutation(api.jobs.cancel, { jobId, token: TOKEN });
+    await t.mutation(api.jobs.cancel, { jobId, token: OPERATOR });
     const r = await t.mutation(api.jobs.retryOrFail, {
       token: TOKEN, jobId, leaseToken, error: "killed", errorKind: "transient",
     });
@@ -404,7 +405,7 @@ describe("cancel", () => {
   test("a release after a cancel request ends the job canceled", async () => {
     const t = makeT();
     const { jobId, leaseToken } = await runningJob(t);
-    await t.mutation(api.jobs.cancel, { jobId, token: TOKEN });
+    await t.mutation(api.jobs.cancel, { jobId, token: OPERATOR });
     await t.mutation(api.jobs.release, { token: TOKEN, jobId, leaseToken, reason: "shutdown" });
     expect((await getJob(t, jobId)).status).toBe("canceled");
   });
@@ -412,7 +413,7 @@ describe("cancel", () => {
   test("a job whose worker died after a cancel request is canceled by reclaim", async () => {
     const t = makeT();
     const { jobId } = await runningJob(t);
-    await t.mutation(api.jobs.cancel, { jobId, token: TOKEN });
+    await t.mutation(api.jobs.cancel, { jobId, token: OPERATOR });
     advance(60_001);
     expect(await t.mutation(internal.jobs.reclaimExpired, {})).toEqual({ moved: 0, dead: 0, canceled: 1 });
     expect((await getJob(t, jobId)).status).toBe("canceled");
@@ -420,7 +421,7 @@ describe("cancel", () => {
 
   test("cancel of an unknown job is NOT_FOUND", async () => {
     const t = makeT();
-    await expectCode(t.mutation(api.jobs.cancel, { jobId: "nope", token: TOKEN }), "NOT_FOUND");
+    await expectCode(t.mutation(api.jobs.cancel, { jobId: "nope", token: OPERATOR }), "NOT_FOUND");
   });
 });
 
@@ -437,7 +438,7 @@ test("terminal states keep no secrets", async () => {
   await t.mutation(api.jobs.retryOrFail, {
     token: TOKEN, jobId: c2.jobId, leaseToken: c2.leaseToken, error: "x", errorKind: "repository_not_found",
   });
-  await t.mutation(api.jobs.cancel, { jobId: ids[2], token: TOKEN });
+  await t.mutation(api.jobs.cancel, { jobId: ids[2], token: OPERATOR });
   const secrets = await t.run(async (ctx) => await ctx.db.query("jobSecrets").collect());
   expect(secrets).toEqual([]);
   for (const id of ids) expect((await rawJob(t, id))!.hasSecret).toBe(false);

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import TEST_WORKER_TOKEN, DevBackend
+from conftest import TEST_OPERATOR_TOKEN, DevBackend
 from fondation_worker.convex_client import ConvexClient
 from fondation_worker.errors import InvalidArgument
 from fondation_worker.validate import (
@@ -356,12 +356,12 @@ def test_whatever_the_worker_accepts_git_accepts_too(branch: str) -> None:
 
 @pytest.fixture
 def enqueue_client(dev_backend: DevBackend) -> Iterator[tuple[ConvexClient, list[str]]]:
-    with dev_backend.client() as client:
+    with dev_backend.operator_client() as client:
         yield client, parse_allowed_hosts(dev_backend.allowed_hosts)
 
 
 def backend_accepts(client: ConvexClient, url: str, branch: str | None = None) -> bool:
-    args: dict[str, Any] = {"token": TEST_WORKER_TOKEN, "repoUrl": url}
+    args: dict[str, Any] = {"token": TEST_OPERATOR_TOKEN, "repoUrl": url}
     if branch is not None:
         args["branch"] = branch
     try:

@@ -29,7 +29,7 @@ from open_watch import OpenWatch
 
 from conftest import (
     SAMPLE_FILES,
-    TEST_WORKER_TOKEN,
+    TEST_OPERATOR_TOKEN,
     DevBackend,
     WorkerProcess,
     enqueue,
@@ -94,16 +94,16 @@ def worker_env(mode_file: Path, outside: Path, **extra: str) -> dict[str, str]:
 
 
 def stored_docs(backend: DevBackend, job_id: str) -> dict[str, str]:
-    with backend.client() as client:
+    with backend.operator_client() as client:
         listed = client.call(
-            "query", "docs:listByJob", {"token": TEST_WORKER_TOKEN, "jobId": job_id}
+            "query", "docs:listByJob", {"token": TEST_OPERATOR_TOKEN, "jobId": job_id}
         )
         docs = {}
         for item in listed:
             doc = client.call(
                 "query",
                 "docs:getDoc",
-                {"token": TEST_WORKER_TOKEN, "jobId": job_id, "slug": item["slug"]},
+                {"token": TEST_OPERATOR_TOKEN, "jobId": job_id, "slug": item["slug"]},
             )
             docs[doc["slug"]] = doc["content"]
     return docs
@@ -205,9 +205,9 @@ def test_non_utf8_names_in_the_repository_and_the_output(
     job_id = enqueue(dev_backend, repos["odd"])
     job = wait_status(dev_backend, job_id, ENDED, timeout=120)
     assert job["status"] == "completed", job
-    with dev_backend.client() as client:
+    with dev_backend.operator_client() as client:
         listed = client.call(
-            "query", "docs:listByJob", {"token": TEST_WORKER_TOKEN, "jobId": job_id}
+            "query", "docs:listByJob", {"token": TEST_OPERATOR_TOKEN, "jobId": job_id}
         )
     titles = {d["slug"]: d["title"] for d in listed}
     assert job["result"]["docsCount"] == len(titles)

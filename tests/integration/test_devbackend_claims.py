@@ -1,7 +1,7 @@
 """Eight concurrent claimers against the dev backend over HTTP: every job claimed once.
 
 Self-contained (httpx + stdlib): starts ``devbackend/server.ts`` with tsx on a free port,
-enqueues 50 jobs with the worker token, runs 8 claimer threads until the queue is empty
+enqueues 50 jobs with the operator token, runs 8 claimer threads until the queue is empty
 (each claim retried once with the same requestId, as after a lost reply: the same claim,
 lease renewed), completes every job, and checks that each job was claimed exactly once and
 ended completed.
@@ -39,7 +39,8 @@ CLAIMERS = 8
 @dataclass
 class Backend:
     url: str
-    token: str
+    token: str  # WORKER_TOKEN: the claimers
+    operator_token: str  # OPERATOR_TOKEN: enqueue and jobs:get
     log_path: Path
 
 
@@ -72,10 +73,12 @@ def backend(tmp_path: Path) -> Iterator[Backend]:
         pytest.fail("node and node_modules/.bin/tsx are needed (run npm ci)")
     port = _free_port()
     token = secrets.token_urlsafe(24)
+    operator_token = secrets.token_urlsafe(24)
     log_path = tmp_path / "devbackend.log"
     env = {
         **os.environ,
         "WORKER_TOKEN": token,
+        "OPERATOR_TOKEN": operator_token,
         "ALLOWED_REPO_HOSTS": "github.com",
         "DEV_BACKEND_HOST": "127.0.0.1",
         "DEV_BACKEND_PORT": str(port),
@@ -105,7 +108,7 @@ def backend(tmp_path: Path) -> Iterator[Backend]:
             if time.monotonic() > deadline:
                 pytest.fail(f"dev backend not healthy within 60 s:\n{log_path.read_text()}")
             time.sleep(0.2)
-        yield Backend(url, token, log_path)
+        yield Backend(url, token, operator_token, log_path)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -125,7 +128,7 @@ def test_concurrent_claimers_claim_every_job_exactly_once(backend: Backend) -> N
                 backend,
                 "mutation",
                 "jobs:enqueue",
-                {"token": backend.token, "repoUrl": f"https://github.com/acme/repo-{i}"},
+                {"token": backend.operator_token, "repoUrl": f"https://github.com/acme/repo-{i}"},
             )["jobId"]
             for i in range(JOBS)
         ]
@@ -195,9 +198,13 @@ def test_concurrent_claimers_claim_every_job_exactly_once(backend: Backend) -> N
     with httpx.Client(timeout=30) as client:
         metrics = call(client, backend, "query", "metrics:queue", {"token": backend.token})
         statuses = collections.Counter(
-            call(client, backend, "query", "jobs:get", {"token": backend.token, "jobId": job_id})[
-                "status"
-            ]
+            call(
+                client,
+                backend,
+                "query",
+                "jobs:get",
+                {"token": backend.operator_token, "jobId": job_id},
+            )["status"]
             for job_id in enqueued
         )
 
@@ -221,6 +228,7 @@ def test_concurrent_claimers_claim_every_job_exactly_once(backend: Backend) -> N
     # the backend logs one line per request and never the arguments (they carry tokens)
     log_text = backend.log_path.read_text()
     assert backend.token not in log_text
+    assert backend.operator_token not in log_text
     assert "leaseToken" not in log_text
     assert "jobs:claimOne success" in log_text
 
@@ -252,6 +260,10 @@ def test_refusals_over_http(backend: Backend) -> None:
                 backend,
                 "mutation",
                 "jobs:enqueue",
-                {"token": backend.token, "repoUrl": "ext::sh -c id", "branch": "--upload-pack=x"},
+                {
+                    "token": backend.operator_token,
+                    "repoUrl": "ext::sh -c id",
+                    "branch": "--upload-pack=x",
+                },
             )
         assert invalid.value.data["code"] == "INVALID_ARGUMENT"

@@ -17,7 +17,7 @@ from convex.http_client import ConvexHttpClient
 from official_js import js_calls
 from pydantic import SecretStr
 
-from conftest import TEST_WORKER_TOKEN, DevBackend
+from conftest import TEST_OPERATOR_TOKEN, TEST_WORKER_TOKEN, DevBackend
 from convex import ConvexError
 from fondation_worker.convex_client import ConvexClient
 from fondation_worker.errors import NotFound, Unauthorized
@@ -29,7 +29,7 @@ REPO = "https://github.com/acme/widgets"
 
 
 def test_official_js_client_enqueue_get_cancel_and_convex_error(dev_backend: DevBackend) -> None:
-    token = TEST_WORKER_TOKEN
+    token = TEST_OPERATOR_TOKEN
     [enq] = js_calls(
         dev_backend.url,
         [
@@ -69,7 +69,7 @@ def test_official_python_client_enqueue_get_cancel_and_convex_error(
     dev_backend: DevBackend,
 ) -> None:
     client = ConvexHttpClient(dev_backend.url)
-    token = TEST_WORKER_TOKEN
+    token = TEST_OPERATOR_TOKEN
     enq = client.mutation(
         "jobs:enqueue", {"repoUrl": REPO, "branch": None, "userId": "ada", "token": token}
     )
@@ -91,7 +91,8 @@ def test_official_python_client_enqueue_get_cancel_and_convex_error(
 
 
 def test_worker_client_same_flow(dev_backend: DevBackend) -> None:
-    with ConvexClient(dev_backend.url, SecretStr(TEST_WORKER_TOKEN), timeout_s=5) as client:
+    # The worker's client as the operator commands use it: with OPERATOR_TOKEN.
+    with ConvexClient(dev_backend.url, SecretStr(TEST_OPERATOR_TOKEN), timeout_s=5) as client:
         enq = client.enqueue(REPO, user_id="ada")
         job = client.get_job(enq.job_id)
         assert job is not None
@@ -117,7 +118,7 @@ def test_worker_client_same_flow(dev_backend: DevBackend) -> None:
 def test_every_convex_format_and_args_shape_is_accepted(
     dev_backend: DevBackend, fmt: str | None, wrap: bool
 ) -> None:
-    token = TEST_WORKER_TOKEN
+    token = TEST_OPERATOR_TOKEN
     args: dict[str, Any] = {"repoUrl": REPO, "userId": "ada", "token": token}
     body: dict[str, Any] = {"path": "jobs:enqueue", "args": [args] if wrap else args}
     if fmt is not None:
@@ -160,8 +161,9 @@ def test_unknown_format_and_bad_args_are_400_like_convex(dev_backend: DevBackend
 
 
 def test_dropped_docs_reach_the_job_and_the_metrics(dev_backend: DevBackend) -> None:
+    with dev_backend.operator_client() as operator:
+        job_id = operator.enqueue(REPO, user_id="ada").job_id
     with ConvexClient(dev_backend.url, SecretStr(TEST_WORKER_TOKEN), timeout_s=5) as client:
-        job_id = client.enqueue(REPO, user_id="ada").job_id
         claimed = client.claim_one("w1", 60_000)
         assert claimed is not None
         client.start(job_id, claimed.lease_token)
@@ -174,7 +176,7 @@ def test_dropped_docs_reach_the_job_and_the_metrics(dev_backend: DevBackend) -> 
         )
         summary = Summary(docs_count=0, duration_ms=10, dropped=dropped)
         client.complete(job_id, claimed.lease_token, "run-1", summary)
-        job = client.get_job(job_id)
+        job = client.get_job(job_id, claimed.lease_token)  # the job it held
         assert job is not None
         assert job.result is not None
         assert job.result.dropped == dropped

@@ -26,7 +26,13 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from official_js import js_calls
 from pydantic import SecretStr
 
-from conftest import TEST_WORKER_TOKEN, DevBackend, free_port, start_dev_backend
+from conftest import (
+    TEST_OPERATOR_TOKEN,
+    TEST_WORKER_TOKEN,
+    DevBackend,
+    free_port,
+    start_dev_backend,
+)
 from convex import ConvexError
 from fondation_worker.convex_client import ConvexClient
 from fondation_worker.errors import Unauthorized
@@ -35,7 +41,7 @@ from fondation_worker.models import Doc, Summary
 pytestmark = pytest.mark.integration
 
 AUDIENCE = "fondation-web"
-OPERATOR_TOKEN = "test-operator-token-" + "fedcba9876543210"
+OPERATOR_TOKEN = TEST_OPERATOR_TOKEN
 REPO = "https://github.com/acme/widgets"
 
 
@@ -263,7 +269,7 @@ def test_anonymous_callers_and_the_worker_token_are_refused(backend: DevBackend)
     with pytest.raises(ConvexError) as refused:
         anonymous.mutation("jobs:enqueue", {"repoUrl": REPO})
     assert refused.value.data["code"] == "UNAUTHORIZED"
-    # the worker token is no operator credential here (OPERATOR_TOKEN is set)
+    # the worker token is no operator credential
     with pytest.raises(ConvexError) as worker:
         anonymous.query("operator:listStuck", {"token": TEST_WORKER_TOKEN})
     assert worker.value.data["code"] == "UNAUTHORIZED"

@@ -1,7 +1,9 @@
-"""``fondation-worker stuck | reclaim | requeue | cancel`` against a fake Convex HTTP API.
+"""``fondation-worker stuck | reclaim | requeue | cancel | enqueue | status`` against a fake
+Convex HTTP API.
 
-The replies follow docs/CONTRACT.md; the real functions are covered by the vitest suites and
-by tests/worker/test_stuck_jobs.py against the dev backend.
+The replies follow docs/CONTRACT.md (the operator functions accept only OPERATOR_TOKEN, the
+metrics either token); the real functions are covered by the vitest suites and by
+tests/worker/test_stuck_jobs.py against the dev backend.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typer.testing import CliRunner
 from fondation_worker import cli
 from fondation_worker.convex_client import ConvexClient
 
-TOKEN = "cli-unit-test-token-0123456789"
+TOKEN = "cli-unit-test-token-0123456789"  # the worker token
+OPERATOR = "cli-unit-operator-token-9876543210"
 NOW_MS = 1_767_000_000_000.0
 
 STUCK = [
@@ -91,8 +94,15 @@ class FakeConvex:
         body = json.loads(request.content)
         path, args = body["path"], body["args"]
         self.calls.append((path, args))
-        if args.get("token") != TOKEN:
+        if path == "metrics:queue":
+            if args.get("token") not in (TOKEN, OPERATOR):
+                return self._error("UNAUTHORIZED", "unauthorized")
+            return self._ok({"counts": {"pending": 1}, "now": NOW_MS})
+        # Every other function here is an operator function: the worker token is refused.
+        if args.get("token") != OPERATOR:
             return self._error("UNAUTHORIZED", "unauthorized")
+        if path == "jobs:enqueue":
+            return self._ok({"jobId": "j-new", "created": True})
         if path == "operator:listStuck":
             return self._ok(self.stuck)
         if path == "operator:reclaimNow":
@@ -141,6 +151,7 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> FakeConvex:
     for name, value in {
         "CONVEX_URL": "http://127.0.0.1:3999",
         "WORKER_TOKEN": TOKEN,
+        "OPERATOR_TOKEN": OPERATOR,
         "TEMP_DIR": str(tmp_path / "tmp"),
         "JOB_TIMEOUT": "5400000",
     }.items():
@@ -170,8 +181,10 @@ def test_stuck_json_lists_the_jobs_and_defaults_to_job_timeout(fake: FakeConvex)
     result = run("stuck", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == STUCK
-    assert fake.calls == [("operator:listStuck", {"token": TOKEN, "runningLongerThanMs": 5400000})]
-    assert TOKEN not in result.output
+    assert fake.calls == [
+        ("operator:listStuck", {"token": OPERATOR, "runningLongerThanMs": 5400000})
+    ]
+    assert OPERATOR not in result.output
 
 
 def test_stuck_passes_the_threshold(fake: FakeConvex) -> None:
@@ -207,20 +220,44 @@ def test_stuck_when_convex_is_unreachable_or_the_token_is_wrong(
     assert result.exit_code == 1
     assert "ConnectError" in result.stderr
     fake.down = False
-    monkeypatch.setenv("WORKER_TOKEN", "another-token-0123456789")
+    monkeypatch.setenv("OPERATOR_TOKEN", "another-token-0123456789")
     result = run("stuck", "--json")
     assert result.exit_code == 1
     assert "operator:listStuck: unauthorized" in result.stderr
     assert "another-token" not in result.output
 
 
+OPERATOR_COMMANDS = (
+    ["stuck"],
+    ["reclaim"],
+    ["requeue", "j1", "--yes"],
+    ["cancel", "j1", "--yes"],
+    ["enqueue", "https://github.com/acme/widgets"],
+)
+
+
 def test_config_errors_exit_2(fake: FakeConvex, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WORKER_TOKEN")
-    for args in (["stuck"], ["reclaim"], ["requeue", "j1", "--yes"]):
+    for args in OPERATOR_COMMANDS:
         result = run(*args)
         assert result.exit_code == 2, args
         assert "config error: WORKER_TOKEN" in result.stderr
     assert fake.calls == []
+
+
+@pytest.mark.parametrize("args", OPERATOR_COMMANDS, ids=lambda a: a[0])
+def test_operator_commands_without_operator_token_exit_2_and_call_nothing(
+    fake: FakeConvex, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    # Fail-closed: never a fallback to the worker token.
+    monkeypatch.delenv("OPERATOR_TOKEN")
+    fake.jobs["j1"] = public_job("j1", "dead")
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert "config error: OPERATOR_TOKEN: is required by the operator commands" in result.stderr
+    assert "the worker token has no operator rights" in result.stderr
+    assert fake.calls == []
+    assert TOKEN not in result.output
 
 
 # --- reclaim -----------------------------------------------------------------------------
@@ -283,7 +320,7 @@ def test_requeue_with_yes(fake: FakeConvex) -> None:
     result = run("requeue", "j-dead", "--yes")
     assert result.exit_code == 0, result.output
     assert fake.paths() == ["jobs:get", "operator:requeue"]
-    assert fake.calls[1][1] == {"token": TOKEN, "jobId": "j-dead"}
+    assert fake.calls[1][1] == {"token": OPERATOR, "jobId": "j-dead"}
     assert result.stdout.splitlines()[-1] == "job j-dead requeued: pending, attempts reset to 0/2"
 
 
@@ -334,7 +371,7 @@ def test_cancel_needs_yes_then_cancels_a_queued_job(fake: FakeConvex) -> None:
     result = run("cancel", "j1", "--yes")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1] == "job j1 canceled"
-    assert fake.calls[-1] == ("jobs:cancel", {"token": TOKEN, "jobId": "j1"})
+    assert fake.calls[-1] == ("jobs:cancel", {"token": OPERATOR, "jobId": "j1"})
     assert fake.jobs["j1"]["status"] == "canceled"
 
 
@@ -357,16 +394,26 @@ def test_cancel_of_an_ended_or_unknown_job(fake: FakeConvex) -> None:
     assert "job nope not found" in result.stderr
 
 
-def test_operator_commands_use_the_operator_token_when_set(
+@pytest.mark.parametrize("args", OPERATOR_COMMANDS, ids=lambda a: a[0])
+def test_operator_commands_send_only_the_operator_token(fake: FakeConvex, args: list[str]) -> None:
+    fake.jobs["j1"] = public_job("j1", "dead")
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert fake.calls
+    assert {a["token"] for _, a in fake.calls} == {OPERATOR}
+    assert OPERATOR not in result.output
+    assert TOKEN not in result.output
+
+
+def test_status_reads_the_metrics_with_either_token(
     fake: FakeConvex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    operator = "cli-operator-token-0123456789"
-    monkeypatch.setenv("OPERATOR_TOKEN", operator)
-    fake.jobs["j1"] = public_job("j1", "pending", attempts=0)
-    for args in (["stuck"], ["reclaim"], ["cancel", "j1", "--yes"]):
-        fake.calls.clear()
-        result = run(*args)
-        # the fake accepts only the worker token: the operator token must have been sent
-        assert result.exit_code == 1, result.output
-        assert {a["token"] for _, a in fake.calls} == {operator}
-        assert operator not in result.output
+    # Aggregate counts only: the operator token when set, else the worker token.
+    result = run("status", "--json")
+    assert result.exit_code == 0, result.output
+    assert fake.calls[-1] == ("metrics:queue", {"token": OPERATOR})
+    monkeypatch.delenv("OPERATOR_TOKEN")
+    result = run("status", "--json")
+    assert result.exit_code == 0, result.output
+    assert fake.calls[-1] == ("metrics:queue", {"token": TOKEN})
+    assert json.loads(result.stdout)["counts"] == {"pending": 1}

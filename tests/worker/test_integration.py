@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from conftest import (
     SAMPLE_FILES,
     SHORT_LEASE,
+    TEST_OPERATOR_TOKEN,
     TEST_WORKER_TOKEN,
     WORKER_BIN,
     DevBackend,
@@ -108,12 +109,14 @@ def test_happy_path(
     assert job["attempts"] == 1
     assert job["result"]["docsCount"] == 7
     assert job["result"]["costUsd"] == pytest.approx(0.0123 * 5)
-    with dev_backend.client() as client:
-        docs = client.call("query", "docs:listByJob", {"token": TEST_WORKER_TOKEN, "jobId": job_id})
+    with dev_backend.operator_client() as client:
+        docs = client.call(
+            "query", "docs:listByJob", {"token": TEST_OPERATOR_TOKEN, "jobId": job_id}
+        )
         chapter = client.call(
             "query",
             "docs:getDoc",
-            {"token": TEST_WORKER_TOKEN, "jobId": job_id, "slug": "chapters-02-job"},
+            {"token": TEST_OPERATOR_TOKEN, "jobId": job_id, "slug": "chapters-02-job"},
         )
     assert {d["kind"] for d in docs} == {"toc", "yaml", "chapter", "tutorial"}
     assert chapter["title"] == "Chapter 2: Job"
@@ -343,7 +346,7 @@ def test_cancel_of_a_running_job(
     wait_until(lambda: claude_events(fake_claude_log, "hang", job_id), 30)
     hang = claude_events(fake_claude_log, "hang", job_id)[0]
     t0 = time.monotonic()
-    with dev_backend.client() as client:
+    with dev_backend.operator_client() as client:
         assert client.cancel(job_id).status == "running"
     job = wait_status(dev_backend, job_id, {"canceled"}, timeout=10)
     heartbeat_s = int(worker.env["HEARTBEAT_MS"]) / 1000
@@ -551,6 +554,7 @@ def cli_env(backend: DevBackend, tmp_path: Path, git_server: Any, **extra: str) 
         "HOME": str(tmp_path),
         "CONVEX_URL": backend.url,
         "WORKER_TOKEN": TEST_WORKER_TOKEN,
+        "OPERATOR_TOKEN": TEST_OPERATOR_TOKEN,  # enqueue and the other operator commands
         "TEMP_DIR": str(tmp_path / "cli-tmp"),
         "ALLOWED_REPO_HOSTS": f"github.com,{git_server.host}",
         "CLAUDE_BIN": str(Path(__file__).parent.parent / "fakes" / "claude"),

@@ -77,7 +77,8 @@ def test_a_final_call_whose_reply_was_lost_is_not_a_fence(
         assert job is not None
         token: SecretStr = job.lease_token
         if call == "acknowledge_cancel":
-            convex.cancel(job_id)
+            with dev_backend.operator_client() as operator:
+                operator.cancel(job_id)
         path = {
             "retry_or_fail": "jobs:retryOrFail",
             "release": "jobs:release",

@@ -24,7 +24,7 @@ import pytest
 
 from conftest import (
     SAMPLE_FILES,
-    TEST_WORKER_TOKEN,
+    TEST_OPERATOR_TOKEN,
     DevBackend,
     WorkerProcess,
     enqueue,
@@ -101,12 +101,14 @@ def test_happy_path_real_cli_writes_every_doc_through_tool_calls(
     assert job["status"] == "completed", job
     assert job["result"]["docsCount"] == 7
     assert "redactions" not in job["result"]
-    with dev_backend.client() as client:
-        docs = client.call("query", "docs:listByJob", {"token": TEST_WORKER_TOKEN, "jobId": job_id})
+    with dev_backend.operator_client() as client:
+        docs = client.call(
+            "query", "docs:listByJob", {"token": TEST_OPERATOR_TOKEN, "jobId": job_id}
+        )
         chapter = client.call(
             "query",
             "docs:getDoc",
-            {"token": TEST_WORKER_TOKEN, "jobId": job_id, "slug": "chapters-02-main"},
+            {"token": TEST_OPERATOR_TOKEN, "jobId": job_id, "slug": "chapters-02-main"},
         )
     assert {d["slug"] for d in docs} == {
         "abstractions",
@@ -275,7 +277,7 @@ def test_cancel_in_the_middle_of_a_step_kills_the_real_cli(
         pids = _claude_pids_of(job_id)
         assert pids, "no claude process runs the job's step"
         t0 = time.monotonic()
-        with dev_backend.client() as client:
+        with dev_backend.operator_client() as client:
             assert client.cancel(job_id).status == "running"
         job = wait_status(dev_backend, job_id, {"canceled"}, timeout=15)
         wait_until(lambda: not _claude_pids_of(job_id), 10, 0.05)

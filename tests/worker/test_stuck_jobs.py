@@ -24,6 +24,7 @@ from conftest import (
     FAKE_CLAUDE,
     SAMPLE_FILES,
     SHORT_LEASE,
+    TEST_OPERATOR_TOKEN,
     TEST_WORKER_TOKEN,
     WORKER_BIN,
     DevBackend,
@@ -51,6 +52,7 @@ def cli(backend: DevBackend, tmp_path: Path, *args: str) -> subprocess.Completed
         "HOME": str(tmp_path),
         "CONVEX_URL": backend.url,
         "WORKER_TOKEN": TEST_WORKER_TOKEN,
+        "OPERATOR_TOKEN": TEST_OPERATOR_TOKEN,  # the operator commands' credential
         "TEMP_DIR": str(tmp_path / "cli-tmp"),
         "CLAUDE_BIN": str(FAKE_CLAUDE),
         "JOB_TIMEOUT": "600000",
@@ -140,6 +142,7 @@ def test_stuck_reclaim_and_requeue_after_a_worker_was_killed(
     assert job_id in table.stdout
     assert "lease expired" in table.stdout
     assert TEST_WORKER_TOKEN not in table.stdout + table.stderr
+    assert TEST_OPERATOR_TOKEN not in table.stdout + table.stderr
 
     reclaimed = cli(backend, tmp_path, "reclaim", "--json")
     assert reclaimed.returncode == 0, reclaimed.stderr

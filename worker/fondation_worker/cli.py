@@ -134,15 +134,30 @@ def _stage_credentials(settings: Settings) -> StagedCredentials | None:
     return stage_credentials(settings.claude_credentials_source, settings.claude_config_dir)
 
 
+MISSING_OPERATOR_CREDENTIAL = (
+    "OPERATOR_TOKEN: is required by the operator commands (enqueue, stuck, reclaim, requeue, "
+    "cancel): set it to the Convex deployment's OPERATOR_TOKEN; the worker token has no "
+    "operator rights"
+)
+
+
 def _convex(
     settings: Settings, metrics: Metrics | None = None, *, operator: bool = False
 ) -> ConvexClient:
-    # Operator commands use OPERATOR_TOKEN when set: once Convex has one, the worker token
-    # is refused by every operator function.
-    token = settings.operator_token if operator and settings.operator_token else None
+    """A Convex client with the worker token, or with OPERATOR_TOKEN for ``operator=True``.
+
+    The operator functions accept only the operator token (fail-closed in Convex): an
+    operator command without OPERATOR_TOKEN is a config error here (exit 2), never a call
+    with the worker token.
+    """
+    token = settings.worker_token
+    if operator:
+        if settings.operator_token is None:
+            raise _fail_config([MISSING_OPERATOR_CREDENTIAL])
+        token = settings.operator_token
     return ConvexClient(
         settings.convex_url,
-        token or settings.worker_token,
+        token,
         timeout_s=settings.convex_timeout_ms / 1000,
         metrics=metrics,
     )
@@ -434,7 +449,7 @@ def enqueue(
     ] = None,
     poll: Annotated[float, typer.Option(help="Seconds between status reads with --wait")] = 2.0,
 ) -> None:
-    """Queue a repository (operator, worker token); --wait exits with the job's outcome."""
+    """Queue a repository (operator, OPERATOR_TOKEN); --wait exits with the job's outcome."""
     settings = _settings()
     token: SecretStr | None = None
     if github_token_env:
@@ -582,7 +597,8 @@ def status(
 ) -> None:
     """Queue metrics (metrics:queue) as a table, or JSON for scripts."""
     settings = _settings()
-    with _convex(settings, operator=True) as convex:
+    # Counts only: readable with either token, so the operator's when set, else the worker's.
+    with _convex(settings, operator=settings.operator_token is not None) as convex:
         try:
             metrics = convex.queue_metrics()
         except WorkerError as exc:

@@ -77,9 +77,11 @@ class Settings(BaseSettings):
     # Convex
     convex_url: str = Field(description="Convex deployment URL (https; http only on loopback)")
     worker_token: SecretStr = Field(description="shared worker token (Convex env WORKER_TOKEN)")
-    # Only the CLI's operator commands use it; a running worker never needs it.
+    # Only the CLI's operator commands use it, and they need it (Convex accepts no other
+    # token for them); a running worker never needs it.
     operator_token: SecretStr | None = Field(
-        None, description="operator token (Convex env OPERATOR_TOKEN) for the operator commands"
+        None,
+        description="operator token (Convex env OPERATOR_TOKEN), required by the operator commands",
     )
     convex_timeout_ms: int = Field(10_000, ge=500, le=120_000)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import time
 import warnings
@@ -151,6 +152,18 @@ def test_env_files_are_private_to_root(host: Any, path: str) -> None:
     assert env.user == "root"
     assert env.group == "root"
     assert env.mode == 0o600
+
+
+def test_the_operator_token_is_not_on_the_host(host: Any) -> None:
+    # The scenario's inventory sets fondation_worker_operator_token; the deploy never writes it.
+    operator_token = (
+        os.environ.get("FONDATION_TEST_OPERATOR_TOKEN") or "local-operator-token-not-secret"
+    )
+    found = host.run(
+        f"grep -rlF -e {shlex.quote(operator_token)} -e OPERATOR_TOKEN /etc/fondation-worker "
+        "/etc/systemd/system || true"
+    )
+    assert found.stdout.strip() == ""
 
 
 def test_no_backup_of_a_previous_env_file_is_left_behind(host: Any) -> None:
@@ -297,12 +310,17 @@ def test_worker_completes_a_job_from_the_dev_backend(host: Any) -> None:
             f"ALLOWED_REPO_HOSTS=github.com,10.213.0.1:{GIT_FIXTURE_PORT} "
             "scripts/devbackend.sh start and export its URL to run this end-to-end check"
         )
-    # The CLI in a throwaway container of the same image, with the worker's settings: it
+    # The CLI in a throwaway container of the same image, with the worker's settings and the
+    # dev backend's operator token (enqueue and the job reads are operator calls): it
     # enqueues the fixture repository and follows the job until it ends.
+    operator_token = (
+        os.environ.get("FONDATION_TEST_OPERATOR_TOKEN") or "local-operator-token-not-secret"
+    )
     result = run_throwaway(
         host,
+        f"OPERATOR_TOKEN={shlex.quote(operator_token)} "
         "timeout 300 docker run --rm --read-only --cap-drop ALL --user 10001:10001 "
-        "--env-file /etc/fondation-worker/worker.env --env GIT_CA_BUNDLE= "
+        "--env-file /etc/fondation-worker/worker.env --env OPERATOR_TOKEN --env GIT_CA_BUNDLE= "
         f"{image_env(host)} enqueue {SAMPLE_REPO} --wait --poll 1",
     )
     output = result.stdout + result.stderr

@@ -49,7 +49,8 @@ def backend() -> tuple[str, str]:
             "FONDATION_TEST_CONVEX_URL is not set: no job ran (start the dev backend with "
             "scripts/devbackend.sh start and export its URL)"
         )
-    return url, os.environ.get("FONDATION_TEST_WORKER_TOKEN") or "local-dev-token-not-secret"
+    # jobs:get is an operator function: the dev backend's OPERATOR_TOKEN (scripts/molecule.sh)
+    return url, os.environ.get("FONDATION_TEST_OPERATOR_TOKEN") or "local-operator-token-not-secret"
 
 
 def get_job(job_id: str) -> dict[str, Any]:

@@ -65,7 +65,8 @@ def test_the_job_in_flight_was_not_lost(host: Any) -> None:
             "FONDATION_TEST_CONVEX_URL is not set: no job ran during the upgrade "
             "(start the dev backend with scripts/devbackend.sh start and export its URL)"
         )
-    token = os.environ.get("FONDATION_TEST_WORKER_TOKEN") or "local-dev-token-not-secret"
+    # jobs:get is an operator function: the dev backend's OPERATOR_TOKEN (scripts/molecule.sh)
+    token = os.environ.get("FONDATION_TEST_OPERATOR_TOKEN") or "local-operator-token-not-secret"
     job_id = host.file(JOB_FILE).content_string.strip()
     deadline = time.monotonic() + 240
     job = _job(url, token, job_id)
