@@ -129,6 +129,7 @@ def run_job(
         token: str | None = None,
         abort_after: tuple[float, str] | None = None,
         queue: RecordingQueue | None = None,
+        keep_runner: list[JobRunner] | None = None,
         **overrides: Any,
     ) -> tuple[JobOutcome, RecordingQueue, Settings]:
         values: dict[str, Any] = {
@@ -191,6 +192,9 @@ def run_job(
 
             threading.Thread(target=later, daemon=True).start()
         outcome = runner.run(job, ctx)
+        if keep_runner is not None:  # the test looks at the background removal itself
+            keep_runner.append(runner)
+            return outcome, queue, settings
         jobs_dir = tmp_path / "work" / "jobs"
         # Always removed, in the background once the final call is made.
         wait_until(lambda: not jobs_dir.exists() or list(jobs_dir.iterdir()) == [], 10)
@@ -230,6 +234,29 @@ def test_success_uploads_docs_and_completes(
         assert "WORKER_TOKEN" not in entry["env"]
         assert "CLAUDE_CONFIG_DIR" in entry["env"]
         assert "DISABLE_AUTOUPDATER" in entry["env"]
+
+
+def test_exit_waits_for_the_background_workspace_removal(
+    run_job: Any, repos: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The final call does not wait for the removal; a worker that exits right after (a
+    # drain) must, or it leaves a .trash- directory behind (seen once in test_integration).
+    import fondation_worker.workspace as workspace_module
+
+    real_remove = workspace_module.remove_tree
+
+    def slow_remove(path: Path) -> None:
+        time.sleep(1.0)
+        real_remove(path)
+
+    monkeypatch.setattr(workspace_module, "remove_tree", slow_remove)
+    runners: list[JobRunner] = []
+    outcome, _, settings = run_job(repos["public"], keep_runner=runners)
+    assert outcome.outcome == "completed"
+    jobs_dir = settings.temp_dir / "jobs"
+    assert [p.name[:7] for p in jobs_dir.iterdir()] == [".trash-"]  # still being removed
+    assert runners[0].wait_for_removals(10.0)
+    assert list(jobs_dir.iterdir()) == []
 
 
 def test_private_repository_token_stays_out_of_claude(

@@ -56,6 +56,9 @@ app = typer.Typer(
 
 EXIT_CONFIG = 2
 MIN_GIT = (2, 32)  # GIT_CONFIG_GLOBAL
+# At exit, how long the worker waits for workspaces still being removed in the background
+# (a left-over one is finished by the next start's sweep).
+WORKSPACE_REMOVAL_WAIT_S = 5.0
 
 log = get_logger(__name__)
 
@@ -218,10 +221,11 @@ def run() -> None:
     base_env = dict(os.environ)
     convex = _convex(settings, metrics)
     claude = ClaudeRunner(settings, processes, clock, base_env)
+    runner = JobRunner(settings, convex, processes, clock, redactor, metrics, base_env)
     scheduler = Scheduler(
         settings=settings,
         queue_api=convex,
-        runner=JobRunner(settings, convex, processes, clock, redactor, metrics, base_env),
+        runner=runner,
         clock=clock,
         health=health,
         metrics=metrics,
@@ -242,6 +246,7 @@ def run() -> None:
     code = 1
     try:
         code = scheduler.run()
+        runner.wait_for_removals(WORKSPACE_REMOVAL_WAIT_S)
     finally:
         server.stop()
         convex.close()

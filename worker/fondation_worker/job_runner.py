@@ -7,6 +7,8 @@ The runner ends every job with exactly one final call that matches how it ended:
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -102,6 +104,9 @@ class JobRunner:
         self._base_env = dict(base_env)
         self._steps = tuple(steps)
         self._claude = ClaudeRunner(settings, processes, clock, base_env)
+        # Workspaces being removed in the background (Workspace.discard): a clean exit
+        # waits for them, so a drained worker leaves no .trash- directory behind.
+        self._removals: list[threading.Thread] = []
 
     def run(self, job: ClaimedJob, ctx: JobContext) -> JobOutcome:
         token = job.github_token.get_secret_value() if job.github_token else None
@@ -113,6 +118,18 @@ class JobRunner:
         finally:
             self._redactor.unregister(token)
             self._redactor.unregister(job.lease_token.get_secret_value())
+
+    def wait_for_removals(self, timeout_s: float) -> bool:
+        """At exit: wait up to ``timeout_s`` for background workspace removals; True when
+        none is left (one still running is finished by the next start's sweep)."""
+        # Real time: joining a thread waits on the real clock whatever clock the runner has.
+        deadline = time.monotonic() + timeout_s
+        for thread in self._removals:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        left = [t.name for t in self._removals if t.is_alive()]
+        if left:
+            log.warning("workspace.removal_unfinished", workspaces=len(left))
+        return not left
 
     # --- the work -------------------------------------------------------------------
 
@@ -132,7 +149,9 @@ class JobRunner:
             return self._attempt(job, ctx, token, started, spaces)
         finally:
             for workspace in spaces:
-                workspace.discard()
+                removal = workspace.discard()
+                if removal is not None:
+                    self._removals = [t for t in self._removals if t.is_alive()] + [removal]
 
     def _attempt(
         self,
