@@ -16,6 +16,7 @@ from fondation_worker import cli
 from fondation_worker.convex_client import ConvexClient
 
 TOKEN = "cli-unit-test-token-0123456789"
+OPERATOR = "cli-unit-test-operator-0123456789"
 
 METRICS: dict[str, Any] = {
     "now": 1_767_000_000_000,
@@ -80,7 +81,9 @@ class FakeConvex:
         body = json.loads(request.content)
         path, args = body["path"], body["args"]
         self.calls.append((path, args))
-        if args.get("token") != TOKEN:
+        # As Convex: the metrics take either token, enqueue only the operator's.
+        allowed = {TOKEN, OPERATOR} if path == "metrics:queue" else {OPERATOR}
+        if args.get("token") not in allowed:
             return self._error("UNAUTHORIZED", "unauthorized")
         if path == "metrics:queue":
             return self._ok(self.metrics)
@@ -228,7 +231,14 @@ def test_status_json_is_unchanged(fake: FakeConvex) -> None:
 # --- enqueue --dedupe-key (the make deploy demo re-attaches to its job) ------------------
 
 
-def test_enqueue_with_a_dedupe_key_reuses_the_active_job(fake: FakeConvex) -> None:
+def test_enqueue_with_a_dedupe_key_reuses_the_active_job(
+    fake: FakeConvex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # enqueue is an operator command: it needs OPERATOR_TOKEN (issue 15, fail-closed).
+    refused = run("enqueue", "https://github.com/octocat/Hello-World")
+    assert refused.exit_code == 2
+    assert "OPERATOR_TOKEN" in refused.output
+    monkeypatch.setenv("OPERATOR_TOKEN", OPERATOR)
     repo = "https://github.com/octocat/Hello-World"
     first = run("enqueue", repo, "--dedupe-key", "demo-hello-world")
     assert first.exit_code == 0, first.output
