@@ -7,6 +7,7 @@
 #                                  run stages side by side (CMD is one shell string); each
 #                                  one's output is printed whole once it ends; exit status is
 #                                  0 only if every one passed
+#                                  A failed stage prints the summary itself (make stops there).
 #   stage.sh summary               print stage times, then each test runner's summary lines
 set -uo pipefail
 logs=${STAGE_LOG_DIR:-build/logs}
@@ -23,6 +24,8 @@ case ${1:-} in
     secs=$(( ($(date +%s%N) - start) / 1000000 ))
     printf '%s\t%d.%03d\t%s\n' "$name" $((secs / 1000)) $((secs % 1000)) "$rc" >>"$logs/stages.tsv"
     printf '<== stage %s: %d.%03d s, exit %s\n' "$name" $((secs / 1000)) $((secs % 1000)) "$rc"
+    # make stops at the first failed stage: print the summary now, or nobody sees one.
+    [ "$rc" = 0 ] || "$0" summary
     exit "$rc" ;;
   parallel)
     shift
@@ -48,6 +51,7 @@ case ${1:-} in
       IFS=$'\t' read -r _ took rc <"$logs/$name.rc"
       printf '<== stage %s: %s s, exit %s\n' "$name" "$took" "$rc"
     done
+    [ "$failed" = 0 ] || "$0" summary
     exit "$failed" ;;
   summary)
     printf '\n==> make test summary\n'

@@ -1,0 +1,46 @@
+"""scripts/stage.sh, the stage timer of `make test`: make stops at the first failed stage, so
+the failed stage itself prints the summary table (before, a failed run printed none)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+STAGE = Path(__file__).resolve().parents[2] / "scripts" / "stage.sh"
+
+
+def stage(logs: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(STAGE), *args],
+        env={"PATH": "/usr/bin:/bin", "STAGE_LOG_DIR": str(logs)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_a_passing_stage_prints_no_summary(tmp_path: Path) -> None:
+    stage(tmp_path, "reset")
+    done = stage(tmp_path, "run", "lint", "true")
+    assert done.returncode == 0
+    assert "make test summary" not in done.stdout
+
+
+def test_a_failed_stage_keeps_its_exit_status_and_prints_the_summary(tmp_path: Path) -> None:
+    stage(tmp_path, "reset")
+    stage(tmp_path, "run", "lint", "true")
+    failed = stage(tmp_path, "run", "image", "bash", "-c", "exit 3")
+    assert failed.returncode == 3
+    table = failed.stdout.split("make test summary", 1)[1]
+    rows = [line.split()[::2] for line in table.splitlines()[2:4]]
+    assert rows == [["lint", "0"], ["image", "3"]]
+
+
+def test_a_failed_parallel_stage_prints_the_summary_with_both_stages(tmp_path: Path) -> None:
+    stage(tmp_path, "reset")
+    failed = stage(tmp_path, "parallel", "molecule", "exit 0", "unit", "exit 1")
+    assert failed.returncode == 1
+    table = failed.stdout.split("make test summary", 1)[1]
+    rows = {line.split()[0]: line.split()[2] for line in table.splitlines()[2:4]}
+    assert rows == {"molecule": "0", "unit": "1"}
