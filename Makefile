@@ -88,10 +88,7 @@ flake: deps images image ## repeat a check: SCENARIO=runbooks N=5, or TEST=tests
 # The dev backend runs with fixed public test tokens (scripts/devbackend.sh): the worker's in
 # inventories/local, the operator's for demo_job.py (enqueue and jobs:get are operator calls).
 deploy: deps images image ## deploy the stack to the local Debian systemd container, then run a job
-	scripts/local-target.sh up
-	FONDATION_CONVEX_URL=$$(scripts/devbackend.sh start) \
-	  ansible-playbook -i inventories/local playbooks/deploy.yml
-	python scripts/demo_job.py
+	scripts/local-deploy.sh
 
 # --- the performance report --------------------------------------------------------------
 bench: deps images image ## performance report: one table of figures vs targets (bench/results.md)
@@ -110,9 +107,10 @@ chaos-short: deps ## the short chaos run of `make test`: 60 jobs, 3 workers, eve
 	python -m chaos.run --jobs 60 --workers 3 --duration 150 --seed $(SEED) --out build/chaos \
 	  --name short
 
-clean-local: ## remove the local target container, its volume and the dev backend
+clean-local: ## remove the local target container, its volume, the dev backend and the demo stand-ins
 	@scripts/local-target.sh down
 	@scripts/devbackend.sh stop
+	@scripts/demo-standins.sh stop
 
 clean: clean-local ## remove local state: venv, node_modules, build output
 	rm -rf $(VENV) node_modules build .ansible

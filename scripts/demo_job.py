@@ -1,12 +1,12 @@
-"""After `make deploy`: queue one job in the local dev backend and follow it the way an
-operator would (`fondation-worker enqueue --wait`, its live progress line), then print the
-readiness of the worker on the local target.
+"""After `make deploy` (scripts/local-deploy.sh): queue one job in the local dev backend and
+follow it the way an operator would (`fondation-worker enqueue --wait`, its live progress
+line), then print the readiness of the worker on the local target.
 
-With Claude credentials (CLAUDE_CODE_OAUTH_TOKEN or ANTHROPIC_API_KEY exported before
-`make deploy`) and internet access the job completes. Without them the worker says so
-honestly: not ready, "Claude is not logged in", and the job stays queued for a worker that
-can run it. The follow stops after DEMO_WAIT_SECONDS (60); the same command, printed then,
-picks the job up again (its dedupe key returns the job still queued instead of a new one).
+The repository is DEMO_REPO (local-deploy.sh sets it to the stand-in git server's sample
+unless you exported one). The job completes, through the real claude CLI, against Anthropic's
+API when Claude credentials were exported, else against the scripted Messages API stand-in.
+A job still running after DEMO_WAIT_SECONDS is left queued; the same command, printed then,
+picks it up again (its dedupe key returns the job still queued instead of a new one).
 """
 
 from __future__ import annotations

@@ -34,9 +34,16 @@ running_pid() {
 }
 
 start() {
+  # A backend already running with other repository hosts would refuse this caller's jobs.
+  local settings="allowed_repo_hosts=${ALLOWED_REPO_HOSTS:-github.com}"
   if running_pid >/dev/null && healthy "$(cat "$state/url")"; then
-    cat "$state/url"; return 0
+    if [ "$(cat "$state/settings" 2>/dev/null)" = "$settings" ]; then
+      cat "$state/url"; return 0
+    fi
+    log "restarting: it runs with other settings ($(cat "$state/settings" 2>/dev/null))"
+    stop
   fi
+  echo "$settings" >"$state/settings"
   # The test tokens are public on purpose: they only ever guard this local stand-in.
   WORKER_TOKEN=${WORKER_TOKEN:-local-dev-token-not-secret} \
   OPERATOR_TOKEN=${OPERATOR_TOKEN:-local-operator-token-not-secret} \

@@ -251,12 +251,16 @@ class _Server(ThreadingHTTPServer):
 class FakeAnthropic:
     """The server; use as a context manager. ``script`` may be replaced while it runs."""
 
-    def __init__(self, script: Script | None = None) -> None:
+    def __init__(
+        self, script: Script | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.script: Script = script or turns()
         self.requests: list[Request] = []
         self.protocol_problems: list[str] = []
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), self._handler())
+        # Loopback for the tests; `make deploy`'s demo binds the Docker bridge gateway so the
+        # worker container on the local target reaches it (scripts/demo_standins.py).
+        self._server = _Server((host, port), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The stand-ins `make deploy`'s demo job uses when nothing real is reachable: a local HTTPS
+# git server with one sample repository and the scripted Messages API the real claude CLI in
+# the worker image talks to (scripts/demo_standins.py). Development only, like the dev backend.
+#   demo-standins.sh start   start them (idempotent); print the state file's path
+#   demo-standins.sh stop    stop them
+# Env: DEMO_STANDINS_HOST (the Docker bridge gateway), DEMO_GIT_PORT (3211),
+#      DEMO_API_PORT (3212), DEMO_STANDINS_STATE (build/demo-standins).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+state=${DEMO_STANDINS_STATE:-$root/build/demo-standins}
+mkdir -p "$state"
+log() { printf 'demo-standins: %s\n' "$*" >&2; }
+
+bridge_gateway() {
+  local gw
+  gw=$(docker network inspect bridge --format '{{ (index .IPAM.Config 0).Gateway }}' 2>/dev/null || true)
+  echo "${gw:-127.0.0.1}"
+}
+host=${DEMO_STANDINS_HOST:-$(bridge_gateway)}
+python=${PYTHON:-$root/.venv/bin/python}
+
+running_pid() {
+  local pid
+  pid=$(cat "$state/pid" 2>/dev/null) || return 1
+  kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+start() {
+  if running_pid >/dev/null && [ -s "$state/standins.json" ]; then
+    echo "$state/standins.json"; return 0
+  fi
+  rm -f "$state/standins.json"
+  PYTHONPATH=$root/tests setsid nohup "$python" "$root/scripts/demo_standins.py" serve \
+    --host "$host" --git-port "${DEMO_GIT_PORT:-3211}" --api-port "${DEMO_API_PORT:-3212}" \
+    --state "$state" >"$state/standins.log" 2>&1 </dev/null &
+  echo $! >"$state/pid"
+  for _ in $(seq 1 60); do
+    if [ -s "$state/standins.json" ]; then
+      log "git and Messages API stand-ins up on $host"; echo "$state/standins.json"; return 0
+    fi
+    running_pid >/dev/null || break
+    sleep 0.5
+  done
+  log "did not start; last log lines:"; tail -n 20 "$state/standins.log" >&2
+  stop; exit 1
+}
+
+stop() {
+  local pid
+  if pid=$(running_pid); then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    log "stopped"
+  fi
+  rm -f "$state/pid" "$state/standins.json"
+}
+
+case ${1:-} in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac
