@@ -67,8 +67,8 @@ def py_client(dev_backend: DevBackend) -> ConvexClient:
     return ConvexClient(dev_backend.url)
 
 
-# The Python client's iterator blocks without releasing the GIL, so it cannot be read from a
-# helper thread: each next() is called when an update is due, bounded by the test timeout.
+# A thread blocked on the Python client's iterator stalled the test's other calls on the
+# client, so each next() is called when an update is due, bounded by the test timeout.
 @pytest.mark.timeout(60)
 def test_official_python_client_subscribe_receives_pushed_updates(
     dev_backend: DevBackend, py_client: ConvexClient
