@@ -30,7 +30,6 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
-from . import __version__
 from .backoff import retry_delay_s
 from .logging_setup import get_logger
 from .metrics import Metrics
@@ -185,7 +184,6 @@ class WakeupSubscription:
             ping_interval=10,
             ping_timeout=10,
             max_size=MAX_MESSAGE_BYTES,
-            additional_headers={"Convex-Client": f"fondation-worker-{__version__}"},
         ) as ws:
             with self._lock:
                 self._ws = ws
