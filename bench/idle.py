@@ -1,17 +1,19 @@
-"""Idle figures: Convex calls per hour of an idle worker, against fixed 5 s polling, and the
-idle worker's resident memory.
+"""Idle figures: Convex HTTP calls per hour of an idle worker, against fixed 5 s polling, and
+the idle worker's resident memory.
 
-Two real workers poll one empty dev backend side by side: ours with the production
-defaults (POLL_INTERVAL 5 s doubling to IDLE_POLL_MAX 32 s) and the baseline, polling at a
-fixed 5 s like the original queue (POLL_INTERVAL=5000 IDLE_POLL_MAX=5000). After a warm-up
-that lets the back-off reach its ceiling, the bench reads each worker's Prometheus counter
-``fondation_worker_convex_calls_total`` (every function) once a second for the window and
-turns the increments into a rate: (calls - 1) / (last call - first call), so the window's
-edges do not round the figure. The RSS is VmRSS of the idle worker process at the end, and
-of the worker process inside the image (``docker run``, paused without Claude login) when
-the image is present.
+Two real workers watch one empty dev backend side by side: ours with the production
+defaults (subscribed to jobs:wakeup over the WebSocket, so it only polls every
+SAFETY_POLL_MS, 6 minutes) and the baseline, polling at a fixed 5 s like the original queue
+(POLL_INTERVAL=5000 IDLE_POLL_MAX=5000, WAKEUP=false). After a warm-up, the bench reads
+each worker's Prometheus counter ``fondation_worker_convex_calls_total`` (every function)
+once a second for the window and turns the increments into a rate:
+(calls - 1) / (last call - first call), so the window's edges do not round the figure. The
+window is long enough to hold at least two safety polls (the rate needs two calls).
 
-Run: .venv/bin/python bench/idle.py [--json]   (IDLE_WINDOW_S, default 240; IDLE_WARMUP_S 70)
+The RSS is VmRSS of the idle worker process at the end, and of the worker process inside
+the image (``docker run``, paused without Claude login) when the image is present.
+
+Run: .venv/bin/python bench/idle.py [--json]   (IDLE_WINDOW_S, default 760; IDLE_WARMUP_S 70)
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from common import (
     stack,
 )
 
-TARGET_CALLS_PER_HOUR = 120.0
+TARGET_CALLS_PER_HOUR = 12.0
 TARGET_RSS_MB = 60.0
 MB = 1024.0  # VmRSS is in KiB; report MiB
 
@@ -125,11 +127,13 @@ def container_rss_mb(convex_url: str, token: str) -> tuple[float | None, str]:
 
 
 def main() -> int:
-    window = float(os.environ.get("IDLE_WINDOW_S", "240"))
+    window = float(os.environ.get("IDLE_WINDOW_S", "760"))
     warmup = float(os.environ.get("IDLE_WARMUP_S", "70"))
     with stack("idle") as s:
         ours = s.start_worker("ours")
-        base = s.start_worker("baseline", POLL_INTERVAL="5000", IDLE_POLL_MAX="5000")
+        base = s.start_worker(
+            "baseline", POLL_INTERVAL="5000", IDLE_POLL_MAX="5000", WAKEUP="false"
+        )
         log(f"warm-up {warmup:.0f} s, then a {window:.0f} s window")
         time.sleep(warmup)
         seen = watch([ours, base], window)
@@ -140,7 +144,7 @@ def main() -> int:
     ratio = f"{ours_rate / base_rate:.2f}x" if ours_rate and base_rate else ""
     rows = [
         Row(
-            "idle Convex calls per hour per worker",
+            "idle Convex HTTP calls per hour per worker",
             ours_rate,
             "/h",
             f"<= {TARGET_CALLS_PER_HOUR:.0f}",

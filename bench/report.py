@@ -32,7 +32,7 @@ RESULTS = BENCH / "results.md"
 # (script, arguments, timeout in seconds)
 PARALLEL = [
     ("deploy.py", [], 1500),
-    ("idle.py", [], 900),
+    ("idle.py", [], 1200),
     ("pickup.py", ["--mode", "idle"], 900),
     ("crash.py", [], 900),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,46 @@ def job_mix(jobs: list[EnqueuedJob], latest: dict[str, Observation]) -> list[dic
     return [{"kind": kind, **dict(counts)} for kind, counts in sorted(table.items())]
 
 
+def subscription_downtime(log_paths: dict[str, Path], end: float) -> dict[str, dict[str, Any]]:
+    """How long each worker ran without its jobs:wakeup subscription, from its own log.
+
+    ``wakeup.subscribed`` carries the gap it ends (``down_s``, start-up included); a
+    ``wakeup.down`` with no later ``wakeup.subscribed`` counts until ``end``. Outages are
+    the ``wakeup.down`` events (a socket cut by a fault), not restarts.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, path in sorted(log_paths.items()):
+        down_s = 0.0
+        outages = 0
+        open_since: float | None = None
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict):
+                continue
+            event = entry.get("event")
+            if event == "wakeup.down":
+                outages += 1
+                stamp = str(entry.get("ts", "")).replace("Z", "+00:00")
+                try:
+                    open_since = datetime.fromisoformat(stamp).timestamp()
+                except ValueError:
+                    open_since = None
+            elif event == "wakeup.subscribed":
+                down_s += float(entry.get("down_s", 0.0))
+                open_since = None
+        if open_since is not None:
+            down_s += max(0.0, end - open_since)
+        out[name] = {"outages": outages, "without_subscription_s": round(down_s, 1)}
+    return out
+
+
 def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
@@ -152,6 +193,20 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"- {event['at_s']:.1f} s +{event['duration_s']:.1f} s **{event['kind']}** on "
             f"{event['target']}: {event['detail']}; {len(event['affected'])} jobs affected"
         )
+    wakeup = data["observations"].get("wakeup") or {}
+    if wakeup:
+        lines += [
+            "",
+            "## Wake subscription",
+            "",
+            "Time each worker ran without its jobs:wakeup subscription (polling over HTTP "
+            "instead): start-ups, restarts and the sockets the faults cut.",
+            "",
+            "| worker | socket outages | without subscription (s) |",
+            "|---|---:|---:|",
+        ]
+        for name, row in wakeup.items():
+            lines.append(f"| {name} | {row['outages']} | {row['without_subscription_s']:.1f} |")
     if data["errors"]:
         lines += ["", "## Harness errors", ""] + [f"- {e}" for e in data["errors"]]
     lines += ["", "Timeline: `timeline.png`.", ""]

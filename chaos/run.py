@@ -40,7 +40,7 @@ from .invariants import (
 from .load import LoadDriver, plan_jobs
 from .models import CheckResult, RunConfig, SecretHit
 from .observe import Sampler, StatePoller, find_secrets, read_executions, temp_dir_leftovers
-from .report import fault_rows, job_mix, totals, write_report
+from .report import fault_rows, job_mix, subscription_downtime, totals, write_report
 from .timeline import draw
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -288,6 +288,10 @@ def _verdict(
             "claude_runs": len(executions),
             "worker_restarts": {w.name: w.restarts for w in cluster.workers},
             "crashes": sum(1 for e in cluster.lifecycle if e.what == "crashed"),
+            "wakeup": subscription_downtime(
+                {w.name: w.log_dir / f"worker-{w.name}.log" for w in cluster.workers},
+                time.time(),
+            ),
             "load_seconds": round(run_end - t0, 1),
             "jobs": [
                 {

@@ -700,3 +700,31 @@ export const listByUser = query({
     return jobs.map(publicJob);
   },
 });
+
+/**
+ * The workers' wake-up subscription: when the earliest queued (pending or failed) job is
+ * due, or null when the queue is empty. A worker subscribes over Convex's sync protocol and
+ * claims as soon as `nextRunAt <= now`, setting a timer for a later one. "Now" is the
+ * worker's clock: a query that read Date.now() would not be re-run as time passes. Two
+ * index reads whatever the queue's size, and only a timestamp comes back, so the result
+ * changes when the earliest due time does (an enqueue, a claim, a retry), not on
+ * heartbeats or progress. Expired leases are not in it: the reclaim cron puts them back in
+ * the queue, which changes the answer.
+ */
+export const wakeup = query({
+  args: { token: v.optional(v.string()) },
+  returns: v.object({ nextRunAt: v.union(v.number(), v.null()) }),
+  handler: async (ctx, args) => {
+    requireWorker(args.token);
+    const earliest = await Promise.all(
+      (["pending", "failed"] as const).map((status) =>
+        ctx.db
+          .query("jobs")
+          .withIndex("by_status_runAt", (q) => q.eq("status", status))
+          .first(),
+      ),
+    );
+    const due = earliest.filter((job) => job !== null).map((job) => job.runAt);
+    return { nextRunAt: due.length === 0 ? null : Math.min(...due) };
+  },
+});

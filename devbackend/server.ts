@@ -11,6 +11,7 @@ import authConfig from "../convex/auth.config";
 import crons from "../convex/crons";
 import { AuthError, verifyJwt, type Identity } from "./auth";
 import { Backend, tableNames, type Kind } from "./backend";
+import { SYNC_PATH, SyncHub } from "./sync";
 
 const HOST = process.env.DEV_BACKEND_HOST || "127.0.0.1";
 const PORT = Number(process.env.DEV_BACKEND_PORT ?? "3210");
@@ -72,6 +73,10 @@ class RequestError extends Error {
 async function identityOf(req: IncomingMessage): Promise<Identity | undefined> {
   const auth = req.headers.authorization;
   if (auth === undefined) return undefined;
+  return await identityOfHeader(auth);
+}
+
+async function identityOfHeader(auth: string): Promise<Identity> {
   const dev = /^Bearer dev:([A-Za-z0-9_.@|-]{1,200})$/.exec(auth);
   if (ADMIN && dev !== null) return { subject: dev[1], issuer: "dev", tokenIdentifier: `dev|${dev[1]}` };
   const bearer = /^Bearer (\S+)$/.exec(auth);
@@ -146,6 +151,21 @@ function sendReply(res: ServerResponse, format: Format, body: Record<string, unk
   res.end(text);
 }
 
+// The WebSocket sync protocol (sync.ts): subscriptions pushed after every commit.
+const sync = new SyncHub(
+  backend,
+  (path) => backend.resolvePublic(path),
+  async (token) => {
+    try {
+      return await identityOfHeader(`Bearer ${token}`);
+    } catch (e) {
+      throw new Error(e instanceof Error ? e.message : String(e));
+    }
+  },
+  floatJson,
+  log,
+);
+
 function parseRequest(raw: string, pathFromUrl?: string): Parsed {
   let body: unknown;
   try {
@@ -210,6 +230,7 @@ async function handleFunction(
     return `${target.path} error(wrong kind)`;
   }
   const result = await backend.call(target.kind, target.path, args, identity);
+  if (result.ok && target.kind !== "query") sync.afterCommit();
   if (result.ok) {
     sendReply(res, format, { status: "success", value: exportValue((result.value ?? null) as Value, format), logLines: [] });
     return `${target.path} success`;
@@ -236,11 +257,13 @@ async function handleAdmin(req: IncomingMessage, res: ServerResponse, url: URL):
       else if (parsed.mode !== undefined) throw new RequestError(400, "BadRequest", "mode: reset | hang | error");
     }
     paused = mode;
+    sync.pause(mode);
     send(res, 200, { ok: true, paused: mode });
     return `pause(${mode})`;
   }
   if (req.method === "POST" && url.pathname === "/_dev/resume") {
     paused = null;
+    sync.resume();
     for (const socket of held) socket.destroy();
     held.clear();
     send(res, 200, { ok: true, paused: null });
@@ -248,11 +271,13 @@ async function handleAdmin(req: IncomingMessage, res: ServerResponse, url: URL):
   }
   if (req.method === "POST" && url.pathname === "/_dev/reset") {
     await backend.reset();
+    sync.afterCommit();
     send(res, 200, { ok: true });
     return "reset";
   }
   if (req.method === "POST" && url.pathname === "/_dev/reclaim") {
     const r = await backend.runInternalMutation(RECLAIM_FUNCTION);
+    sync.afterCommit();
     send(res, 200, r.ok ? { ok: true, value: r.value } : { ok: false, error: r.message });
     return "reclaim";
   }
@@ -319,6 +344,31 @@ const server = createServer((req, res) => {
     });
 });
 
+server.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => {
+  const url = new URL(req.url ?? "/", "http://localhost");
+  if (!SYNC_PATH.test(url.pathname)) {
+    socket.end("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+    return;
+  }
+  if (paused === "reset") {
+    socket.destroy();
+    log(`GET ${url.pathname} dropped (paused)`);
+    return;
+  }
+  if (paused === "hang") {
+    held.add(socket);
+    socket.on("close", () => held.delete(socket));
+    log(`GET ${url.pathname} held (paused)`);
+    return;
+  }
+  if (paused === "error") {
+    socket.end("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n");
+    log(`GET ${url.pathname} 503 (paused)`);
+    return;
+  }
+  sync.upgrade(req, socket, head);
+});
+
 // ------------------------------------------------------------------ crons
 const timers: NodeJS.Timeout[] = [];
 
@@ -341,6 +391,7 @@ function startCrons(): void {
     const fire = () => {
       const started = Date.now();
       void backend.runInternalMutation(job.name).then((r) => {
+        sync.afterCommit();
         const value = r.ok ? JSON.stringify(r.value) : `error ${r.message}`;
         const busy = !r.ok || /[1-9]/.test(value);
         if (busy) log(`cron ${job.name} ${value} ${Date.now() - started}ms`);
@@ -354,6 +405,7 @@ function startCrons(): void {
 function shutdown(signal: string): void {
   log(`${signal}: shutting down`);
   for (const t of timers) clearInterval(t);
+  sync.close();
   for (const socket of held) socket.destroy();
   server.close(() => process.exit(0));
   setTimeout(() => process.exit(0), 2000).unref();

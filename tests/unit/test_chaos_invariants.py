@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,7 @@ from chaos.models import (
     PlannedJob,
     RunConfig,
 )
+from chaos.report import subscription_downtime
 
 
 def run(job: str, worker: str, start: float, end: float, *, known: bool = True) -> Execution:
@@ -204,3 +207,35 @@ def test_the_plans_are_seeded_and_complete() -> None:
     assert faults[0].kind == "disk"
     assert [f.at_s for f in faults] == sorted(f.at_s for f in faults)
     assert all(f.at_s < 150 for f in faults)
+
+
+# --- time without the wake subscription (report) ---------------------------------------
+
+
+def wake_line(event: str, at: float, **fields: float) -> str:
+    ts = datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+    return json.dumps({"event": event, "ts": ts, **fields})
+
+
+def test_gaps_are_summed_and_an_open_outage_counts_until_the_end(tmp_path: Path) -> None:
+    a = tmp_path / "a.log"
+    a.write_text(
+        "\n".join(
+            [
+                wake_line("worker.started", 1000.0),
+                wake_line("wakeup.subscribed", 1000.5, down_s=0.5),  # start-up
+                wake_line("wakeup.down", 1100.0),  # a network cut
+                "not json",
+                wake_line("wakeup.subscribed", 1121.0, down_s=21.0),
+                wake_line("wakeup.down", 1200.0),  # still down at the end
+            ]
+        )
+        + "\n"
+    )
+    b = tmp_path / "b.log"
+    b.write_text(wake_line("wakeup.subscribed", 1000.2, down_s=0.2) + "\n")
+    report = subscription_downtime({"a": a, "b": b, "gone": tmp_path / "missing"}, end=1230.0)
+    assert report == {
+        "a": {"outages": 2, "without_subscription_s": 51.5},
+        "b": {"outages": 0, "without_subscription_s": 0.2},
+    }

@@ -43,7 +43,15 @@ def test_readyz_lists_reasons(served: tuple[HealthState, FakeClock, Metrics, str
         "ready": True,
         "starting": False,
         "reasons": [],
-        "checks": {"convex": True, "claude": True, "disk": True, "loop": True, "draining": False},
+        "degraded": [],
+        "checks": {
+            "convex": True,
+            "claude": True,
+            "disk": True,
+            "loop": True,
+            "draining": False,
+            "wakeup": True,
+        },
         "version": __version__,
         "worker_id": None,
         "current_job": None,
@@ -64,6 +72,23 @@ def test_readyz_lists_reasons(served: tuple[HealthState, FakeClock, Metrics, str
     body = httpx.get(f"{base}/readyz").json()
     assert body["ready"] is False
     assert body["reasons"] == ["draining: the worker is shutting down"]
+
+
+def test_a_notice_is_reported_but_leaves_the_worker_ready(
+    served: tuple[HealthState, FakeClock, Metrics, str],
+) -> None:
+    state, _, metrics, base = served
+    state.tick()
+    state.set_notice("wakeup", "subscription down (timeout); polling over HTTP")
+    reply = httpx.get(f"{base}/readyz")
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["ready"] is True
+    assert body["degraded"] == ["wakeup: subscription down (timeout); polling over HTTP"]
+    assert body["checks"]["wakeup"] is False
+    assert metrics.registry.get_sample_value("fondation_worker_ready") == 1
+    assert state.clear_notice("wakeup") is True
+    assert httpx.get(f"{base}/readyz").json()["degraded"] == []
 
 
 def test_readyz_tells_a_replica_still_starting_from_a_stuck_one(

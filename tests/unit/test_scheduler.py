@@ -120,6 +120,7 @@ def make(
     disk_ok: bool = True,
     probe: Callable[[], Classification] | None = None,
     recover: Callable[[], object] | None = None,
+    wakeup: Any = None,
     **overrides: Any,
 ) -> tuple[Scheduler, HealthState, Metrics]:
     values: dict[str, Any] = {
@@ -147,6 +148,7 @@ def make(
         recover=recover,
         probe=probe,
         rand=lambda: 0.5,
+        wakeup=wakeup,
     )
     return scheduler, health, metrics
 

@@ -659,7 +659,8 @@ def test_healthcheck_command(dev_backend: DevBackend, start_worker: Any) -> None
 
 
 def test_idle_worker_is_cheap_and_healthy(dev_backend: DevBackend, start_worker: Any) -> None:
-    worker = start_worker(dev_backend, POLL_INTERVAL="100", IDLE_POLL_MAX="400")
+    # The polling path (the wake subscription off: subscribed, it polls every 6 minutes).
+    worker = start_worker(dev_backend, WAKEUP="false", POLL_INTERVAL="100", IDLE_POLL_MAX="400")
     t0 = time.monotonic()
     claims = 'fondation_worker_convex_calls_total{function="jobs:claimOne"'
     # It keeps polling while idle (waited for, however slow the machine)...

@@ -45,6 +45,7 @@ from .process import SubprocessRunner
 from .redact import Redactor
 from .sandbox import landlock_abi
 from .scheduler import Scheduler
+from .wakeup import WakeupSubscription
 from .workspace import disk_status, remove_tree, sweep
 
 app = typer.Typer(
@@ -233,6 +234,11 @@ def run() -> None:
         sweep=lambda: _sweep(settings),
         recover=lambda: _recover(convex, settings.worker_id),
         probe=lambda: _probe(claude, settings, 60.0),
+        wakeup=(
+            WakeupSubscription(settings.convex_url, settings.worker_token, metrics)
+            if settings.wakeup
+            else None
+        ),
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

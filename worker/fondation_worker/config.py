@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     # Polling and leases
     poll_interval: int = Field(5_000, ge=100, le=3_600_000, description="ms between polls")
     idle_poll_max: int = Field(32_000, ge=100, le=3_600_000, description="idle poll ceiling")
+    # The wake path (wakeup.py): subscribe to jobs:wakeup over Convex's WebSocket protocol
+    # and claim when it says a job is due. While subscribed, the HTTP poll only runs every
+    # SAFETY_POLL_MS; while the subscription is down, polling is as above.
+    wakeup: bool = Field(True, description="subscribe to jobs:wakeup (WebSocket)")
+    safety_poll_ms: int = Field(
+        360_000, ge=1_000, le=3_600_000, description="ms between polls while subscribed"
+    )
     max_concurrent_jobs: int = Field(1, ge=1, le=32)
     worker_id: str = Field(default_factory=default_worker_id)
     lease_ms: int = Field(90_000, ge=1_000, le=3_600_000)

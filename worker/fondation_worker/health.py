@@ -49,6 +49,8 @@ class HealthState:
         self._worker_id = worker_id
         self._last_tick: float | None = None
         self._problems: dict[str, str] = {}
+        # Degraded but still ready (the wake subscription is down: the worker polls).
+        self._notices: dict[str, str] = {}
         self._draining = False
         self._jobs: dict[str, None] = {}  # running job ids, in claim order
         self._metrics.ready.set(0)
@@ -91,6 +93,15 @@ class HealthState:
         self._update_gauge()
         return had
 
+    def set_notice(self, key: str, reason: str) -> None:
+        """Something /readyz reports without making the worker unready."""
+        with self._lock:
+            self._notices[key] = reason
+
+    def clear_notice(self, key: str) -> bool:
+        with self._lock:
+            return self._notices.pop(key, None) is not None
+
     def problem(self, key: str) -> str | None:
         with self._lock:
             return self._problems.get(key)
@@ -121,6 +132,7 @@ class HealthState:
         alive, live = self.liveness()
         with self._lock:
             problems = dict(self._problems)
+            notices = dict(self._notices)
             draining = self._draining
             identity = self._identity()
         reasons = [f"{key}: {reason}" for key, reason in sorted(problems.items())]
@@ -135,6 +147,7 @@ class HealthState:
             "disk": "disk" not in problems,
             "loop": alive,
             "draining": draining,
+            "wakeup": "wakeup" not in notices,
         }
         starting = not alive and live["status"] == "starting"
         starting = starting or problems.get("claude") == STARTUP_CHECK_REASON
@@ -142,6 +155,7 @@ class HealthState:
             "ready": ready,
             "starting": starting and not ready,
             "reasons": reasons,
+            "degraded": [f"{key}: {reason}" for key, reason in sorted(notices.items())],
             "checks": checks,
             **identity,
         }

@@ -1,6 +1,9 @@
 """The worker loop: claim up to MAX_CONCURRENT_JOBS, heartbeat each, pause, drain.
 
 - Polls at POLL_INTERVAL while work is found and backs off to IDLE_POLL_MAX when idle.
+- The wake path (wakeup.py): while the jobs:wakeup subscription is live, the loop claims as
+  soon as it says a job is due (a timer for a later runAt) and polls over HTTP only every
+  SAFETY_POLL_MS; while it is down, polling is as above.
 - One thread per job and one heartbeat thread per job (see lease.py for self-fencing).
 - Auth and usage-limit failures mark the worker not ready and pause claiming until a
   re-check (a tiny real Claude call) passes; low disk pauses claiming until space is back.
@@ -39,6 +42,7 @@ from .logging_setup import get_logger
 from .metrics import Metrics
 from .models import ClaimedJob, HeartbeatReply, Progress
 from .process import AbortSignal
+from .wakeup import WakeSource, WakeState
 from .workspace import DiskStatus
 
 log = get_logger(__name__)
@@ -51,6 +55,8 @@ DISK_RECHECK_S = 5.0
 # (release is bounded to about 11 s) before the worker exits anyway. With the default
 # DRAIN_TIMEOUT of 90 s, the worker is gone within about 110 s of SIGTERM.
 ABORT_GRACE_S = 20.0
+# Safety polls while subscribed are shortened by up to this fraction, so a fleet spreads out.
+SAFETY_JITTER = 0.1
 
 PauseReason = Literal["auth", "usage_limit", "disk"]
 
@@ -93,6 +99,7 @@ class Scheduler:
         recover: Callable[[], object] | None = None,
         probe: Callable[[], Classification] | None = None,
         rand: Callable[[], float] = random.random,
+        wakeup: WakeSource | None = None,
     ) -> None:
         self._s = settings
         self._queue = queue_api
@@ -105,6 +112,10 @@ class Scheduler:
         self._recover = recover
         self._probe = probe
         self._rand = rand
+        self._wakeup = wakeup
+        self._wake_state: WakeState | None = None
+        self._wake_retry_at = 0.0  # a due answer whose claim found nothing: not before this
+        self._wake_misses = 0
 
         self._wake = threading.Event()
         self._done: queue.Queue[tuple[str, JobOutcome]] = queue.Queue()
@@ -126,6 +137,10 @@ class Scheduler:
         os.set_blocking(self._wake_w, False)
 
     # --- control ----------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Something changed outside the loop (the wake subscription): look again now."""
+        self._wake.set()
 
     def request_stop(self) -> None:
         """First call: drain. Second: release now. Safe to call from a signal handler."""
@@ -180,12 +195,19 @@ class Scheduler:
             idle_poll_max_ms=self._s.idle_poll_max,
             lease_ms=self._s.lease_ms,
             heartbeat_ms=self._s.heartbeat_ms,
+            wakeup=self._wakeup is not None,
+            safety_poll_ms=self._s.safety_poll_ms,
         )
         relay = threading.Thread(target=self._relay_wakeups, name="wake-relay", daemon=True)
         relay.start()
+        if self._wakeup is not None:
+            self._health.set_notice("wakeup", "subscription not connected yet; polling over HTTP")
+            self._wakeup.start(self.notify)
         try:
             return self._loop()
         finally:
+            if self._wakeup is not None:
+                self._wakeup.stop()
             # -1 first: a late signal must not write into a reused descriptor number.
             write_end, self._wake_w = self._wake_w, -1
             os.close(write_end)  # ends the relay thread (its read returns b"")
@@ -205,6 +227,7 @@ class Scheduler:
                 if self._shutdown_step(now):
                     break
             else:
+                self._follow_wakeup(now)
                 self._update_pause(now)
                 self._maybe_claim(now)
             self._clock.wait(self._wake, self._sleep_for(self._clock.monotonic()))
@@ -237,13 +260,61 @@ class Scheduler:
         elif len(self._running) < self._s.max_concurrent_jobs:
             # At capacity there is no poll to wait for: a job's end wakes the loop.
             events.append(self._next_poll)
+            due = self._wake_due_at(now)
+            if due is not None:
+                events.append(due)
         return max(0.0, min(events) - now)
 
     # --- claiming ---------------------------------------------------------------------
 
-    def _maybe_claim(self, now: float) -> None:
-        if self._pause is not None or now < self._next_poll:
+    # --- the wake path ----------------------------------------------------------------
+
+    def _follow_wakeup(self, now: float) -> None:
+        """Take in the subscription's latest state: a new answer is acted on at once."""
+        if self._wakeup is None:
             return
+        state = self._wakeup.state()
+        old = self._wake_state
+        if old is not None and old.version == state.version:
+            return
+        self._wake_state = state
+        self._wake_retry_at = 0.0
+        self._wake_misses = 0
+        if state.live and (old is None or not old.live):
+            self._health.clear_notice("wakeup")
+        elif not state.live and (old is None or old.live):
+            # Back to today's polling, from its first step (the next poll within POLL_INTERVAL).
+            self._health.set_notice(
+                "wakeup", f"subscription down ({state.down_reason}); polling over HTTP"
+            )
+            self._empty_polls = 0
+            self._next_poll = min(self._next_poll, now + self._s.poll_interval / 1000)
+        elif not state.live:
+            self._health.set_notice(
+                "wakeup", f"subscription down ({state.down_reason}); polling over HTTP"
+            )
+
+    def _wake_due_at(self, now: float) -> float | None:
+        """Monotonic time the subscription says to claim at, or None (nothing queued, down)."""
+        state = self._wake_state
+        if state is None or not state.live or state.next_run_at_ms is None:
+            return None
+        # runAt is Convex's wall clock: turned into our monotonic time through our wall clock.
+        due = now + (state.next_run_at_ms / 1000 - self._clock.time())
+        return max(due, self._wake_retry_at)
+
+    def _subscribed(self) -> bool:
+        return self._wake_state is not None and self._wake_state.live
+
+    def _maybe_claim(self, now: float) -> None:
+        if self._pause is not None:
+            return
+        due = self._wake_due_at(now)
+        woken = due is not None and due <= now
+        if now < self._next_poll and not woken:
+            return
+        if now < self._next_poll:
+            log.debug("claim.woken", next_poll_in_s=round(self._next_poll - now, 1))
         if len(self._running) >= self._s.max_concurrent_jobs:
             return
         # A worker short of disk would only claim a job to defer it for minutes while a
@@ -265,33 +336,47 @@ class Scheduler:
         except OperatorActionNeeded as exc:
             self._claim_request_id = None
             self._convex_problem(f"worker token refused by Convex, operator action needed: {exc}")
-            self._schedule_idle(now)
+            self._schedule_idle(now, woken)
             return
         except WorkerError as exc:
             if not isinstance(exc, ConvexUnavailable):
                 self._claim_request_id = None  # Convex answered: the request was not applied
             self._convex_problem(f"unreachable or failing: {exc}")
-            self._schedule_idle(now)
+            self._schedule_idle(now, woken)
             return
         self._claim_request_id = None
         if self._health.clear_problem("convex"):
             log.info("convex.reachable_again")
             self._convex_problem_logged = None
         if job is None:
-            self._schedule_idle(now)
+            self._schedule_idle(now, woken)
             return
         self._empty_polls = 0
+        self._wake_misses = 0
+        self._wake_retry_at = 0.0
         self._next_poll = now + self._s.poll_interval / 1000
         self._start_job(job, sent)
         if self._stop_level:
             # The signal came while the claim was in flight: give the job straight back.
             self._running[job.job_id].abort.abort("shutdown")
 
-    def _schedule_idle(self, now: float) -> None:
+    def _schedule_idle(self, now: float, woken: bool = False) -> None:
+        if woken:
+            # The subscription said "due" and the claim found nothing (another worker won,
+            # or our clock runs ahead of Convex's): the same answer is not acted on again
+            # before a back-off; a new answer is, at once.
+            self._wake_misses += 1
+            miss_ms = idle_poll_delay_ms(
+                self._wake_misses, self._s.poll_interval, self._s.idle_poll_max, self._rand()
+            )
+            self._wake_retry_at = now + miss_ms / 1000
         self._empty_polls += 1
-        delay_ms = idle_poll_delay_ms(
-            self._empty_polls, self._s.poll_interval, self._s.idle_poll_max, self._rand()
-        )
+        if self._subscribed():
+            delay_ms = self._s.safety_poll_ms * (1.0 - SAFETY_JITTER * self._rand())
+        else:
+            delay_ms = idle_poll_delay_ms(
+                self._empty_polls, self._s.poll_interval, self._s.idle_poll_max, self._rand()
+            )
         self._next_poll = now + delay_ms / 1000
 
     def _convex_problem(self, reason: str) -> None:

@@ -1,0 +1,184 @@
+"""The official clients' WebSocket subscriptions against the dev backend (devbackend/sync.ts).
+
+The JS ``ConvexClient`` (what a web app's ``useQuery`` runs on) and the Python ``convex``
+client's ``subscribe`` (its Rust core) speak Convex's sync protocol: connect, query-set
+changes, transitions after each committed mutation, mutations over the socket, keep-alive.
+Each one subscribes to ``jobs:wakeup`` and must receive the result pushed after an enqueue
+made by someone else over HTTP and after its own mutation over the socket.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TEST_OPERATOR_TOKEN, TEST_WORKER_TOKEN, DevBackend, wait_until
+from convex import ConvexClient, ConvexError
+
+pytestmark = pytest.mark.integration
+
+REPO = "https://github.com/acme/widgets"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+JS_SUBSCRIBE = Path(__file__).resolve().parent / "official_js_subscribe.mjs"
+WAIT_S = 15.0
+
+
+def test_official_js_client_receives_pushed_updates(dev_backend: DevBackend) -> None:
+    node = shutil.which("node")
+    assert node is not None, "node is needed for the official JS client"
+    plan = {
+        "url": dev_backend.url,
+        "workerToken": TEST_WORKER_TOKEN,
+        "operatorToken": TEST_OPERATOR_TOKEN,
+        "repoUrl": REPO,
+    }
+    done = subprocess.run(
+        [node, str(JS_SUBSCRIBE)],
+        input=json.dumps(plan),
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:] + "\n" + dev_backend.log_tail()
+    steps = {s["step"]: s for s in map(json.loads, done.stdout.splitlines())}
+    assert steps["subscribed"] == {"step": "subscribed", "value": {"nextRunAt": None}}
+    enqueued = steps["enqueued"]
+    assert "timeout" not in enqueued, dev_backend.log_tail()
+    job = dev_backend.dump("jobs")[0]
+    assert enqueued["value"] == {"nextRunAt": job["runAt"]}
+    assert enqueued["afterMs"] < 2000  # pushed, not polled
+    # Its own mutation over the socket resolves (a transition at or past its timestamp
+    # arrived) and the subscription sees the queue empty again.
+    assert steps["canceled"]["reply"] == {"status": "canceled"}
+    assert steps["canceled"]["value"] == {"nextRunAt": None}
+    assert steps["wrong token"]["error"] == "ConvexError"
+    assert steps["wrong token"]["data"]["code"] == "UNAUTHORIZED"
+
+
+@pytest.fixture
+def py_client(dev_backend: DevBackend) -> ConvexClient:
+    return ConvexClient(dev_backend.url)
+
+
+# A thread blocked on the Python client's iterator stalled the test's other calls on the
+# client, so each next() is called when an update is due, bounded by the test timeout.
+@pytest.mark.timeout(60)
+def test_official_python_client_subscribe_receives_pushed_updates(
+    dev_backend: DevBackend, py_client: ConvexClient
+) -> None:
+    sub = py_client.subscribe("jobs:wakeup", {"token": TEST_WORKER_TOKEN})
+    assert next(sub) == {"nextRunAt": None}
+
+    sent = time.monotonic()
+    with dev_backend.operator_client() as operator:
+        job_id = operator.enqueue(REPO, user_id="ada").job_id
+    pushed = next(sub)
+    assert time.monotonic() - sent < 2.0
+    job = dev_backend.dump("jobs")[0]
+    assert pushed == {"nextRunAt": job["runAt"]}
+
+    # A mutation over the socket: its reply, then the subscription's new result.
+    reply = py_client.mutation("jobs:cancel", {"jobId": job_id, "token": TEST_OPERATOR_TOKEN})
+    assert reply == {"status": "canceled"}
+    assert next(sub) == {"nextRunAt": None}
+    # A one-off query over the socket, and a function error as the client's ConvexError.
+    got = py_client.query("jobs:get", {"jobId": job_id, "token": TEST_OPERATOR_TOKEN})
+    assert got["status"] == "canceled"
+    assert got["attempts"] == 0
+    with pytest.raises(ConvexError) as refused:
+        py_client.mutation("jobs:cancel", {"jobId": "nope", "token": TEST_OPERATOR_TOKEN})
+    assert refused.value.data["code"] == "NOT_FOUND"
+    sub.unsubscribe()
+
+
+def test_unchanged_results_are_not_pushed_and_pings_keep_it_alive(
+    dev_backend: DevBackend,
+) -> None:
+    """A raw socket: one transition per change of the answer, nothing for other commits."""
+    from websockets.sync.client import connect
+
+    url = dev_backend.url.replace("http://", "ws://") + "/api/sync"
+    with connect(url, open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "Connect", "sessionId": "s1", "connectionCount": 0}))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "ModifyQuerySet",
+                    "baseVersion": 0,
+                    "newVersion": 1,
+                    "modifications": [
+                        {
+                            "type": "Add",
+                            "queryId": 7,
+                            "udfPath": "jobs:wakeup",
+                            "args": [{"token": TEST_WORKER_TOKEN}],
+                        }
+                    ],
+                }
+            )
+        )
+        first = json.loads(ws.recv(timeout=WAIT_S))
+        assert first["type"] == "Transition"
+        assert first["startVersion"]["querySet"] == 0
+        assert first["endVersion"]["querySet"] == 1
+        assert first["modifications"] == [
+            {
+                "type": "QueryUpdated",
+                "queryId": 7,
+                "value": {"nextRunAt": None},
+                "logLines": [],
+                "journal": None,
+            }
+        ]
+        with dev_backend.operator_client() as operator:
+            job_id = operator.enqueue(REPO, user_id="ada").job_id
+            second = json.loads(ws.recv(timeout=WAIT_S))
+            assert second["startVersion"] == first["endVersion"]
+            first_due = second["modifications"][0]["value"]["nextRunAt"]
+            assert first_due == dev_backend.dump("jobs")[0]["runAt"]
+            # The second job must be due strictly later (runAt is in ms).
+            wait_until(lambda: time.time() * 1000 > first_due + 2, timeout=1, interval=0.001)
+            # Commits that leave the answer as it is push nothing: a second job due later,
+            # then a read. The next message is the answer's next change (the cancel).
+            operator.enqueue("https://github.com/acme/other", user_id="bob")
+            operator.cancel(job_id)
+        third = json.loads(ws.recv(timeout=WAIT_S))
+        assert third["type"] == "Transition"
+        assert third["startVersion"] == second["endVersion"]
+        other = next(j for j in dev_backend.dump("jobs") if j["_id"] != job_id)
+        assert third["modifications"] == [
+            {
+                "type": "QueryUpdated",
+                "queryId": 7,
+                "value": {"nextRunAt": other["runAt"]},
+                "logLines": [],
+                "journal": None,
+            }
+        ]
+        # An unknown message type is a FatalError, then the server closes the socket.
+        ws.send(json.dumps({"type": "Bogus"}))
+        fatal = json.loads(ws.recv(timeout=WAIT_S))
+        assert fatal["type"] == "FatalError"
+
+
+def test_pause_cuts_the_socket_and_refuses_new_ones(dev_backend: DevBackend) -> None:
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+    from websockets.sync.client import connect
+
+    url = dev_backend.url.replace("http://", "ws://") + "/api/1.48.0/sync"
+    with connect(url, open_timeout=10) as ws:
+        dev_backend.pause("reset")
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=WAIT_S)
+    with pytest.raises((OSError, InvalidHandshake)):
+        connect(url, open_timeout=5)
+    dev_backend.resume()
+    with connect(url, open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "Connect", "sessionId": "s2", "connectionCount": 1}))
