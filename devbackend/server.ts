@@ -15,7 +15,8 @@ import { SYNC_PATH, SyncHub } from "./sync";
 
 const HOST = process.env.DEV_BACKEND_HOST || "127.0.0.1";
 const PORT = Number(process.env.DEV_BACKEND_PORT ?? "3210");
-const RECLAIM_INTERVAL_MS = Number(process.env.RECLAIM_INTERVAL_MS ?? "60000");
+// Unset: the cron's own schedule (convex/crons.ts); tests and Molecule set their own.
+const RECLAIM_INTERVAL_MS = process.env.RECLAIM_INTERVAL_MS ? Number(process.env.RECLAIM_INTERVAL_MS) : null;
 const ADMIN = process.env.DEV_BACKEND_ADMIN === "1";
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const RECLAIM_FUNCTION = "jobs:reclaimExpired";
@@ -381,7 +382,7 @@ function startCrons(): void {
   const all = (crons as unknown as { crons: Record<string, { name: string; schedule: never }> }).crons;
   for (const [label, job] of Object.entries(all)) {
     let every = intervalMs(job.schedule);
-    if (job.name === RECLAIM_FUNCTION && Number.isFinite(RECLAIM_INTERVAL_MS) && RECLAIM_INTERVAL_MS > 0) {
+    if (job.name === RECLAIM_FUNCTION && RECLAIM_INTERVAL_MS !== null && Number.isFinite(RECLAIM_INTERVAL_MS) && RECLAIM_INTERVAL_MS > 0) {
       every = RECLAIM_INTERVAL_MS;
     }
     if (every === null || every <= 0) {

@@ -19,11 +19,11 @@ import {
 beforeEach(setupEnv);
 afterEach(teardownEnv);
 
-test("the cron is registered every minute on the internal reclaim mutation", () => {
+test("the cron is registered every 30 s on the internal reclaim mutation", () => {
   const all = (crons as unknown as { crons: Record<string, { name: string; schedule: unknown }> }).crons;
   expect(all["reclaim expired leases"]).toMatchObject({
     name: "jobs:reclaimExpired",
-    schedule: { type: "interval", minutes: 1 },
+    schedule: { type: "interval", seconds: 30 },
   });
   expect(all["prune metrics buckets"]).toMatchObject({ name: "metrics:pruneStats" });
 });
