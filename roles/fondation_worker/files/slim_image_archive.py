@@ -26,6 +26,7 @@ import base64
 import gzip
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -105,7 +106,7 @@ def load_index(archive: Path) -> dict[str, Any]:
         pass
     index = scan(archive)
     try:
-        tmp = cache.with_name(cache.name + ".tmp")
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")  # hosts run side by side
         tmp.write_text(json.dumps(index), encoding="utf-8")
         tmp.replace(cache)
     except OSError:
@@ -133,7 +134,7 @@ def write_slim(archive: Path, out: Path, index: dict[str, Any], present: int) ->
                 check=True,
                 timeout=TIMEOUT_S,
             )
-        part = out.with_name(out.name + ".tmp")
+        part = out.with_name(f"{out.name}.{os.getpid()}.tmp")
         with (
             gzip.open(part, "wb", compresslevel=1) as raw,
             tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as slim,
