@@ -42,7 +42,7 @@ from common import (
 
 NOOP_TARGET_S = 8.0
 UPGRADE_TARGET_S = 45.0
-UPGRADE_BYTES_TARGET = 10 * 1024 * 1024
+UPGRADE_BYTES_TARGET = 10_000_000
 PACKAGE = "/opt/venv/lib/python3.11/site-packages/fondation_worker"
 TARGET = os.environ.get("FONDATION_LOCAL_TARGET", "fondation-local")
 UPGRADE_LABEL = "org.fondation.bench-upgrade"
