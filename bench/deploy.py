@@ -6,13 +6,16 @@ Exactly what `make deploy` runs, minus the image build and the demo job:
 playbooks/deploy.yml`` with FONDATION_CONVEX_URL from ``scripts/devbackend.sh start`` (the
 default dev backend). Before the first converge the target is removed
 (``scripts/local-target.sh down``), so it starts from a fresh Debian 12 systemd container.
-The upgrade ships a new image ID: the current archive's image with one more label (a
-one-line ``FROM ... / LABEL`` build), saved as an archive named after its ID and passed as
-``fondation_worker_image_archive``; the play restarts the replica and waits for /healthz.
-Logs of each run: build/bench/deploy-*.log.
+The upgrade is a code-only release: the current archive's image with the worker package
+copied again into a new top layer and one more label (as a worker-only rebuild changes only
+the image's last layer), saved as an archive named after its ID and passed as
+``fondation_worker_image_archive``; the play ships the layers the host lacks, restarts the
+replica and waits for /healthz. The bytes shipped come from the play's own report ("shipped
+N bytes"). Logs of each run: build/bench/deploy-*.log.
 
 Run: .venv/bin/python bench/deploy.py [--json]   (needs build/images/ from `make image`)
-Target (issue 6): no-op re-run at most 15 s with changed=0.
+Targets (issue 17): no-op re-run at most 8 s with changed=0; a code-only upgrade ships at
+most 10 MB and takes at most 45 s through the health gate (no job in flight: no drain).
 """
 
 from __future__ import annotations
@@ -37,7 +40,10 @@ from common import (
     run,
 )
 
-NOOP_TARGET_S = 15.0
+NOOP_TARGET_S = 8.0
+UPGRADE_TARGET_S = 45.0
+UPGRADE_BYTES_TARGET = 10_000_000
+PACKAGE = "/opt/venv/lib/python3.11/site-packages/fondation_worker"
 TARGET = os.environ.get("FONDATION_LOCAL_TARGET", "fondation-local")
 UPGRADE_LABEL = "org.fondation.bench-upgrade"
 
@@ -106,11 +112,15 @@ def archive_image_id() -> tuple[Path, str]:
 
 
 def upgrade_archive(base: str) -> Path:
-    """The base image plus one label: a new image ID, saved like scripts/build-image.sh does."""
-    for old in BENCH_BUILD.glob("fondation-worker-bench-upgrade-*.tar.gz"):
+    """A code-only release of the base image (its worker package in a new top layer, one more
+    label): a new image ID, saved like scripts/build-image.sh does."""
+    for old in BENCH_BUILD.glob("fondation-worker-bench-upgrade-*.tar.gz*"):
         old.unlink()
     tag = "fondation-worker:bench-upgrade"
-    dockerfile = f"FROM {base}\nLABEL {UPGRADE_LABEL}={int(time.time())}\n"
+    dockerfile = (
+        f"FROM {base}\nFROM {base}\nCOPY --from=0 {PACKAGE}/ {PACKAGE}/\n"
+        f"LABEL {UPGRADE_LABEL}={int(time.time())}\n"
+    )
     # `docker build` cannot name an image ID in FROM: give the base a temporary tag.
     run(["docker", "tag", base, "fondation-worker:bench-base"], 60, check=True)
     try:
@@ -141,7 +151,26 @@ def upgrade_archive(base: str) -> Path:
     if save_rc or gzip_rc:
         raise RuntimeError("docker save | gzip failed")
     tmp.rename(archive)
+    # As scripts/build-image.sh does: the layer index the role reads, written with the archive.
+    run(
+        [
+            sys.executable,
+            str(ROOT / "roles/fondation_worker/files/slim_image_archive.py"),
+            "--archive",
+            str(archive),
+            "--index-only",
+        ],
+        600,
+        check=True,
+    )
     return archive
+
+
+def shipped_bytes(name: str) -> int | None:
+    """What the play reported shipping to the host (tasks/image_archive.yml)."""
+    text = (BENCH_BUILD / f"deploy-{name}.log").read_text(encoding="utf-8", errors="replace")
+    found = re.findall(r"shipped (\d+) bytes \(([^)]*)\)", text)
+    return int(found[-1][0]) if found else None
 
 
 def running_image() -> str:
@@ -173,7 +202,8 @@ def main() -> int:
     with contextlib.suppress(subprocess.TimeoutExpired):
         now_running = running_image()
     expected = archive.name.rsplit("-", 1)[1].removesuffix(".tar.gz")
-    log(f"upgrade: {upgrade_s:.0f} s, replica runs {now_running} (expected {expected})")
+    sent = shipped_bytes("upgrade")
+    log(f"upgrade: {upgrade_s:.0f} s, {sent} bytes shipped, replica runs {now_running}")
     rows = [
         Row(
             "deploy: first converge (fresh target)",
@@ -193,12 +223,23 @@ def main() -> int:
             note=f"changed={noop_changed}; slowest tasks: {slowest_tasks('noop')}",
         ),
         Row(
+            "deploy: code-only upgrade, bytes shipped to the host",
+            None if sent is None else sent / 1e6,
+            "MB",
+            f"<= {UPGRADE_BYTES_TARGET / 1e6:.1f} MB",
+            None if sent is None else sent <= UPGRADE_BYTES_TARGET,
+            note=f"full archive {archive.stat().st_size / 1e6:.0f} MB",
+        ),
+        Row(
             "deploy: upgrade through the health gate",
             upgrade_s,
             "s",
+            f"<= {UPGRADE_TARGET_S:.0f} s + drain (no job: no drain)",
+            bool(met_at_most(upgrade_s, UPGRADE_TARGET_S)) and now_running == expected,
             note=(
-                f"new image {expected} (one more label), changed={upgrade_changed}, replica "
+                f"new image {expected} (code-only), changed={upgrade_changed}, replica "
                 f"{'runs it and is healthy' if now_running == expected else 'runs ' + now_running}"
+                f"; slowest tasks: {slowest_tasks('upgrade')}"
             ),
         ),
     ]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the worker image (make image) without the build touching PyPI or npm:
-#  1. the host fetches the worker's wheels (pinned by constraints.txt) and the Claude CLI
-#     package (pinned by worker/claude-cli.lock, sha256 checked) into build/image-context;
+#  1. the host fetches the worker's wheels (pinned by constraints.txt; its own wheel kept
+#     apart from its dependencies') and the Claude CLI package (pinned by
+#     worker/claude-cli.lock, sha256 checked) into build/image-context;
 #  2. docker build from the local debian:bookworm base (scripts/base-image.sh);
 #  3. tag <version>, <version>-<revision> and latest, and write a compressed `docker save`
 #     archive named after the image ID, for registry-less delivery by Ansible.
@@ -36,12 +37,18 @@ rm -rf "$context/wheels.new"
 timeout 900 "$python" -m pip wheel -q --disable-pip-version-check -c constraints.txt \
   --wheel-dir "$context/wheels.new" "$root" 2>&1 | grep -v '^WARNING: Location' >&2 || true
 ls "$context/wheels.new"/fondation_worker-*.whl >/dev/null
-# Only replace the wheel dir when its content changed, so the build cache stays warm.
-if ! diff -rq "$context/wheels.new" "$context/wheels" >/dev/null 2>&1; then
-  rm -rf "$context/wheels"; mv "$context/wheels.new" "$context/wheels"
-else
-  rm -rf "$context/wheels.new"
-fi
+# The worker's own wheel goes apart from its dependencies': the image installs the
+# dependencies first, so a worker-only change keeps their layers (same diff IDs).
+rm -rf "$context/worker-wheel.new"; mkdir -p "$context/worker-wheel.new"
+mv "$context/wheels.new"/fondation_worker-*.whl "$context/worker-wheel.new/"
+# Only replace a wheel dir when its content changed, so the build cache stays warm.
+for dir in wheels worker-wheel; do
+  if ! diff -rq "$context/$dir.new" "$context/$dir" >/dev/null 2>&1; then
+    rm -rf "${context:?}/$dir"; mv "$context/$dir.new" "$context/$dir"
+  else
+    rm -rf "${context:?}/$dir.new"
+  fi
+done
 cp -p worker/Dockerfile "$context/Dockerfile"
 rm -rf "$context/image"; cp -rp worker/image "$context/image"
 
@@ -74,6 +81,10 @@ if [ ! -f "$archive" ]; then
   log "archive $archive ($(du -h "$archive" | cut -f1))"
 else
   log "archive $archive already present"
+fi
+# The layer index the role reads to ship only the layers a host lacks (written once).
+if [ ! -f "$archive.index.json" ]; then
+  timeout 600 "$python" roles/fondation_worker/files/slim_image_archive.py --archive "$archive" --index-only
 fi
 ln -sfn "$(basename "$archive")" "$archives/$image-latest.tar.gz"
 echo "$archive"

@@ -36,6 +36,18 @@ def test_replica_runs_image_b(host: Any) -> None:
     assert code == "200", journal(host)
 
 
+def test_b_is_loaded_and_no_upload_is_left_behind(host: Any) -> None:
+    """side_effect.yml asserts the transfer's figures (only B's new layer travelled)."""
+    assert host.run(f"docker image inspect {image_env(host)}").rc == 0
+    assert host.run("ls -A /var/lib/fondation-worker/images").stdout.strip() == ""
+
+
+def test_drift_made_before_the_upgrade_is_fixed(host: Any) -> None:
+    assert host.package("python3-requests").is_installed
+    unit = host.file("/etc/systemd/system/fondation-worker@.service").content_string
+    assert "drift" not in unit, unit
+
+
 def test_image_a_is_kept_for_a_rollback(host: Any) -> None:
     releases = host.file("/var/lib/fondation-worker/releases").content_string.split()
     assert len(releases) == 2, releases
