@@ -1,6 +1,6 @@
 """After a broken release was rolled out to three hosts on A: it failed on the canary and
 went no further; every host runs A, and the jobs the other two held ran through the rollout
-and completed."""
+and completed. The canary then took a good B and playbooks/rollback.yml's way back to A."""
 
 from __future__ import annotations
 
@@ -65,6 +65,8 @@ def test_the_rollout_failed_at_the_canary_health_gate(host: Any) -> None:
     words = " ".join(out.split())
     assert "did not pass the health gate" in words, out[-3000:]
     assert "Rolled back to the previous release" in words, out[-3000:]
+    assert re.search(r"its replicas are\s+healthy", words), out[-3000:]
+    assert "/healthz" in words, out[-3000:]
     assert recap(out, canary(host))["failed"] == 1, out[-3000:]
 
 
@@ -91,26 +93,60 @@ def test_the_worker_roll_reached_the_canary_only(host: Any) -> None:
 # --- every host on A ----------------------------------------------------------------------
 
 
+def releases(host: Any) -> list[str]:
+    return list(host.file("/var/lib/fondation-worker/releases").content_string.split())
+
+
 def test_every_host_runs_release_a_healthy(host: Any) -> None:
-    releases = host.file("/var/lib/fondation-worker/releases").content_string.split()
-    assert releases == [image_env(host)], releases  # the broken image never passed a gate
+    history = releases(host)
+    # The broken image never passed a gate; the canary then went A -> B -> A (rollback.yml).
+    assert len(history) == (2 if is_canary(host) else 1), history
+    assert image_env(host) == history[0]
     data = json.loads(host.run("docker container inspect fondation-worker-1").stdout)[0]
     assert data["State"]["Running"], journal(host)
     assert data["Image"] == image_env(host)
     assert "org.fondation.test-variant" not in (data["Config"]["Labels"] or {})
     code = host.run("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/healthz").stdout
     assert code == "200", journal(host)
+    assert host.service("fondation-worker@1").is_running
 
 
-def test_the_broken_image_reached_the_canary_only(host: Any) -> None:
+def test_docker_reports_a_healthy(host: Any) -> None:
+    deadline = time.monotonic() + 60
+    status = ""
+    while time.monotonic() < deadline:
+        status = host.run(
+            "docker inspect --format '{{.State.Health.Status}}' fondation-worker-1"
+        ).stdout.strip()
+        if status == "healthy":
+            break
+        time.sleep(2)
+    assert status == "healthy", journal(host)
+
+
+def test_no_host_keeps_the_broken_image(host: Any) -> None:
+    # On the canary B's deploy pruned it; the others never received it.
     variants = host.run(
-        "docker image ls --filter label=org.fondation.test-variant=broken --format '{{.ID}}'"
-    ).stdout.strip()
-    if is_canary(host):
-        # Loaded, run, failed: the rollout's output names its health gate timing out.
-        assert "/healthz" in rollout(host)["stdout"]
-    else:
-        assert variants == "", variants
+        "docker image ls --filter label=org.opencontainers.image.title=fondation-worker "
+        "--format '{{.ID}} {{.Repository}}:{{.Tag}}'"
+    ).stdout
+    assert "test-broken" not in variants, variants
+
+
+def test_the_canary_went_back_to_a_and_keeps_b(host: Any) -> None:
+    if not is_canary(host):
+        assert not host.file(f"{STATE}/rollback.json").exists
+        return
+    done = json.loads(host.file(f"{STATE}/rollback.json").content_string)
+    history = releases(host)
+    assert done["from"] == history[1], done
+    assert done["to"] == history[0] == image_env(host), done
+    assert host.run(f"docker image inspect {history[1]}").rc == 0
+
+
+def test_no_backup_is_left_behind(host: Any) -> None:
+    leftovers = host.run("ls /etc/fondation-worker /etc/systemd/system | grep '~$' || true")
+    assert leftovers.stdout.strip() == ""
 
 
 def test_only_the_canary_restarted(host: Any) -> None:
