@@ -36,8 +36,15 @@ def is_canary(host: Any) -> bool:
     return name(host) == canary(host)
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def rollout(host: Any) -> dict[str, Any]:
+    """The failed rollout's exit code and output (colour codes removed); Ansible prints
+    failed results on stderr, the rest on stdout."""
     data: dict[str, Any] = json.loads(host.file(f"{STATE}/rollout.json").content_string)
+    data["stdout"] = ANSI.sub("", data["stdout"])
+    data["stderr"] = ANSI.sub("", data["stderr"])
     return data
 
 
@@ -60,7 +67,7 @@ def recap(stdout: str, hostname: str) -> dict[str, int]:
 def test_the_rollout_failed_at_the_canary_health_gate(host: Any) -> None:
     seen = rollout(host)
     assert seen["rc"] != 0, seen["stdout"][-3000:]
-    out = seen["stdout"]
+    out = seen["stdout"] + "\n" + seen["stderr"]
     # The callback folds long messages: compare with the whitespace collapsed.
     words = " ".join(out.split())
     assert "did not pass the health gate" in words, out[-3000:]
