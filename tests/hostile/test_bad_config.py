@@ -49,6 +49,7 @@ HAND_PICKED: dict[str, list[str]] = {
     "claude_code_oauth_token": ["sk-ant-oat01-newline\n", "'sk-ant-oat01-quoted'"],
     "health_bind": ["nonsense", "127.0.0.1:99999", "example.com:8080"],
     "log_file": [f"{NOT_A_DIR}/worker.log"],
+    "wakeup": ["maybe", "2"],
 }
 
 
