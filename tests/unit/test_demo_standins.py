@@ -84,7 +84,7 @@ def test_the_messages_api_answers_like_the_scripted_model(standins: dict[str, st
             "max_tokens": 16,
             "messages": [{"role": "user", "content": "probe"}],
         },
-        headers={"x-api-key": "sk-ant-api03-local-demo-not-a-key"},
+        headers={"x-api-key": "sk-ant-local_demo_not_a_key"},
         timeout=10,
     )
     assert reply.status_code == 200, reply.text
