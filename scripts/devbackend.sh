@@ -43,6 +43,12 @@ start() {
     log "restarting: it runs with other settings ($(cat "$state/settings" 2>/dev/null))"
     stop
   fi
+  # Not ours, yet answering: starting would fail on the port while the health check below
+  # passed against the stranger (a backend left by another checkout, say).
+  if healthy "$url"; then
+    log "something else already answers on $url (not $state's backend): stop it or set DEV_BACKEND_PORT"
+    exit 1
+  fi
   echo "$settings" >"$state/settings"
   # The test tokens are public on purpose: they only ever guard this local stand-in.
   WORKER_TOKEN=${WORKER_TOKEN:-local-dev-token-not-secret} \
