@@ -93,6 +93,7 @@ class JobRunner:
         redactor: Redactor,
         metrics: Metrics,
         base_env: Mapping[str, str],
+        claude: ClaudeRunner,
         steps: Sequence[Step] = STEPS,
     ) -> None:
         self._settings = settings
@@ -103,7 +104,8 @@ class JobRunner:
         self._metrics = metrics
         self._base_env = dict(base_env)
         self._steps = tuple(steps)
-        self._claude = ClaudeRunner(settings, processes, clock, base_env)
+        # The worker's one Claude runner (assembly.py), shared with the auth probe.
+        self._claude = claude
         # Workspaces being removed in the background (Workspace.discard): a clean exit
         # waits for them, so a drained worker leaves no .trash- directory behind.
         self._removals: list[threading.Thread] = []
