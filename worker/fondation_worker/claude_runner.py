@@ -1,6 +1,6 @@
 """Runs one ``claude -p`` step confined to its clone, with the repository's own settings off.
 
-Flags checked against ``claude --help`` of Claude Code 2.1.332 and claude-cli.md:
+Flags checked against ``claude --help`` of Claude Code 2.1.332 (pinned in worker/claude-cli.lock):
 ``--setting-sources user`` (no project/local settings from the clone), ``--strict-mcp-config``
 without ``--mcp-config`` (no MCP servers), ``--tools`` (only these built-in tools exist),
 ``--disallowedTools`` (belt and braces), ``--permission-mode default`` with
