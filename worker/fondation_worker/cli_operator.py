@@ -71,6 +71,8 @@ def enqueue(
 
 
 def follow(convex: ConvexClient, job_id: str, poll_s: float) -> int:
+    """Print the job's progress until it ends; ``enqueue --wait``'s exit code: 0 completed,
+    3 canceled, 1 failed otherwise."""
     tty = sys.stdout.isatty()
     last = ""
     while True:
