@@ -1,8 +1,9 @@
 // Generated documents: the worker uploads a run's documents in batches (fenced), `complete`
 // (jobs.ts) makes that run the job's visible set. Readers see only the visible set.
 import { v } from "convex/values";
-import { internalMutation, mutation, query } from "./_generated/server";
-import { canSee, requireCaller, requireWorker } from "./lib/auth";
+import { internalMutation, query } from "./_generated/server";
+import { canSee, requireCaller } from "./lib/auth";
+import { workerMutation } from "./lib/functions";
 import { must } from "./lib/errors";
 import { getJob, loadLeasedJob, purgeStaleDocs } from "./lib/model";
 import { stageDocs } from "./lib/staging";
@@ -14,9 +15,8 @@ import { vDocInput, vDocKind } from "./lib/validators";
  * same run replaces it (a retried call is harmless). A new runId starts a new staged set;
  * older staged sets are deleted when the job ends. `jobs:complete` can carry the last batch.
  */
-export const uploadDocs = mutation({
+export const uploadDocs = workerMutation({
   args: {
-    token: v.optional(v.string()),
     jobId: v.string(),
     leaseToken: v.string(),
     runId: v.string(),
@@ -24,7 +24,6 @@ export const uploadDocs = mutation({
   },
   returns: v.object({ stored: v.number() }),
   handler: async (ctx, args) => {
-    requireWorker(args.token);
     const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
     const runId = must(checkIdent("runId", args.runId));
     await stageDocs(ctx, job, runId, args.docs);

@@ -4,6 +4,7 @@ import { v } from "convex/values";
 import { internal } from "./_generated/api";
 import { internalMutation, mutation, query, type MutationCtx } from "./_generated/server";
 import { canSee, requireCaller, requireWorker } from "./lib/auth";
+import { workerMutation, workerQuery } from "./lib/functions";
 import { fail, invalid, must } from "./lib/errors";
 import {
   githubTokenOf,
@@ -19,6 +20,7 @@ import {
   reclaimCounts,
   reclaimExpiredLeases,
   type Job,
+  type JobPatch,
 } from "./lib/model";
 import {
   ACTIVE_STATUSES,
@@ -70,6 +72,30 @@ function checkRedactions(redactions: { slug: string; count: number }[], docsCoun
     seen.add(r.slug);
     if (!Number.isInteger(r.count) || r.count < 1) invalid("summary.redactions count must be a positive count");
   }
+}
+
+/**
+ * The one deferral rule (retryOrFail's defer kinds, release): the attempt is given back and
+ * the job is pending again at `runAt(deferrals)`, or dead once it has been deferred more than
+ * MAX_DEFERRALS times (`ifDead` adds to `patch` then).
+ */
+async function defer(
+  ctx: MutationCtx,
+  job: Job,
+  now: number,
+  patch: JobPatch,
+  runAt: (deferrals: number) => number,
+  ifDead: JobPatch = {},
+): Promise<{ status: "pending"; runAt: number } | { status: "dead" }> {
+  const deferrals = job.deferrals + 1;
+  const attempts = Math.max(0, job.attempts - 1);
+  if (deferrals > MAX_DEFERRALS) {
+    await setStatus(ctx, job, "dead", { ...patch, ...ifDead, deferrals, attempts }, now);
+    return { status: "dead" };
+  }
+  const at = runAt(deferrals);
+  await setStatus(ctx, job, "pending", { ...patch, deferrals, attempts, runAt: at }, now);
+  return { status: "pending", runAt: at };
 }
 
 function checkLeaseMs(leaseMs: number): number {
@@ -183,9 +209,8 @@ async function alreadyEndedBy(
  * call, even from a later poll, cannot claim twice or burn another attempt. With `start`
  * the job goes straight to running (what jobs:start does), saving the worker a call.
  */
-export const claimOne = mutation({
+export const claimOne = workerMutation({
   args: {
-    token: v.optional(v.string()),
     workerId: v.string(),
     leaseMs: v.number(),
     requestId: v.string(),
@@ -193,7 +218,6 @@ export const claimOne = mutation({
   },
   returns: v.union(v.null(), vClaimedJob),
   handler: async (ctx, args) => {
-    requireWorker(args.token);
     const workerId = must(checkIdent("workerId", args.workerId));
     const requestId = must(checkIdent("requestId", args.requestId));
     const leaseMs = checkLeaseMs(args.leaseMs);
@@ -257,11 +281,10 @@ export const claimOne = mutation({
 });
 
 /** claimed -> running. Repeating it while running is a no-op. */
-export const start = mutation({
-  args: { token: v.optional(v.string()), jobId: v.string(), leaseToken: v.string() },
+export const start = workerMutation({
+  args: { jobId: v.string(), leaseToken: v.string() },
   returns: v.null(),
   handler: async (ctx, args) => {
-    requireWorker(args.token);
     const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
     if (job.status === "running") return null;
     const now = Date.now();
@@ -271,9 +294,8 @@ export const start = mutation({
 });
 
 /** Extend the lease, record progress, and tell the worker whether to stop. */
-export const heartbeat = mutation({
+export const heartbeat = workerMutation({
   args: {
-    token: v.optional(v.string()),
     jobId: v.string(),
     leaseToken: v.string(),
     leaseMs: v.number(),
@@ -281,7 +303,6 @@ export const heartbeat = mutation({
   },
   returns: v.object({ cancelRequested: v.boolean(), leaseUntil: v.number() }),
   handler: async (ctx, args) => {
-    requireWorker(args.token);
     const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
     const leaseMs = checkLeaseMs(args.leaseMs);
     const now = Date.now();
@@ -303,9 +324,8 @@ export const heartbeat = mutation({
  * uploadDocs would. summary.docsCount must equal the number of documents uploaded for runId.
  * Repeating it after success is a no-op.
  */
-export const complete = mutation({
+export const complete = workerMutation({
   args: {
-    token: v.optional(v.string()),
     jobId: v.string(),
     leaseToken: v.string(),
     runId: v.string(),
@@ -314,7 +334,6 @@ export const complete = mutation({
   },
   returns: v.null(),
   handler: async (ctx, args) => {
-    requireWorker(args.token);
     const runId = must(checkIdent("runId", args.runId));
     const existing = await requireJob(ctx, args.jobId);
     if (
@@ -370,9 +389,8 @@ export const complete = mutation({
  * attempt back and defer (pending at now + retryAfterMs or backoff), dead after
  * MAX_DEFERRALS. A job whose cancel was requested is canceled instead.
  */
-export const retryOrFail = mutation({
+export const retryOrFail = workerMutation({
   args: {
-    token: v.optional(v.string()),
     jobId: v.string(),
     leaseToken: v.string(),
     error: v.string(),
@@ -389,7 +407,6 @@ export const retryOrFail = mutation({
     runAt: v.optional(v.number()),
   }),
   handler: async (ctx, args) => {
-    requireWorker(args.token);
     const done = await alreadyEndedBy(ctx, args.jobId, args.leaseToken, "retryOrFail");
     if (done !== null) {
       // A retried call: the same kind of reply from the state it left (or moved on to).
@@ -431,19 +448,12 @@ export const retryOrFail = mutation({
         return { status: "failed" as const, runAt };
       }
       case "defer": {
-        const deferrals = job.deferrals + 1;
-        const attempts = Math.max(0, job.attempts - 1);
-        if (deferrals > MAX_DEFERRALS) {
-          await setStatus(ctx, job, "dead", { ...outcome, deferrals, attempts }, now);
-          return { status: "dead" as const };
-        }
-        const delay =
-          args.retryAfterMs !== undefined
-            ? Math.min(Math.round(args.retryAfterMs), MAX_RETRY_AFTER_MS)
-            : backoffMs(deferrals, Math.random());
-        const runAt = now + delay;
-        await setStatus(ctx, job, "pending", { ...outcome, deferrals, attempts, runAt }, now);
-        return { status: "pending" as const, runAt };
+        const retryAfterMs = args.retryAfterMs;
+        return await defer(ctx, job, now, outcome, (deferrals) =>
+          retryAfterMs !== undefined
+            ? now + Math.min(Math.round(retryAfterMs), MAX_RETRY_AFTER_MS)
+            : now + backoffMs(deferrals, Math.random()),
+        );
       }
     }
   },
@@ -453,11 +463,10 @@ export const retryOrFail = mutation({
  * Graceful shutdown: back to pending now, the attempt given back. Counts toward
  * MAX_DEFERRALS like the other retries that consume no attempt.
  */
-export const release = mutation({
-  args: { token: v.optional(v.string()), jobId: v.string(), leaseToken: v.string(), reason: v.string() },
+export const release = workerMutation({
+  args: { jobId: v.string(), leaseToken: v.string(), reason: v.string() },
   returns: v.null(),
   handler: async (ctx, args) => {
-    requireWorker(args.token);
     if ((await alreadyEndedBy(ctx, args.jobId, args.leaseToken, "release")) !== null) return null;
     const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
     const now = Date.now();
@@ -467,42 +476,19 @@ export const release = mutation({
       await setStatus(ctx, job, "canceled", { releaseReason, finalCall }, now);
       return null;
     }
-    const deferrals = job.deferrals + 1;
-    const attempts = Math.max(0, job.attempts - 1);
-    if (deferrals > MAX_DEFERRALS) {
-      await setStatus(
-        ctx,
-        job,
-        "dead",
-        {
-          releaseReason,
-          deferrals,
-          attempts,
-          lastError: "too many deferrals",
-          lastErrorKind: "shutdown",
-          finalCall,
-        },
-        now,
-      );
-      return null;
-    }
-    await setStatus(
-      ctx,
-      job,
-      "pending",
-      { releaseReason, deferrals, attempts, runAt: now, finalCall },
-      now,
-    );
+    await defer(ctx, job, now, { releaseReason, finalCall }, () => now, {
+      lastError: "too many deferrals",
+      lastErrorKind: "shutdown",
+    });
     return null;
   },
 });
 
 /** The worker stopped a job whose cancel was requested: -> canceled. */
-export const acknowledgeCancel = mutation({
-  args: { token: v.optional(v.string()), jobId: v.string(), leaseToken: v.string() },
+export const acknowledgeCancel = workerMutation({
+  args: { jobId: v.string(), leaseToken: v.string() },
   returns: v.null(),
   handler: async (ctx, args) => {
-    requireWorker(args.token);
     if ((await alreadyEndedBy(ctx, args.jobId, args.leaseToken, "acknowledgeCancel")) !== null) {
       return null;
     }
@@ -523,11 +509,10 @@ const RECOVER_BATCH = 100;
  * stays consumed; dead at maxAttempts, canceled after a cancel request, else pending and
  * ready now), instead of waiting for the lease to run out.
  */
-export const recoverWorker = mutation({
-  args: { token: v.optional(v.string()), workerId: v.string() },
+export const recoverWorker = workerMutation({
+  args: { workerId: v.string() },
   returns: v.object({ moved: v.number(), dead: v.number(), canceled: v.number() }),
   handler: async (ctx, args) => {
-    requireWorker(args.token);
     const workerId = must(checkIdent("workerId", args.workerId));
     const now = Date.now();
     const held: Job[] = [];
@@ -711,11 +696,10 @@ export const listByUser = query({
  * heartbeats or progress. Expired leases are not in it: the reclaim cron puts them back in
  * the queue, which changes the answer.
  */
-export const wakeup = query({
-  args: { token: v.optional(v.string()) },
+export const wakeup = workerQuery({
+  args: {},
   returns: v.object({ nextRunAt: v.union(v.number(), v.null()) }),
-  handler: async (ctx, args) => {
-    requireWorker(args.token);
+  handler: async (ctx) => {
     const earliest = await Promise.all(
       (["pending", "failed"] as const).map((status) =>
         ctx.db

@@ -21,7 +21,7 @@ import {
 } from "./policy";
 
 export type Job = Doc<"jobs">;
-type JobPatch = Partial<Omit<Job, "_id" | "_creationTime" | "status">>;
+export type JobPatch = Partial<Omit<Job, "_id" | "_creationTime" | "status">>;
 
 // ---------------------------------------------------------------- counters and buckets
 

@@ -25,7 +25,8 @@ from pydantic.fields import FieldInfo
 from typer.testing import CliRunner
 
 from conftest import FAKE_CLAUDE, WORKER_BIN, free_port
-from fondation_worker.cli import _runtime_problems, app
+from fondation_worker.checks import runtime_problems
+from fondation_worker.cli import app
 from fondation_worker.config import SECRET_FIELDS, Settings, load_settings
 
 NOT_A_DIR = "/etc/hostname"  # a file: nothing can be created below it, not even by root
@@ -120,7 +121,7 @@ def test_the_good_environment_is_good(
         monkeypatch.delenv(name.upper(), raising=False)
     for name, value in good_env.items():
         monkeypatch.setenv(name, value)
-    assert _runtime_problems(load_settings()) == []
+    assert runtime_problems(load_settings()) == []
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from fondation_worker import cli
+from fondation_worker import assembly, cli, render
 from fondation_worker.convex_client import ConvexClient
 
 TOKEN = "cli-unit-test-token-0123456789"
@@ -120,7 +120,7 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> FakeConvex:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("OPERATOR_TOKEN", raising=False)
     monkeypatch.setattr(
-        cli,
+        assembly,
         "ConvexClient",
         functools.partial(
             ConvexClient, transport=httpx.MockTransport(fake.handle), sleep=lambda _s: None
@@ -146,7 +146,7 @@ def rows(lines: list[str]) -> dict[str, list[str]]:
 
 
 def test_counts_come_first_then_the_hour_and_day_side_by_side() -> None:
-    lines = cli.render_status(METRICS)
+    lines = render.render_status(METRICS)
     blank = lines.index("")
     queue, windows = lines[:blank], lines[blank + 1 :]
     assert cells(queue[0]) == ["QUEUE", "NOW"]
@@ -171,7 +171,7 @@ def test_counts_come_first_then_the_hour_and_day_side_by_side() -> None:
 
 
 def test_durations_and_rates_are_humanised() -> None:
-    lines = cli.render_status(METRICS)
+    lines = render.render_status(METRICS)
     table = rows(lines)
     assert table["oldest ready job waiting"] == ["4m 05s"]
     assert table["oldest expired lease"] == ["-"]  # null: no expired lease
@@ -182,7 +182,7 @@ def test_durations_and_rates_are_humanised() -> None:
 
 
 def test_figures_line_up_in_columns() -> None:
-    lines = [line for line in cli.render_status(METRICS) if line]
+    lines = [line for line in render.render_status(METRICS) if line]
     # Every figure ends at its column's right edge: the lines of a table have one length.
     queue, windows = lines[:13], lines[13:]
     assert len({len(line) for line in queue}) == 1, queue
@@ -200,13 +200,13 @@ def test_an_empty_queue_and_missing_fields_show_dashes() -> None:
         "lastHour": EMPTY_WINDOW,
         "lastDay": EMPTY_WINDOW,
     }
-    table = rows(cli.render_status(empty))
+    table = rows(render.render_status(empty))
     assert table["success rate"] == ["-", "-"]
     assert table["average duration"] == ["-", "-"]
     assert table["oldest ready job waiting"] == ["-"]
     assert table["pending"] == ["0"]
     # A reply without a field (an older deployment) is still a table, not a traceback.
-    table = rows(cli.render_status({"counts": {"pending": 1}}))
+    table = rows(render.render_status({"counts": {"pending": 1}}))
     assert table["pending"] == ["1"]
     assert table["completed"] == ["-", "-"]
 
@@ -217,7 +217,7 @@ def test_an_empty_queue_and_missing_fields_show_dashes() -> None:
 def test_status_prints_the_table(fake: FakeConvex) -> None:
     result = run("status")
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines() == cli.render_status(METRICS)
+    assert result.stdout.splitlines() == render.render_status(METRICS)
     assert fake.calls == [("metrics:queue", {"token": TOKEN})]
     assert TOKEN not in result.output
 

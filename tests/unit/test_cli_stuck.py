@@ -16,7 +16,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from fondation_worker import cli
+from fondation_worker import assembly, cli, cli_operator
 from fondation_worker.convex_client import ConvexClient
 
 TOKEN = "cli-unit-test-token-0123456789"  # the worker token
@@ -157,15 +157,15 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> FakeConvex:
     }.items():
         monkeypatch.setenv(name, value)
 
-    # The real cli._convex picks the token; only the transport is faked.
+    # The real assembly.connect picks the token; only the transport is faked.
     monkeypatch.setattr(
-        cli,
+        assembly,
         "ConvexClient",
         functools.partial(
             ConvexClient, transport=httpx.MockTransport(fake.handle), sleep=lambda _s: None
         ),
     )
-    monkeypatch.setattr(cli.time, "time", lambda: NOW_MS / 1000)
+    monkeypatch.setattr(cli_operator.time, "time", lambda: NOW_MS / 1000)
     return fake
 
 

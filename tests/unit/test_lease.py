@@ -47,7 +47,7 @@ class Script:
         self.clock.advance(self.call_s)
         item = self.items.pop(0) if self.items else {"cancelRequested": False, "leaseUntil": 0}
         if not self.items and self.stop_when_empty is not None:
-            self.stop_when_empty._stop.set()
+            self.stop_when_empty.stop()
         if isinstance(item, Exception):
             raise item
         return HeartbeatReply.model_validate(item)
@@ -167,10 +167,9 @@ def test_production_defaults_fence_with_margin() -> None:
 
 
 def test_stop_ends_the_thread() -> None:
-    clock = FakeClock()
+    clock = _RealWait()
     script = Script(clock, [])
     hb, abort, _ = heartbeat(clock, script)
-    hb._clock = _RealWait()  # type: ignore[assignment]
     hb.start()
     hb.stop()
     assert abort.reason is None

@@ -112,12 +112,29 @@ class FakeRunner:
                 self.running -= 1
 
 
+DISK_OK = DiskStatus(free_mb=1000, min_free_mb=10)
+DISK_LOW = DiskStatus(free_mb=1, min_free_mb=10)
+
+
+class FakeDisk:
+    """The scheduler's disk readings: ``first`` in order, then ``then`` (which a test may
+    change while the loop runs, as free space comes back)."""
+
+    def __init__(self, *first: DiskStatus, then: DiskStatus) -> None:
+        self.first = list(first)
+        self.then = then
+
+    def __call__(self) -> DiskStatus:
+        return self.first.pop(0) if self.first else self.then
+
+
 def make(
     queue: FakeQueue,
     runner: FakeRunner,
     clock: Any = None,
     *,
     disk_ok: bool = True,
+    disk: Callable[[], DiskStatus] | None = None,
     probe: Callable[[], Classification] | None = None,
     recover: Callable[[], object] | None = None,
     wakeup: Any = None,
@@ -136,7 +153,8 @@ def make(
     clock = clock or SystemClock()
     metrics = Metrics()
     health = HealthState(clock, metrics)
-    disk = DiskStatus(free_mb=1000 if disk_ok else 1, min_free_mb=10)
+    if disk is None:
+        disk = FakeDisk(then=DISK_OK if disk_ok else DISK_LOW)
     scheduler = Scheduler(
         settings=settings,
         queue_api=queue,
@@ -144,7 +162,7 @@ def make(
         clock=clock,
         health=health,
         metrics=metrics,
-        disk=lambda: disk,
+        disk=disk,
         recover=recover,
         probe=probe,
         rand=lambda: 0.5,
@@ -370,16 +388,15 @@ def test_usage_limit_pauses_until_the_reset() -> None:
 def test_disk_failure_during_a_job_pauses_until_space_is_back() -> None:
     queue = FakeQueue(jobs=2)
     runner = FakeRunner(JobOutcome("deferred", "disk", "not enough free disk"))
-    scheduler, health, _ = make(queue, runner)
     # Space is there at claim time and gone once the job has started (it filled the disk).
-    checks = iter([DiskStatus(free_mb=1000, min_free_mb=10)])
-    scheduler._disk = lambda: next(checks, DiskStatus(free_mb=1, min_free_mb=10))
+    disk = FakeDisk(DISK_OK, then=DISK_LOW)
+    scheduler, health, _ = make(queue, runner, disk=disk)
     loop = Loop(scheduler)
     wait_until(lambda: scheduler.paused == "disk", 5)
     assert health.readiness()[1]["checks"]["disk"] is False
     time.sleep(0.5)
     assert len(runner.started) == 1
-    scheduler._disk = lambda: DiskStatus(free_mb=1000, min_free_mb=10)
+    disk.then = DISK_OK
     wait_until(lambda: len(runner.started) == 2, 15)
     loop.stop()
 
@@ -387,13 +404,14 @@ def test_disk_failure_during_a_job_pauses_until_space_is_back() -> None:
 def test_a_worker_short_of_disk_claims_nothing_until_space_is_back() -> None:
     queue = FakeQueue(jobs=1)
     runner = FakeRunner()
-    scheduler, health, _ = make(queue, runner, disk_ok=False)
+    disk = FakeDisk(then=DISK_LOW)
+    scheduler, health, _ = make(queue, runner, disk=disk)
     loop = Loop(scheduler)
     wait_until(lambda: scheduler.paused == "disk", 5)
     assert health.readiness()[1]["checks"]["disk"] is False
     time.sleep(0.5)
     assert queue.claims == []
-    scheduler._disk = lambda: DiskStatus(free_mb=1000, min_free_mb=10)
+    disk.then = DISK_OK
     wait_until(lambda: runner.started == ["job0"], 15)
     assert health.readiness()[1]["checks"]["disk"] is True
     loop.stop()

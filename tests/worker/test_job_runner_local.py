@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from conftest import SAMPLE_FILES, read_claude_log, wait_until
-from fondation_worker.claude_runner import claude_argv
+from fondation_worker.claude_runner import ClaudeRunner, claude_argv
 from fondation_worker.clock import SystemClock
 from fondation_worker.config import Settings
 from fondation_worker.errors import ConvexLeaseLost
@@ -156,14 +156,17 @@ def run_job(
         }
         queue = queue or RecordingQueue()
         redactor = Redactor(settings.secret_values())
+        processes = SubprocessRunner(term_grace_s=1)
+        clock = SystemClock()
         runner = JobRunner(
             settings,
             queue,
-            SubprocessRunner(term_grace_s=1),
-            SystemClock(),
+            processes,
+            clock,
             redactor,
             Metrics(),
             base_env,
+            ClaudeRunner(settings, processes, clock, base_env),
         )
         job = ClaimedJob.model_validate(
             {

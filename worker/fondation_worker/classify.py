@@ -1,7 +1,8 @@
 """Pure classification of a Claude CLI run: ok, auth, usage_limit, transient or permanent.
 
-Follows /work/shared/docs/claude-cli.md: several text variants per class, because the CLI's
-wording changes between versions and exit codes carry no meaning beyond zero/non-zero.
+The CLI's failure texts are matched with several variants per class, because its wording
+changes between versions and its exit codes carry no meaning beyond zero/non-zero (the
+texts it recognizes are listed in tests/unit/test_classify.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Runs one ``claude -p`` step confined to its clone, with the repository's own settings off.
 
-Flags checked against ``claude --help`` of Claude Code 2.1.332 and claude-cli.md:
+Flags checked against ``claude --help`` of Claude Code 2.1.332 (pinned in worker/claude-cli.lock):
 ``--setting-sources user`` (no project/local settings from the clone), ``--strict-mcp-config``
 without ``--mcp-config`` (no MCP servers), ``--tools`` (only these built-in tools exist),
 ``--disallowedTools`` (belt and braces), ``--permission-mode default`` with
@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import sys
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from .credentials import step_config_dir
 from .errors import AbortReason
 from .process import AbortSignal, ProcessRunner, ProcessSpec, read_tail
 from .sandbox import launcher_argv
+from .workspace import PROBE_DIR_PREFIX, remove_tree
 
 TOOLS = "Read,Grep,Glob,Write"
 # Not offered by --tools anyway; named again in case a CLI release adds them back by default.
@@ -305,6 +307,16 @@ class ClaudeRunner:
         if self._settings.claude_config_dir is not None:
             return self._settings.claude_config_dir / STEP_CONFIGS / f"{scratch.name}-{name}"
         return scratch / f"claude-config-{name}"
+
+    def probe_in(self, temp_dir: Path, timeout_s: float = PROBE_TIMEOUT_S) -> Classification:
+        """``probe`` in a fresh ``TEMP_DIR/probe-*`` scratch directory, removed afterwards
+        (one a crash leaves is removed by the next start's sweep)."""
+        root = temp_dir / f"{PROBE_DIR_PREFIX}{uuid.uuid4().hex}"
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            return self.probe(root, timeout_s)
+        finally:
+            remove_tree(root)
 
     def probe(self, scratch: Path, timeout_s: float = PROBE_TIMEOUT_S) -> Classification:
         """A tiny real call: the only reliable way to know the CLI can reach the API."""

@@ -1,4 +1,4 @@
-"""Convex over HTTP (docs/CONTRACT.md, convex.md): typed calls, timeouts, bounded retries.
+"""Convex over HTTP (docs/CONTRACT.md): typed calls, timeouts, bounded retries.
 
 ``POST {CONVEX_URL}/api/mutation|query`` with ``{"path", "args", "format": "json"}``. A
 function error arrives with HTTP 200 (open-source backend) or 560 (hosted); its

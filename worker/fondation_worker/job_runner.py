@@ -40,6 +40,7 @@ from .lease import LeaseFile, ProgressBox
 from .logging_setup import get_logger
 from .metrics import Metrics
 from .models import ClaimedJob, Doc, Dropped, Progress, Redaction, Summary
+from .pause import claude_pause
 from .pipeline import STEPS, Step, render_prompt
 from .process import AbortSignal, ProcessRunner
 from .redact import Redactor
@@ -93,6 +94,7 @@ class JobRunner:
         redactor: Redactor,
         metrics: Metrics,
         base_env: Mapping[str, str],
+        claude: ClaudeRunner,
         steps: Sequence[Step] = STEPS,
     ) -> None:
         self._settings = settings
@@ -103,7 +105,8 @@ class JobRunner:
         self._metrics = metrics
         self._base_env = dict(base_env)
         self._steps = tuple(steps)
-        self._claude = ClaudeRunner(settings, processes, clock, base_env)
+        # The worker's one Claude runner (assembly.py), shared with the auth probe.
+        self._claude = claude
         # Workspaces being removed in the background (Workspace.discard): a clean exit
         # waits for them, so a drained worker leaves no .trash- directory behind.
         self._removals: list[threading.Thread] = []
@@ -407,9 +410,8 @@ class JobRunner:
         if ctx.abort.reason == "fence":
             return self._finish_aborted(job, ctx, "fence")
         message = self._scrub_paths(self._redactor.redact(failed.message))[:MAX_ERROR_CHARS]
-        retry_after = failed.retry_after_ms
-        if failed.kind == "auth" and retry_after is None:
-            retry_after = self._settings.auth_recheck_ms
+        pause = claude_pause(failed.kind, failed.retry_after_ms, self._settings.auth_recheck_ms)
+        retry_after = failed.retry_after_ms if pause is None else pause.defer_ms
         try:
             reply = self._queue.retry_or_fail(
                 job.job_id, job.lease_token, message, failed.kind, retry_after

@@ -5,8 +5,9 @@
   soon as it says a job is due (a timer for a later runAt) and polls over HTTP only every
   SAFETY_POLL_MS; while it is down, polling is as above.
 - One thread per job and one heartbeat thread per job (see lease.py for self-fencing).
-- Auth and usage-limit failures mark the worker not ready and pause claiming until a
-  re-check (a tiny real Claude call) passes; low disk pauses claiming until space is back.
+- Auth and usage-limit failures (the rule: pause.py) mark the worker not ready and pause
+  claiming until a re-check (a tiny real Claude call) passes; low disk pauses claiming
+  until space is back.
 - Shutdown: the first SIGTERM/SIGINT stops claiming and lets jobs finish for up to
   DRAIN_TIMEOUT, then releases them; a second signal releases them at once.
 
@@ -41,6 +42,7 @@ from .lease import Heartbeat, LeaseFile, ProgressBox
 from .logging_setup import get_logger
 from .metrics import Metrics
 from .models import ClaimedJob, HeartbeatReply, Progress
+from .pause import claude_pause
 from .process import AbortSignal
 from .wakeup import WakeSource, WakeState
 from .workspace import DiskStatus
@@ -486,18 +488,18 @@ class Scheduler:
 
     def _after_outcome(self, outcome: JobOutcome) -> None:
         now = self._clock.monotonic()
-        if outcome.kind == "auth":
-            self._pause_for(
-                "auth",
-                now + self._s.auth_recheck_ms / 1000,
-                f"Claude authentication failed ({outcome.message}); operator action needed",
-            )
-        elif outcome.kind == "usage_limit":
-            wait_s = (outcome.retry_after_ms or self._s.auth_recheck_ms) / 1000
-            until = (self._clock.now() + timedelta(seconds=wait_s)).isoformat(timespec="seconds")
-            self._pause_for(
-                "usage_limit", now + wait_s, f"Claude usage limit reached, paused until {until}"
-            )
+        claude = claude_pause(outcome.kind, outcome.retry_after_ms, self._s.auth_recheck_ms)
+        if claude is not None:
+            wait_s = claude.wait_ms / 1000
+            if claude.reason == "auth":
+                message = (
+                    f"Claude authentication failed ({outcome.message}); operator action needed"
+                )
+            else:
+                until = self._clock.now() + timedelta(seconds=wait_s)
+                stamp = until.isoformat(timespec="seconds")
+                message = f"Claude usage limit reached, paused until {stamp}"
+            self._pause_for(claude.reason, now + wait_s, message)
         elif outcome.kind == "disk":
             self._pause_for("disk", now, outcome.message or "not enough free disk")
         elif outcome.outcome == "completed" and self._pause is None:
@@ -533,19 +535,19 @@ class Scheduler:
                 return
             pause.probing = False
             pause.probe_result = None
-            if result.kind == "auth":
-                pause.until = now + self._s.auth_recheck_ms / 1000
-                pause.reason = "auth"
+            claude = claude_pause(result.kind, result.retry_after_ms, self._s.auth_recheck_ms)
+            if claude is None:
+                self._resume("claude", f"claude re-check: {result.kind}")
+                return
+            wait_s = claude.wait_ms / 1000
+            pause.until = now + wait_s
+            pause.reason = claude.reason
+            if claude.reason == "auth":
                 self._health.set_problem("claude", f"Claude authentication failed: {result.reason}")
                 log.warning("worker.still_paused", reason="auth", problem=result.reason)
-            elif result.kind == "usage_limit":
-                wait_s = (result.retry_after_ms or self._s.auth_recheck_ms) / 1000
-                pause.until = now + wait_s
-                pause.reason = "usage_limit"
+            else:
                 self._health.set_problem("claude", f"Claude usage limit: {result.reason}")
                 log.warning("worker.still_paused", reason="usage_limit", resume_in_s=wait_s)
-            else:
-                self._resume("claude", f"claude re-check: {result.kind}")
             return
         if now < pause.until:
             return

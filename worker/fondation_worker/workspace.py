@@ -1,4 +1,5 @@
-"""Per-job workspaces under ``TEMP_DIR/jobs``, always removed; sweep; disk preflight.
+"""Per-job workspaces under ``TEMP_DIR/jobs``, always removed; the start sweep; disk
+preflight.
 
 Each workspace holds an ``flock`` on its ``.lock`` file for as long as its job runs. The
 startup sweep removes every workspace whose lock nobody holds: leftovers of a crashed
@@ -25,11 +26,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import watchdog
+from .logging_setup import get_logger
+
+log = get_logger(__name__)
+
 LOCK_NAME = ".lock"
 TRASH_PREFIX = ".trash-"
 # A directory without a lock file is being created right now, or is a crash leftover from
 # between mkdir and lock; leave young ones alone.
 UNLOCKED_GRACE_S = 300.0
+# Scratch directories of Claude auth probes, directly under TEMP_DIR (claude_runner.py).
+PROBE_DIR_PREFIX = "probe-"
 _SAFE = re.compile(r"[^A-Za-z0-9_\-]")
 
 
@@ -189,6 +197,26 @@ def sweep(
             removed.append(entry)
         finally:
             os.close(fd)
+    return removed
+
+
+def stop_leftover_processes(workspace: Path) -> None:
+    """Kill a predecessor's Claude runs still working in ``workspace`` (its jobs are given
+    back by the recovery that follows the sweep)."""
+    killed = watchdog.kill_under(watchdog.roots_of(str(workspace)), {os.getpid()})
+    if killed:
+        log.warning("workspace.leftover_processes_killed", workspace=workspace.name, pids=killed)
+
+
+def sweep_worker_dirs(jobs_dir: Path, temp_dir: Path) -> list[Path]:
+    """The start sweep: workspaces nobody holds (their leftover processes stopped first),
+    and auth-probe scratch dirs a crash left (no lock: only this worker uses them)."""
+    removed = sweep(jobs_dir, before_remove=stop_leftover_processes)
+    for leftover in temp_dir.glob(f"{PROBE_DIR_PREFIX}*"):
+        remove_tree(leftover)
+        removed.append(leftover)
+    if removed:
+        log.info("workspace.swept", removed=[p.name for p in removed])
     return removed
 
 
