@@ -668,14 +668,14 @@ def stuck(
             "--running-longer-than",
             metavar="MS",
             min=0,
-            help="Also list jobs running for longer than this many ms (default: JOB_TIMEOUT)",
+            help="Also list jobs running for longer than this many ms (default: JOB_TIMEOUT_MS)",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list")] = False,
 ) -> None:
     """List claimed/running jobs whose lease expired or that run too long (exit 0 either way)."""
     settings = _settings()
-    threshold = settings.job_timeout if running_longer_than is None else running_longer_than
+    threshold = settings.job_timeout_ms if running_longer_than is None else running_longer_than
     with _convex(settings, operator=True) as convex:
         try:
             jobs = convex.list_stuck(threshold)

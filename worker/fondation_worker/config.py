@@ -1,6 +1,6 @@
 """Worker configuration from the environment (pydantic-settings).
 
-Every duration is in milliseconds (``*_MS`` or the seed's ``POLL_INTERVAL``/``*_TIMEOUT``),
+Every duration is in milliseconds (``*_MS`` or the seed's ``POLL_INTERVAL_MS``/``*_TIMEOUT``),
 every size in MiB. ``load_settings`` returns valid settings or raises ``ConfigError`` with one
 message per problem; the CLI prints them one per line and exits 2.
 """
@@ -86,8 +86,8 @@ class Settings(BaseSettings):
     convex_timeout_ms: int = Field(10_000, ge=500, le=120_000)
 
     # Polling and leases
-    poll_interval: int = Field(5_000, ge=100, le=3_600_000, description="ms between polls")
-    idle_poll_max: int = Field(32_000, ge=100, le=3_600_000, description="idle poll ceiling")
+    poll_interval_ms: int = Field(5_000, ge=100, le=3_600_000, description="ms between polls")
+    idle_poll_max_ms: int = Field(32_000, ge=100, le=3_600_000, description="idle poll ceiling")
     # The wake path (wakeup.py): subscribe to jobs:wakeup over Convex's WebSocket protocol
     # and claim when it says a job is due. While subscribed, the HTTP poll only runs every
     # SAFETY_POLL_MS; while the subscription is down, polling is as above.
@@ -101,10 +101,10 @@ class Settings(BaseSettings):
     heartbeat_ms: int = Field(20_000, ge=200, le=1_800_000)
 
     # Timeouts
-    job_timeout: int = Field(3_600_000, ge=1_000, le=86_400_000, description="ms per job")
-    step_timeout: int = Field(1_800_000, ge=1_000, le=86_400_000, description="ms per step")
-    clone_timeout: int = Field(600_000, ge=1_000, le=86_400_000, description="ms for git clone")
-    drain_timeout: int = Field(90_000, ge=0, le=3_600_000, description="ms to drain on stop")
+    job_timeout_ms: int = Field(3_600_000, ge=1_000, le=86_400_000, description="ms per job")
+    step_timeout_ms: int = Field(1_800_000, ge=1_000, le=86_400_000, description="ms per step")
+    clone_timeout_ms: int = Field(600_000, ge=1_000, le=86_400_000, description="ms for git clone")
+    drain_timeout_ms: int = Field(90_000, ge=0, le=3_600_000, description="ms to drain on stop")
     auth_recheck_ms: int = Field(300_000, ge=100, le=86_400_000)
 
     # Disk and repositories
@@ -279,20 +279,20 @@ class Settings(BaseSettings):
                 f"HEARTBEAT_MS: {self.heartbeat_ms} must be less than half of LEASE_MS "
                 f"({self.lease_ms}), so a lost heartbeat can be retried before the lease ends"
             )
-        if self.idle_poll_max < self.poll_interval:
+        if self.idle_poll_max_ms < self.poll_interval_ms:
             problems.append(
-                f"IDLE_POLL_MAX: {self.idle_poll_max} must be at least POLL_INTERVAL "
-                f"({self.poll_interval})"
+                f"IDLE_POLL_MAX_MS: {self.idle_poll_max_ms} must be at least POLL_INTERVAL_MS "
+                f"({self.poll_interval_ms})"
             )
-        if self.step_timeout > self.job_timeout:
+        if self.step_timeout_ms > self.job_timeout_ms:
             problems.append(
-                f"STEP_TIMEOUT: {self.step_timeout} must not exceed JOB_TIMEOUT "
-                f"({self.job_timeout})"
+                f"STEP_TIMEOUT_MS: {self.step_timeout_ms} must not exceed JOB_TIMEOUT_MS "
+                f"({self.job_timeout_ms})"
             )
-        if self.clone_timeout > self.job_timeout:
+        if self.clone_timeout_ms > self.job_timeout_ms:
             problems.append(
-                f"CLONE_TIMEOUT: {self.clone_timeout} must not exceed JOB_TIMEOUT "
-                f"({self.job_timeout})"
+                f"CLONE_TIMEOUT_MS: {self.clone_timeout_ms} must not exceed JOB_TIMEOUT_MS "
+                f"({self.job_timeout_ms})"
             )
         if self.claude_credentials_source is not None and self.claude_config_dir is None:
             problems.append(

@@ -227,7 +227,7 @@ class JobRunner:
             workspace=workspace,
             options=CloneOptions(
                 git_bin=settings.git_bin,
-                timeout_s=settings.clone_timeout / 1000,
+                timeout_s=settings.clone_timeout_ms / 1000,
                 max_bytes=settings.max_repo_mb * 1024 * 1024,
                 ca_bundle=settings.git_ca_bundle,
             ),
@@ -342,7 +342,7 @@ class JobRunner:
             cwd=repo_dir,
             scratch=scratch,
             abort=ctx.abort,
-            timeout_s=self._settings.step_timeout / 1000,
+            timeout_s=self._settings.step_timeout_ms / 1000,
             job_id=job.job_id,
             step=step.name,
         )
@@ -359,7 +359,7 @@ class JobRunner:
         )
         if verdict.timed_out:
             raise JobFailed(
-                "timeout", f"step {step.name} took longer than STEP_TIMEOUT: {verdict.reason}"
+                "timeout", f"step {step.name} took longer than STEP_TIMEOUT_MS: {verdict.reason}"
             )
         if not verdict.ok:
             kind = _CLASS_TO_KIND[verdict.kind]
@@ -441,7 +441,7 @@ class JobRunner:
                 job,
                 ctx,
                 JobFailed(
-                    "timeout", f"job took longer than JOB_TIMEOUT ({self._job_timeout_s()} s)"
+                    "timeout", f"job took longer than JOB_TIMEOUT_MS ({self._job_timeout_s()} s)"
                 ),
             )
         try:
@@ -478,7 +478,7 @@ class JobRunner:
         return message
 
     def _job_timeout_s(self) -> int:
-        return self._settings.job_timeout // 1000
+        return self._settings.job_timeout_ms // 1000
 
     def _already(self, job: ClaimedJob, status: str) -> bool:
         try:
