@@ -136,7 +136,10 @@ def test_secret_values_are_never_echoed(env: pytest.MonkeyPatch) -> None:
     ("values", "expected"),
     [
         ({"HEARTBEAT_MS": "50000"}, "HEARTBEAT_MS: 50000 must be less than half of LEASE_MS"),
-        ({"POLL_INTERVAL_MS": "40000"}, "IDLE_POLL_MAX_MS: 32000 must be at least POLL_INTERVAL_MS"),
+        (
+            {"POLL_INTERVAL_MS": "40000"},
+            "IDLE_POLL_MAX_MS: 32000 must be at least POLL_INTERVAL_MS",
+        ),
         ({"STEP_TIMEOUT_MS": "7200000"}, "STEP_TIMEOUT_MS: 7200000 must not exceed JOB_TIMEOUT_MS"),
     ],
 )

@@ -190,7 +190,9 @@ def test_health_names_the_jobs_being_run() -> None:
 def test_idle_worker_makes_about_120_calls_an_hour() -> None:
     clock = FakeClock()
     queue = FakeQueue(clock=clock)
-    scheduler, _, _ = make(queue, FakeRunner(), clock, poll_interval_ms=5000, idle_poll_max_ms=30000)
+    scheduler, _, _ = make(
+        queue, FakeRunner(), clock, poll_interval_ms=5000, idle_poll_max_ms=30000
+    )
     start = clock.monotonic()
 
     def stop_after_an_hour() -> None:
@@ -295,7 +297,9 @@ def test_second_signal_releases_at_once() -> None:
 def test_job_timeout_aborts_the_job() -> None:
     queue = FakeQueue(jobs=1)
     runner = FakeRunner(block=True)
-    scheduler, _, _ = make(queue, runner, job_timeout_ms=1000, step_timeout_ms=1000, clone_timeout_ms=1000)
+    scheduler, _, _ = make(
+        queue, runner, job_timeout_ms=1000, step_timeout_ms=1000, clone_timeout_ms=1000
+    )
     loop = Loop(scheduler)
     wait_until(lambda: "job0" in runner.aborts, 5)
     assert runner.aborts["job0"] == "timeout"

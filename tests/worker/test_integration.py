@@ -660,7 +660,9 @@ def test_healthcheck_command(dev_backend: DevBackend, start_worker: Any) -> None
 
 def test_idle_worker_is_cheap_and_healthy(dev_backend: DevBackend, start_worker: Any) -> None:
     # The polling path (the wake subscription off: subscribed, it polls every 6 minutes).
-    worker = start_worker(dev_backend, WAKEUP="false", POLL_INTERVAL_MS="100", IDLE_POLL_MAX_MS="400")
+    worker = start_worker(
+        dev_backend, WAKEUP="false", POLL_INTERVAL_MS="100", IDLE_POLL_MAX_MS="400"
+    )
     t0 = time.monotonic()
     claims = 'fondation_worker_convex_calls_total{function="jobs:claimOne"'
     # It keeps polling while idle (waited for, however slow the machine)...

@@ -87,7 +87,9 @@ def test_without_the_subscription_the_worker_polls_as_before(
     dev_backend: DevBackend, start_worker: Any, git_server: Any
 ) -> None:
     repo = git_server.add_repo("wake", "off", SAMPLE_FILES)
-    worker = start_worker(dev_backend, WAKEUP="false", POLL_INTERVAL_MS="200", IDLE_POLL_MAX_MS="500")
+    worker = start_worker(
+        dev_backend, WAKEUP="false", POLL_INTERVAL_MS="200", IDLE_POLL_MAX_MS="500"
+    )
     job_id = enqueue(dev_backend, repo)
     assert wait_status(dev_backend, job_id, {"completed", "dead"}, 60)["status"] == "completed"
     assert metric(worker, "fondation_worker_wakeup_connects_total") == 0
