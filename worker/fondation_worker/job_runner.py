@@ -43,6 +43,7 @@ from .models import ClaimedJob, Doc, Dropped, Progress, Redaction, Summary
 from .pipeline import STEPS, Step, render_prompt
 from .process import AbortSignal, ProcessRunner
 from .redact import Redactor
+from .units import MS_PER_S, seconds
 from .validate import ValidationError, validate_branch, validate_repo_url
 from .workspace import Workspace, create_workspace, disk_status, remove_tree
 
@@ -227,7 +228,7 @@ class JobRunner:
             workspace=workspace,
             options=CloneOptions(
                 git_bin=settings.git_bin,
-                timeout_s=settings.clone_timeout_ms / 1000,
+                timeout_s=seconds(settings.clone_timeout_ms),
                 max_bytes=settings.max_repo_mb * 1024 * 1024,
                 ca_bundle=settings.git_ca_bundle,
             ),
@@ -280,7 +281,7 @@ class JobRunner:
             self._queue.upload_docs(job.job_id, job.lease_token, run_id, batch)
         log.info("docs.uploaded", docs=len(collected.docs), batches=len(batches) - 1)
         self._check(ctx)
-        duration_ms = (self._clock.monotonic() - started) * 1000
+        duration_ms = (self._clock.monotonic() - started) * MS_PER_S
         return _Done(
             run_id,
             len(collected.docs),
@@ -342,7 +343,7 @@ class JobRunner:
             cwd=repo_dir,
             scratch=scratch,
             abort=ctx.abort,
-            timeout_s=self._settings.step_timeout_ms / 1000,
+            timeout_s=seconds(self._settings.step_timeout_ms),
             job_id=job.job_id,
             step=step.name,
         )
@@ -478,7 +479,7 @@ class JobRunner:
         return message
 
     def _job_timeout_s(self) -> int:
-        return self._settings.job_timeout_ms // 1000
+        return int(seconds(self._settings.job_timeout_ms))
 
     def _already(self, job: ClaimedJob, status: str) -> bool:
         try:

@@ -42,6 +42,7 @@ from .logging_setup import get_logger
 from .metrics import Metrics
 from .models import ClaimedJob, HeartbeatReply, Progress
 from .process import AbortSignal
+from .units import seconds
 from .wakeup import WakeSource, WakeState
 from .workspace import DiskStatus
 
@@ -288,7 +289,7 @@ class Scheduler:
                 "wakeup", f"subscription down ({state.down_reason}); polling over HTTP"
             )
             self._empty_polls = 0
-            self._next_poll = min(self._next_poll, now + self._s.poll_interval_ms / 1000)
+            self._next_poll = min(self._next_poll, now + seconds(self._s.poll_interval_ms))
         elif not state.live:
             self._health.set_notice(
                 "wakeup", f"subscription down ({state.down_reason}); polling over HTTP"
@@ -300,7 +301,7 @@ class Scheduler:
         if state is None or not state.live or state.next_run_at_ms is None:
             return None
         # runAt is Convex's wall clock: turned into our monotonic time through our wall clock.
-        due = now + (state.next_run_at_ms / 1000 - self._clock.time())
+        due = now + (seconds(state.next_run_at_ms) - self._clock.time())
         return max(due, self._wake_retry_at)
 
     def _subscribed(self) -> bool:
@@ -354,7 +355,7 @@ class Scheduler:
         self._empty_polls = 0
         self._wake_misses = 0
         self._wake_retry_at = 0.0
-        self._next_poll = now + self._s.poll_interval_ms / 1000
+        self._next_poll = now + seconds(self._s.poll_interval_ms)
         self._start_job(job, sent)
         if self._stop_level:
             # The signal came while the claim was in flight: give the job straight back.
@@ -369,7 +370,7 @@ class Scheduler:
             miss_ms = idle_poll_delay_ms(
                 self._wake_misses, self._s.poll_interval_ms, self._s.idle_poll_max_ms, self._rand()
             )
-            self._wake_retry_at = now + miss_ms / 1000
+            self._wake_retry_at = now + seconds(miss_ms)
         self._empty_polls += 1
         if self._subscribed():
             delay_ms = self._s.safety_poll_ms * (1.0 - SAFETY_JITTER * self._rand())
@@ -377,7 +378,7 @@ class Scheduler:
             delay_ms = idle_poll_delay_ms(
                 self._empty_polls, self._s.poll_interval_ms, self._s.idle_poll_max_ms, self._rand()
             )
-        self._next_poll = now + delay_ms / 1000
+        self._next_poll = now + seconds(delay_ms)
 
     def _convex_problem(self, reason: str) -> None:
         self._health.set_problem("convex", reason)
@@ -390,9 +391,9 @@ class Scheduler:
     def _start_job(self, job: ClaimedJob, claimed_at: float) -> None:
         abort = AbortSignal()
         progress = ProgressBox()
-        lease_s = self._s.lease_ms / 1000
-        interval_s = self._s.heartbeat_ms / 1000
-        call_timeout_s = min(self._s.convex_timeout_ms / 1000, interval_s)
+        lease_s = seconds(self._s.lease_ms)
+        interval_s = seconds(self._s.heartbeat_ms)
+        call_timeout_s = min(seconds(self._s.convex_timeout_ms), interval_s)
         queue_api = self._queue
         lease_ms = self._s.lease_ms
 
@@ -430,7 +431,7 @@ class Scheduler:
             heartbeat=heartbeat,
             thread=thread,
             started=now,
-            deadline=now + self._s.job_timeout_ms / 1000,
+            deadline=now + seconds(self._s.job_timeout_ms),
         )
         self._health.job_started(job.job_id)
         self._metrics.jobs_claimed.inc()
@@ -489,11 +490,11 @@ class Scheduler:
         if outcome.kind == "auth":
             self._pause_for(
                 "auth",
-                now + self._s.auth_recheck_ms / 1000,
+                now + seconds(self._s.auth_recheck_ms),
                 f"Claude authentication failed ({outcome.message}); operator action needed",
             )
         elif outcome.kind == "usage_limit":
-            wait_s = (outcome.retry_after_ms or self._s.auth_recheck_ms) / 1000
+            wait_s = seconds(outcome.retry_after_ms or self._s.auth_recheck_ms)
             until = (self._clock.now() + timedelta(seconds=wait_s)).isoformat(timespec="seconds")
             self._pause_for(
                 "usage_limit", now + wait_s, f"Claude usage limit reached, paused until {until}"
@@ -534,12 +535,12 @@ class Scheduler:
             pause.probing = False
             pause.probe_result = None
             if result.kind == "auth":
-                pause.until = now + self._s.auth_recheck_ms / 1000
+                pause.until = now + seconds(self._s.auth_recheck_ms)
                 pause.reason = "auth"
                 self._health.set_problem("claude", f"Claude authentication failed: {result.reason}")
                 log.warning("worker.still_paused", reason="auth", problem=result.reason)
             elif result.kind == "usage_limit":
-                wait_s = (result.retry_after_ms or self._s.auth_recheck_ms) / 1000
+                wait_s = seconds(result.retry_after_ms or self._s.auth_recheck_ms)
                 pause.until = now + wait_s
                 pause.reason = "usage_limit"
                 self._health.set_problem("claude", f"Claude usage limit: {result.reason}")
@@ -578,7 +579,7 @@ class Scheduler:
         """Advance the shutdown; True when the loop may end."""
         if not self._draining:
             self._draining = True
-            self._drain_deadline = now + self._s.drain_timeout_ms / 1000
+            self._drain_deadline = now + seconds(self._s.drain_timeout_ms)
             self._health.set_draining()
             log.info(
                 "worker.draining",
