@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import WORKER_BIN
-from fondation_worker.config import load_settings
+from fondation_worker.config import RENAMED, load_settings
 from fondation_worker.errors import ConfigError
 
 GOOD = {
@@ -239,3 +239,14 @@ def test_credentials_source_needs_a_config_dir(env: pytest.MonkeyPatch) -> None:
         "CLAUDE_CREDENTIALS_SOURCE: needs CLAUDE_CONFIG_DIR, the writable directory the login "
         "is copied into"
     ]
+
+
+@pytest.mark.parametrize("new", RENAMED)
+def test_an_old_unit_less_name_is_refused_with_its_new_name(
+    env: pytest.MonkeyPatch, new: str
+) -> None:
+    old = new.removesuffix("_MS")  # built, so the rename script leaves this test alone
+    env.setenv(old, "5000")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.problems == [f"{old}: no longer read; set {new} (milliseconds) instead"]
