@@ -130,3 +130,32 @@ def _ts_const(name: str) -> int:
 def test_convex_bounds_the_lease_as_the_worker_does() -> None:
     lease = next(row for row in ROWS if row.field == "lease_ms")
     assert (_ts_const("MIN_LEASE_MS"), _ts_const("MAX_LEASE_MS")) == (lease.ge, lease.le)
+
+
+PLAYBOOKS = sorted((ROOT / "playbooks").glob("*.yml"))
+
+
+def _entry_points(role: str) -> set[str]:
+    specs = _yaml(ROOT / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]
+    return set(specs)
+
+
+@pytest.mark.parametrize("play", PLAYBOOKS, ids=lambda p: p.name)
+def test_plays_use_only_role_entry_points_and_public_names(play: Path) -> None:
+    text = play.read_text(encoding="utf-8")
+    roles = "|".join(p.name for p in (ROOT / "roles").iterdir() if p.is_dir())
+    private = sorted(set(re.findall(rf"(?<![A-Za-z0-9_])_(?:{roles})_[a-z0-9_]+", text)))
+    assert private == [], f"{play.name} uses role-private names: {private}"
+    for role, tasks_from in re.findall(r"name: ([a-z_]+)\n\s+tasks_from: ([A-Za-z0-9_.]+)", text):
+        entry = tasks_from.removesuffix(".yml")
+        assert entry in _entry_points(role), (
+            f"{play.name}: {role} {tasks_from} is a helper, not an entry point of the role"
+            " (meta/argument_specs.yml)"
+        )
+    assert "10001" not in text, f"{play.name} hard-codes the image's uid"
+    assert "/home/worker" not in text, f"{play.name} hard-codes the image's home"
+
+
+def test_every_fondation_worker_entry_point_has_a_task_file() -> None:
+    tasks = {p.stem for p in (ROLE / "tasks").glob("*.yml")}
+    assert _entry_points("fondation_worker") <= tasks
