@@ -1,6 +1,6 @@
 """The worker process's own CPU per job while Claude works, with production timings.
 
-One worker (POLL_INTERVAL 5 s, LEASE_MS 90 s, HEARTBEAT_MS 20 s, LOG_LEVEL info as shipped)
+One worker (POLL_INTERVAL_MS 5 s, LEASE_MS 90 s, HEARTBEAT_MS 20 s, LOG_LEVEL info as shipped)
 runs jobs whose fake Claude steps take FAKE_CLAUDE_DELAY seconds each (5 steps), so each job
 lasts about half a minute, almost all of it waiting on Claude with every job slot busy: the
 state in which the scheduler used to spin. Measured: utime + stime of the worker process

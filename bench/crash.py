@@ -1,12 +1,12 @@
 """Crash recovery time: kill -9 of a worker mid-job until the job runs again on another worker.
 
-Production timings throughout (LEASE_MS 90 s, HEARTBEAT_MS 20 s, POLL_INTERVAL 5 s, IDLE_POLL_MAX
-30 s). Worker A claims a job whose fake Claude step takes minutes; worker B starts, and once
-B's back-off has reached its 30 s ceiling A and its children are killed with SIGKILL at a
-random moment. ``claimOne`` hands out expired leases directly, so the job comes back when A's
-last lease runs out and B next polls. Measured on one clock (this host's): the kill, and B's
-claim (``leaseUntil - LEASE_MS`` of B's claim) and ``startedAt`` (the job running again).
-Expected: the lease left at the kill (70-90 s) plus up to 30 s of B's idle polling.
+Production timings throughout (LEASE_MS 90 s, HEARTBEAT_MS 20 s, POLL_INTERVAL_MS 5 s,
+IDLE_POLL_MAX_MS 30 s). Worker A claims a job whose fake Claude step takes minutes; worker B
+starts, and once B's back-off has reached its 30 s ceiling A and its children are killed with
+SIGKILL at a random moment. ``claimOne`` hands out expired leases directly, so the job comes
+back when A's last lease runs out and B next polls. Measured on one clock (this host's): the
+kill, and B's claim (``leaseUntil - LEASE_MS`` of B's claim) and ``startedAt`` (the job running
+again). Expected: the lease left at the kill (70-90 s) plus up to 30 s of B's idle polling.
 
 Second case, the host survives (``--mode restart``): A holds the job under a fixed WORKER_ID
 and is killed the same way; 5 s later (systemd's RestartSec) a new process starts with the
@@ -130,7 +130,7 @@ def main() -> int:
             note=(
                 f"median of {samples} (each: {', '.join(f'{r:.0f}' for r in runs)} s; "
                 f"claimed again after {', '.join(f'{c:.0f}' for c in claims)} s); "
-                f"bound: LEASE_MS + IDLE_POLL_MAX = {worst:.0f} s plus the clone"
+                f"bound: LEASE_MS + IDLE_POLL_MAX_MS = {worst:.0f} s plus the clone"
             ),
         )
     ]

@@ -4,7 +4,7 @@ the idle worker's resident memory.
 Two real workers watch one empty dev backend side by side: ours with the production
 defaults (subscribed to jobs:wakeup over the WebSocket, so it only polls every
 SAFETY_POLL_MS, 6 minutes) and the baseline, polling at a fixed 5 s like the original queue
-(POLL_INTERVAL=5000 IDLE_POLL_MAX=5000, WAKEUP=false). After a warm-up, the bench reads
+(POLL_INTERVAL_MS=5000 IDLE_POLL_MAX_MS=5000, WAKEUP=false). After a warm-up, the bench reads
 each worker's Prometheus counter ``fondation_worker_convex_calls_total`` (every function)
 once a second for the window and turns the increments into a rate:
 (calls - 1) / (last call - first call), so the window's edges do not round the figure. The
@@ -132,7 +132,7 @@ def main() -> int:
     with stack("idle") as s:
         ours = s.start_worker("ours")
         base = s.start_worker(
-            "baseline", POLL_INTERVAL="5000", IDLE_POLL_MAX="5000", WAKEUP="false"
+            "baseline", POLL_INTERVAL_MS="5000", IDLE_POLL_MAX_MS="5000", WAKEUP="false"
         )
         log(f"warm-up {warmup:.0f} s, then a {window:.0f} s window")
         time.sleep(warmup)

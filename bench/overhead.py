@@ -130,7 +130,7 @@ def main() -> int:
     rtts: list[float] = []
     with stack("overhead") as s:
         repo = s.add_repo("thousand", thousand_file_repo())
-        worker: Worker = s.start_worker("overhead", POLL_INTERVAL="200", IDLE_POLL_MAX="200")
+        worker: Worker = s.start_worker("overhead", POLL_INTERVAL_MS="200", IDLE_POLL_MAX_MS="200")
         for i in range(count):
             before = cpu_s(worker.process.pid)
             job_id = s.backend.enqueue(repo)
@@ -186,7 +186,7 @@ def main() -> int:
             "s",
             note=(
                 f"utime+stime of `fondation-worker run` from enqueue to job.completed, "
-                f"children (git, claude) excluded; max {max(cpu):.3f} s; POLL_INTERVAL 200 ms"
+                f"children (git, claude) excluded; max {max(cpu):.3f} s; POLL_INTERVAL_MS 200 ms"
             ),
         ),
     ]

@@ -3,7 +3,7 @@ and how late a scheduled job (runAt in the future) is picked up after it is due.
 
 Latency is measured on the backend's clock: the job record's ``createdAt`` (or ``runAt``)
 against the claim time, ``leaseUntil - LEASE_MS`` from the claim reply (the worker logs it in
-``job.claimed``). Workers run the production timings (POLL_INTERVAL 5 s, IDLE_POLL_MAX 32 s,
+``job.claimed``). Workers run the production timings (POLL_INTERVAL_MS 5 s, IDLE_POLL_MAX_MS 32 s,
 the jobs:wakeup subscription on, SAFETY_POLL_MS 6 min) and the fake ``claude``.
 
 - idle: one subscribed worker, idle for a random 2-30 s after its last job (its next HTTP

@@ -74,8 +74,10 @@ export const BACKOFF_CAP_MS = 10 * 60_000;
 /** A retryAfterMs longer than this is clamped (the job is deferred again if still limited). */
 export const MAX_RETRY_AFTER_MS = 24 * 60 * 60_000;
 
+// The worker's LEASE_MS bounds (worker/fondation_worker/config.py), the one source:
+// tests/docs/test_setting_layers.py fails when these differ from them.
 export const MIN_LEASE_MS = 1_000;
-export const MAX_LEASE_MS = 6 * 60 * 60_000;
+export const MAX_LEASE_MS = 60 * 60_000;
 
 /** Expired leases handled per reclaimExpired run, and candidates skipped per claim. */
 export const RECLAIM_BATCH = 100;

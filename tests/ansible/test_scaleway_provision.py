@@ -72,8 +72,8 @@ def provision(fake: FakeScaleway, *args: str, secret: str = SECRET, **overrides:
         "scaleway_instance_ssh_public_key": SSH_KEY,
         # Nothing listens on the fake's documentation-range addresses.
         "scaleway_instance_wait_for_ssh": False,
-        "scaleway_instance_poll_interval": 0.2,
-        "scaleway_instance_wait_timeout": 30,
+        "scaleway_instance_poll_interval_s": 0.2,
+        "scaleway_instance_wait_timeout_s": 30,
         **overrides,
     }
     env = {
@@ -232,7 +232,7 @@ def volume_never_detaches() -> dict[str, Step]:
             "destroy",
             expect_ok=False,
             scaleway_instance_state="absent",
-            scaleway_instance_wait_timeout=1,
+            scaleway_instance_wait_timeout_s=1,
         )
     finally:
         session.close()

@@ -34,7 +34,7 @@ async function seedHistory(t: T) {
     vi.setSystemTime(T0 + h * HOUR + 60_000);
     for (let i = 0; i < 20; i++) await enqueue(t, { userId: `u${i % 3}` });
     for (let i = 0; i < 20; i++) {
-      const c = await claimOk(t, `w${i % 4}`, 2 * HOUR);
+      const c = await claimOk(t, `w${i % 4}`, HOUR);
       const lease = { token: TOKEN, jobId: c.jobId, leaseToken: c.leaseToken };
       await t.mutation(api.jobs.start, lease);
       advance((i + 1) * 7_000 + h * 1_000);
@@ -69,7 +69,7 @@ async function seedHistory(t: T) {
       retryAfterMs: (i + 1) * HOUR,
     });
   }
-  await claimOk(t, "healthy", 2 * HOUR);
+  await claimOk(t, "healthy", HOUR);
   await claimOk(t, "crashed", 60_000);
   advance(10 * 60_000);
   return failedAt;

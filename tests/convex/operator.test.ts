@@ -75,9 +75,18 @@ describe("listStuck", () => {
     const fresh = await enqueue(t);
     const c1 = await claimOk(t, "w-a", 10_000); // never started, lease runs out
     const c2 = await started(t, "w-b", 20_000); // started, then its worker vanished
-    const c3 = await started(t, "w-c", 3 * HOUR); // alive (long lease), running for hours
+    const c3 = await started(t, "w-c", HOUR); // alive (heartbeating), running for hours
     expect([c1.jobId, c2.jobId, c3.jobId]).toEqual([claimedExpired, runningExpired, longRunning]);
-    advance(2 * HOUR);
+    // A lease is at most an hour (the worker's LEASE_MS bound): c3 heartbeats to stay alive.
+    for (let i = 0; i < 2; i++) {
+      advance(HOUR - MINUTE);
+      await t.mutation(api.jobs.heartbeat, {
+        token: TOKEN,
+        jobId: c3.jobId,
+        leaseToken: c3.leaseToken,
+        leaseMs: HOUR,
+      });
+    }
     const c4 = await started(t, "w-d", HOUR); // alive and recent
     expect(c4.jobId).toBe(fresh);
     const pending = await enqueue(t);
@@ -158,9 +167,10 @@ describe("listStuck", () => {
     const t = makeT({ documentsRead: 200 });
     for (let i = 0; i < 150; i++) await enqueue(t); // far more than the reads allowed below
     for (let i = 0; i < 3; i++) await claimOk(t, "crashed", 5_000);
-    for (let i = 0; i < 6; i++) await started(t, "slow", 5 * HOUR);
-    advance(HOUR);
-    for (let i = 0; i < 4; i++) await started(t, "recent", 5 * HOUR);
+    // Leases of an hour, the longest Convex accepts: the slow ones still hold theirs.
+    for (let i = 0; i < 6; i++) await started(t, "slow", HOUR);
+    advance(45 * MINUTE);
+    for (let i = 0; i < 4; i++) await started(t, "recent", HOUR);
     advance(MINUTE);
     const { stuck, reads } = await t.query(async (ctx) => {
       const stuck = await (listStuck as unknown as Registered)._handler(ctx, {

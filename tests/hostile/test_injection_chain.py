@@ -96,7 +96,7 @@ def test_injected_readme_cannot_get_secrets_into_convex(
             **api.env(),
             CLAUDE_CODE_OAUTH_TOKEN=oauth_token,
             CLAUDE_CREDENTIALS_SOURCE=str(creds_source),
-            STEP_TIMEOUT="90000",
+            STEP_TIMEOUT_MS="90000",
         )
         job_id = enqueue(dev_backend, repo_url, github_token=SecretStr(github_token))
         job = wait_status(dev_backend, job_id, {"completed", "dead", "failed"}, 120)

@@ -143,8 +143,8 @@ def worker_container(
             environment={
                 "WORKER_TOKEN": TEST_WORKER_TOKEN,
                 "HEALTH_BIND": f"127.0.0.1:{port}",
-                "POLL_INTERVAL": "300",
-                "IDLE_POLL_MAX": "1000",
+                "POLL_INTERVAL_MS": "300",
+                "IDLE_POLL_MAX_MS": "1000",
                 "MIN_FREE_DISK_MB": "1",
                 **env,
             },

@@ -112,7 +112,9 @@ def test_docker_stop_during_a_job_drains_and_exits_zero(
 ) -> None:
     log_dir = owned_dir(tmp_path / "fake-log")
     worker: WorkerContainer = worker_container(
-        _job_env(dev_backend, git_server, log_dir, FAKE_CLAUDE_MODE="hang", DRAIN_TIMEOUT="3000"),
+        _job_env(
+            dev_backend, git_server, log_dir, FAKE_CLAUDE_MODE="hang", DRAIN_TIMEOUT_MS="3000"
+        ),
         credentials=_credentials(tmp_path),
         extra_volumes=_job_volumes(git_server, log_dir),
     )

@@ -33,7 +33,7 @@ def test_idle_delay_never_exceeds_the_ceiling(n: int, base: int, extra: int, ran
 def test_default_idle_cost_is_at_most_120_calls_an_hour() -> None:
     # Jitter only shortens the delay, so the default ceiling sits above 30 s to keep even
     # the worst case (every delay shortened the most) within 120 calls an hour.
-    default_ceiling = Settings.model_fields["idle_poll_max"].default
+    default_ceiling = Settings.model_fields["idle_poll_max_ms"].default
     assert idle_calls_per_hour(default_ceiling) <= 120
     assert idle_calls_per_hour(30_000) > 120
     # The first hour, starting from a busy worker, stays close to the ceiling too.

@@ -153,7 +153,7 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> FakeConvex:
         "WORKER_TOKEN": TOKEN,
         "OPERATOR_TOKEN": OPERATOR,
         "TEMP_DIR": str(tmp_path / "tmp"),
-        "JOB_TIMEOUT": "5400000",
+        "JOB_TIMEOUT_MS": "5400000",
     }.items():
         monkeypatch.setenv(name, value)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import WORKER_BIN
-from fondation_worker.config import load_settings
+from fondation_worker.config import RENAMED, load_settings
 from fondation_worker.errors import ConfigError
 
 GOOD = {
@@ -22,8 +22,8 @@ def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         if name.upper() in {
             "CONVEX_URL",
             "WORKER_TOKEN",
-            "POLL_INTERVAL",
-            "IDLE_POLL_MAX",
+            "POLL_INTERVAL_MS",
+            "IDLE_POLL_MAX_MS",
             "LEASE_MS",
             "HEARTBEAT_MS",
             "WORKER_ID",
@@ -34,9 +34,9 @@ def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
             "MAX_CONCURRENT_JOBS",
             "GIT_CA_BUNDLE",
             "CLAUDE_ENV_PASSTHROUGH",
-            "JOB_TIMEOUT",
-            "STEP_TIMEOUT",
-            "DRAIN_TIMEOUT",
+            "JOB_TIMEOUT_MS",
+            "STEP_TIMEOUT_MS",
+            "DRAIN_TIMEOUT_MS",
             "CLAUDE_MODEL",
             "CLAUDE_BIN",
         }:
@@ -48,13 +48,13 @@ def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def test_defaults(env: pytest.MonkeyPatch) -> None:
     s = load_settings()
-    assert s.poll_interval == 5000
+    assert s.poll_interval_ms == 5000
     assert s.max_concurrent_jobs == 1
     assert s.temp_dir == Path("/tmp/fondation")
     assert s.lease_ms == 90_000
     assert s.heartbeat_ms == 20_000
-    assert s.idle_poll_max == 32_000
-    assert s.drain_timeout == 90_000  # inside a 120 s container stop timeout
+    assert s.idle_poll_max_ms == 32_000
+    assert s.drain_timeout_ms == 90_000  # inside a 120 s container stop timeout
     assert s.allowed_repo_hosts == ["github.com"]
     assert s.health_address == ("127.0.0.1", 8080)
     assert s.log_format == "json"
@@ -107,7 +107,7 @@ def test_missing_required(env: pytest.MonkeyPatch) -> None:
 def test_each_problem_is_reported(env: pytest.MonkeyPatch) -> None:
     found = problems(
         env,
-        POLL_INTERVAL="abc",
+        POLL_INTERVAL_MS="abc",
         MAX_CONCURRENT_JOBS="0",
         LOG_FORMAT="xml",
         HEALTH_BIND="nonsense",
@@ -117,7 +117,7 @@ def test_each_problem_is_reported(env: pytest.MonkeyPatch) -> None:
     names = sorted(p.split(":", 1)[0] for p in found)
     assert names == sorted(
         [
-            "POLL_INTERVAL",
+            "POLL_INTERVAL_MS",
             "MAX_CONCURRENT_JOBS",
             "LOG_FORMAT",
             "HEALTH_BIND",
@@ -136,8 +136,11 @@ def test_secret_values_are_never_echoed(env: pytest.MonkeyPatch) -> None:
     ("values", "expected"),
     [
         ({"HEARTBEAT_MS": "50000"}, "HEARTBEAT_MS: 50000 must be less than half of LEASE_MS"),
-        ({"POLL_INTERVAL": "40000"}, "IDLE_POLL_MAX: 32000 must be at least POLL_INTERVAL"),
-        ({"STEP_TIMEOUT": "7200000"}, "STEP_TIMEOUT: 7200000 must not exceed JOB_TIMEOUT"),
+        (
+            {"POLL_INTERVAL_MS": "40000"},
+            "IDLE_POLL_MAX_MS: 32000 must be at least POLL_INTERVAL_MS",
+        ),
+        ({"STEP_TIMEOUT_MS": "7200000"}, "STEP_TIMEOUT_MS: 7200000 must not exceed JOB_TIMEOUT_MS"),
     ],
 )
 def test_cross_field_checks(env: pytest.MonkeyPatch, values: dict[str, str], expected: str) -> None:
@@ -176,7 +179,7 @@ def test_run_with_bad_env_exits_2_with_one_line_per_problem(tmp_path: Path) -> N
         "HOME": str(tmp_path),
         "CONVEX_URL": "ftp://nope",
         "WORKER_TOKEN": "tiny-secret",
-        "POLL_INTERVAL": "soon",
+        "POLL_INTERVAL_MS": "soon",
         "LEASE_MS": "-5",
     }
     proc = subprocess.run(
@@ -190,7 +193,7 @@ def test_run_with_bad_env_exits_2_with_one_line_per_problem(tmp_path: Path) -> N
     assert {line.split(": ")[2] for line in lines} == {
         "CONVEX_URL",
         "WORKER_TOKEN",
-        "POLL_INTERVAL",
+        "POLL_INTERVAL_MS",
         "LEASE_MS",
     }
     assert "tiny-secret" not in proc.stderr
@@ -236,3 +239,14 @@ def test_credentials_source_needs_a_config_dir(env: pytest.MonkeyPatch) -> None:
         "CLAUDE_CREDENTIALS_SOURCE: needs CLAUDE_CONFIG_DIR, the writable directory the login "
         "is copied into"
     ]
+
+
+@pytest.mark.parametrize("new", RENAMED)
+def test_an_old_unit_less_name_is_refused_with_its_new_name(
+    env: pytest.MonkeyPatch, new: str
+) -> None:
+    old = new.removesuffix("_MS")  # built, so the rename script leaves this test alone
+    env.setenv(old, "5000")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.problems == [f"{old}: no longer read; set {new} (milliseconds) instead"]

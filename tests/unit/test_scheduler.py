@@ -141,11 +141,11 @@ def make(
     **overrides: Any,
 ) -> tuple[Scheduler, HealthState, Metrics]:
     values: dict[str, Any] = {
-        "poll_interval": 100,
-        "idle_poll_max": 400,
+        "poll_interval_ms": 100,
+        "idle_poll_max_ms": 400,
         "lease_ms": 2000,
         "heartbeat_ms": 200,
-        "drain_timeout": 1000,
+        "drain_timeout_ms": 1000,
         "auth_recheck_ms": 1000,
     }
     values.update(overrides)
@@ -208,7 +208,9 @@ def test_health_names_the_jobs_being_run() -> None:
 def test_idle_worker_makes_about_120_calls_an_hour() -> None:
     clock = FakeClock()
     queue = FakeQueue(clock=clock)
-    scheduler, _, _ = make(queue, FakeRunner(), clock, poll_interval=5000, idle_poll_max=30000)
+    scheduler, _, _ = make(
+        queue, FakeRunner(), clock, poll_interval_ms=5000, idle_poll_max_ms=30000
+    )
     start = clock.monotonic()
 
     def stop_after_an_hour() -> None:
@@ -266,7 +268,7 @@ def test_heartbeats_carry_progress_and_cancel_stops_the_job() -> None:
 def test_drain_lets_running_jobs_finish() -> None:
     queue = FakeQueue(jobs=3)
     runner = FakeRunner(block=True)
-    scheduler, health, _ = make(queue, runner, drain_timeout=5000)
+    scheduler, health, _ = make(queue, runner, drain_timeout_ms=5000)
     loop = Loop(scheduler)
     wait_until(lambda: runner.started, 5)
     scheduler.request_stop()
@@ -283,7 +285,7 @@ def test_drain_lets_running_jobs_finish() -> None:
 def test_drain_timeout_releases_jobs() -> None:
     queue = FakeQueue(jobs=1)
     runner = FakeRunner(block=True)
-    scheduler, _, metrics = make(queue, runner, drain_timeout=500)
+    scheduler, _, metrics = make(queue, runner, drain_timeout_ms=500)
     loop = Loop(scheduler)
     wait_until(lambda: runner.started, 5)
     t0 = time.monotonic()
@@ -301,7 +303,7 @@ def test_drain_timeout_releases_jobs() -> None:
 def test_second_signal_releases_at_once() -> None:
     queue = FakeQueue(jobs=1)
     runner = FakeRunner(block=True)
-    scheduler, _, _ = make(queue, runner, drain_timeout=600_000)
+    scheduler, _, _ = make(queue, runner, drain_timeout_ms=600_000)
     loop = Loop(scheduler)
     wait_until(lambda: runner.started, 5)
     t0 = time.monotonic()
@@ -313,7 +315,9 @@ def test_second_signal_releases_at_once() -> None:
 def test_job_timeout_aborts_the_job() -> None:
     queue = FakeQueue(jobs=1)
     runner = FakeRunner(block=True)
-    scheduler, _, _ = make(queue, runner, job_timeout=1000, step_timeout=1000, clone_timeout=1000)
+    scheduler, _, _ = make(
+        queue, runner, job_timeout_ms=1000, step_timeout_ms=1000, clone_timeout_ms=1000
+    )
     loop = Loop(scheduler)
     wait_until(lambda: "job0" in runner.aborts, 5)
     assert runner.aborts["job0"] == "timeout"
@@ -437,7 +441,7 @@ def test_convex_problems_make_the_worker_not_ready(error: Exception, reason: str
 def test_a_job_claimed_while_stopping_is_given_back_at_once() -> None:
     queue = FakeQueue(jobs=1)
     runner = FakeRunner(block=True)
-    scheduler, _, _ = make(queue, runner, drain_timeout=600_000)
+    scheduler, _, _ = make(queue, runner, drain_timeout_ms=600_000)
     queue.on_claim = scheduler.request_stop  # the signal lands during the claim call
     t0 = time.monotonic()
     assert scheduler.run() == 0
@@ -483,11 +487,11 @@ def test_the_loop_sleeps_while_every_slot_is_busy() -> None:
         queue,
         LongJob(),
         clock,
-        poll_interval=5000,
-        idle_poll_max=30000,
+        poll_interval_ms=5000,
+        idle_poll_max_ms=30000,
         lease_ms=90_000,
         heartbeat_ms=20_000,
-        job_timeout=7_200_000,
+        job_timeout_ms=7_200_000,
         max_concurrent_jobs=1,
     )
     done = threading.Event()
@@ -513,7 +517,7 @@ def test_the_loop_sleeps_while_every_slot_is_busy() -> None:
 
 def test_a_stop_request_wakes_an_idle_loop_at_once() -> None:
     queue = FakeQueue()
-    scheduler, _, _ = make(queue, FakeRunner(), poll_interval=30_000, idle_poll_max=60_000)
+    scheduler, _, _ = make(queue, FakeRunner(), poll_interval_ms=30_000, idle_poll_max_ms=60_000)
     loop = Loop(scheduler)
     wait_until(lambda: len(queue.claims) == 1, 5)
     time.sleep(0.2)  # the loop is now asleep until its next poll, 30 s away
@@ -533,7 +537,7 @@ def test_a_claim_whose_reply_was_lost_is_repeated_with_the_same_request_id() -> 
 
     queue.on_claim = lose_two_replies
     runner = FakeRunner()
-    scheduler, _, _ = make(queue, runner, poll_interval=100, idle_poll_max=100)
+    scheduler, _, _ = make(queue, runner, poll_interval_ms=100, idle_poll_max_ms=100)
     loop = Loop(scheduler)
     wait_until(lambda: runner.started == ["job0"] and len(queue.claims) >= 5, 10)
     assert loop.stop() == 0
@@ -548,7 +552,7 @@ def test_a_claim_whose_reply_was_lost_is_repeated_with_the_same_request_id() -> 
 def test_a_refused_claim_is_not_repeated_with_its_request_id() -> None:
     queue = FakeQueue()
     queue.claim_error = Unauthorized("no")
-    scheduler, _, _ = make(queue, FakeRunner(), poll_interval=100, idle_poll_max=100)
+    scheduler, _, _ = make(queue, FakeRunner(), poll_interval_ms=100, idle_poll_max_ms=100)
     loop = Loop(scheduler)
     wait_until(lambda: len(queue.claims) >= 2, 10)
     assert loop.stop() == 0

@@ -78,7 +78,7 @@ def setup() -> tuple[ScriptedClock, FakeQueue, FakeWake, tuple[Scheduler, Health
     queue = FakeQueue(clock=clock)
     wake = FakeWake(clock)
     scheduler, health, _ = make(
-        queue, FakeRunner(), clock, wakeup=wake, poll_interval=5000, idle_poll_max=32000
+        queue, FakeRunner(), clock, wakeup=wake, poll_interval_ms=5000, idle_poll_max_ms=32000
     )
     return clock, queue, wake, (scheduler, health)
 

@@ -235,7 +235,7 @@ def test_backend_unreachable_mid_job_fences_before_the_lease_ends(
 ) -> None:
     backend = own_dev_backend()
     worker = start_worker(
-        backend, FAKE_CLAUDE_MODE="hang@chapters", DRAIN_TIMEOUT="1000", **SHORT_LEASE
+        backend, FAKE_CLAUDE_MODE="hang@chapters", DRAIN_TIMEOUT_MS="1000", **SHORT_LEASE
     )
     job_id = enqueue(backend, repos["public"])
     wait_until(lambda: claude_events(fake_claude_log, "hang", job_id), 30)
@@ -302,7 +302,7 @@ def test_sigterm_lets_the_running_job_finish(
 def test_sigterm_drain_timeout_releases_the_job(
     dev_backend: DevBackend, start_worker: Any, repos: dict[str, str], fake_claude_log: Path
 ) -> None:
-    worker = start_worker(dev_backend, FAKE_CLAUDE_MODE="hang@chapters", DRAIN_TIMEOUT="1500")
+    worker = start_worker(dev_backend, FAKE_CLAUDE_MODE="hang@chapters", DRAIN_TIMEOUT_MS="1500")
     job_id = enqueue(dev_backend, repos["public"])
     wait_until(lambda: claude_events(fake_claude_log, "hang", job_id), 30)
     hang = claude_events(fake_claude_log, "hang", job_id)[0]
@@ -322,7 +322,7 @@ def test_sigterm_drain_timeout_releases_the_job(
 def test_second_signal_releases_at_once(
     dev_backend: DevBackend, start_worker: Any, repos: dict[str, str], fake_claude_log: Path
 ) -> None:
-    worker = start_worker(dev_backend, FAKE_CLAUDE_MODE="hang@chapters", DRAIN_TIMEOUT="60000")
+    worker = start_worker(dev_backend, FAKE_CLAUDE_MODE="hang@chapters", DRAIN_TIMEOUT_MS="60000")
     job_id = enqueue(dev_backend, repos["public"])
     wait_until(lambda: claude_events(fake_claude_log, "hang", job_id), 30)
     worker.signal(signal.SIGTERM)
@@ -660,7 +660,9 @@ def test_healthcheck_command(dev_backend: DevBackend, start_worker: Any) -> None
 
 def test_idle_worker_is_cheap_and_healthy(dev_backend: DevBackend, start_worker: Any) -> None:
     # The polling path (the wake subscription off: subscribed, it polls every 6 minutes).
-    worker = start_worker(dev_backend, WAKEUP="false", POLL_INTERVAL="100", IDLE_POLL_MAX="400")
+    worker = start_worker(
+        dev_backend, WAKEUP="false", POLL_INTERVAL_MS="100", IDLE_POLL_MAX_MS="400"
+    )
     t0 = time.monotonic()
     claims = 'fondation_worker_convex_calls_total{function="jobs:claimOne"'
     # It keeps polling while idle (waited for, however slow the machine)...

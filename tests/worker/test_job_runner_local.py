@@ -143,7 +143,7 @@ def run_job(
             "claude_env_passthrough": ["FAKE_CLAUDE_MODE", "FAKE_CLAUDE_LOG", "FAKE_CLAUDE_DELAY"],
             "temp_dir": tmp_path / "work",
             "min_free_disk_mb": 0,
-            "step_timeout": 30_000,
+            "step_timeout_ms": 30_000,
         }
         values.update(overrides)
         settings = Settings(**values)
@@ -334,7 +334,7 @@ def test_oversized_and_symlinked_docs_are_dropped(run_job: Any, repos: dict[str,
 
 
 def test_step_timeout(run_job: Any, repos: dict[str, str]) -> None:
-    _outcome, queue, _ = run_job(repos["public"], mode="hang@relationships", step_timeout=1500)
+    _outcome, queue, _ = run_job(repos["public"], mode="hang@relationships", step_timeout_ms=1500)
     assert queue.calls[-1][0] == "retry_or_fail"
     assert queue.calls[-1][1]["kind"] == "timeout"
 

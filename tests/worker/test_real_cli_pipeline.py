@@ -77,8 +77,8 @@ def real_worker(start_worker: Any, api: FakeAnthropic, dev_backend: DevBackend) 
             # The production setting: each step inside the Landlock sandbox.
             "CLAUDE_SANDBOX": SANDBOX,
             **api.env(),
-            "STEP_TIMEOUT": "90000",
-            "JOB_TIMEOUT": "240000",
+            "STEP_TIMEOUT_MS": "90000",
+            "JOB_TIMEOUT_MS": "240000",
             **env,
         }
         return start_worker(dev_backend, **values)  # type: ignore[no-any-return]

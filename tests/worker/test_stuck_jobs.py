@@ -55,9 +55,9 @@ def cli(backend: DevBackend, tmp_path: Path, *args: str) -> subprocess.Completed
         "OPERATOR_TOKEN": TEST_OPERATOR_TOKEN,  # the operator commands' credential
         "TEMP_DIR": str(tmp_path / "cli-tmp"),
         "CLAUDE_BIN": str(FAKE_CLAUDE),
-        "JOB_TIMEOUT": "600000",
-        "STEP_TIMEOUT": "300000",
-        "CLONE_TIMEOUT": "300000",
+        "JOB_TIMEOUT_MS": "600000",
+        "STEP_TIMEOUT_MS": "300000",
+        "CLONE_TIMEOUT_MS": "300000",
     }
     return subprocess.run(
         [str(WORKER_BIN), *args],
@@ -109,7 +109,7 @@ def test_stuck_reclaim_and_requeue_after_a_worker_was_killed(
         assert body["current_jobs"] == [job_id]
         assert body["worker_id"] == first.env["WORKER_ID"]
         assert body["version"]
-    # Alive and heartbeating: not stuck (JOB_TIMEOUT of the CLI is 10 min).
+    # Alive and heartbeating: not stuck (JOB_TIMEOUT_MS of the CLI is 10 min).
     assert stuck_json(backend, tmp_path) == []
 
     first.kill9()

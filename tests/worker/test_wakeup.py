@@ -1,6 +1,6 @@
 """The wake path end to end: a real worker subscribed to jobs:wakeup on the dev backend.
 
-Workers run the production timings here (POLL_INTERVAL 5 s, IDLE_POLL_MAX 32 s,
+Workers run the production timings here (POLL_INTERVAL_MS 5 s, IDLE_POLL_MAX_MS 32 s,
 SAFETY_POLL_MS 6 min), so a pickup within about a second can only come from the pushed
 answer, not from a poll.
 """
@@ -16,8 +16,8 @@ from conftest import SAMPLE_FILES, DevBackend, enqueue, wait_status, wait_until
 pytestmark = pytest.mark.integration
 
 PRODUCTION_TIMINGS = {
-    "POLL_INTERVAL": "5000",
-    "IDLE_POLL_MAX": "32000",
+    "POLL_INTERVAL_MS": "5000",
+    "IDLE_POLL_MAX_MS": "32000",
     "SAFETY_POLL_MS": "360000",
     "LEASE_MS": "30000",
 }
@@ -70,7 +70,7 @@ def test_a_cut_subscription_falls_back_to_polling_and_comes_back(
     dev_backend.pause("reset")  # every connection cut, new ones refused
     worker.wait_event("wakeup.down", 15)
     assert metric(worker, "fondation_worker_wakeup_subscribed") == 0
-    # Said on /readyz (the next HTTP poll, within POLL_INTERVAL, also finds Convex down).
+    # Said on /readyz (the next HTTP poll, within POLL_INTERVAL_MS, also finds Convex down).
     degraded = worker.get("/readyz").json()["degraded"]
     assert any(r.startswith("wakeup: subscription down") for r in degraded)
     dev_backend.resume()
@@ -87,7 +87,9 @@ def test_without_the_subscription_the_worker_polls_as_before(
     dev_backend: DevBackend, start_worker: Any, git_server: Any
 ) -> None:
     repo = git_server.add_repo("wake", "off", SAMPLE_FILES)
-    worker = start_worker(dev_backend, WAKEUP="false", POLL_INTERVAL="200", IDLE_POLL_MAX="500")
+    worker = start_worker(
+        dev_backend, WAKEUP="false", POLL_INTERVAL_MS="200", IDLE_POLL_MAX_MS="500"
+    )
     job_id = enqueue(dev_backend, repo)
     assert wait_status(dev_backend, job_id, {"completed", "dead"}, 60)["status"] == "completed"
     assert metric(worker, "fondation_worker_wakeup_connects_total") == 0

@@ -30,6 +30,7 @@ from .metrics import Metrics
 from .process import SubprocessRunner
 from .redact import Redactor
 from .scheduler import Scheduler
+from .units import seconds
 from .wakeup import WakeupSubscription
 from .workspace import disk_status, sweep_worker_dirs
 
@@ -72,7 +73,7 @@ def connect(
     return ConvexClient(
         settings.convex_url,
         token,
-        timeout_s=settings.convex_timeout_ms / 1000,
+        timeout_s=seconds(settings.convex_timeout_ms),
         metrics=metrics,
     )
 

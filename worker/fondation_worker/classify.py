@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .units import milliseconds
+
 Kind = Literal["ok", "auth", "usage_limit", "transient", "permanent"]
 
 DEFAULT_USAGE_LIMIT_RETRY_MS = 30 * 60 * 1000
@@ -207,7 +209,7 @@ def retry_after_ms(reset_at: datetime | None, now: datetime) -> int:
     """Milliseconds to wait for a reset, bounded to [1 min, 8 days]; a default when unknown."""
     if reset_at is None:
         return DEFAULT_USAGE_LIMIT_RETRY_MS
-    delta = int((reset_at - now).total_seconds() * 1000)
+    delta = milliseconds((reset_at - now).total_seconds())
     return max(MIN_RETRY_MS, min(MAX_RETRY_MS, delta))
 
 

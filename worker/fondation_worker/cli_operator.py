@@ -21,6 +21,7 @@ from .cli_support import EXIT_CONFIG, convex_or_exit, settings_or_exit
 from .convex_client import ConvexClient
 from .errors import ConvexCodedError, InvalidState, NotFound, WorkerError
 from .models import TERMINAL_STATUSES, PublicJob
+from .units import milliseconds
 
 
 def enqueue(
@@ -139,14 +140,14 @@ def stuck(
             "--running-longer-than",
             metavar="MS",
             min=0,
-            help="Also list jobs running for longer than this many ms (default: JOB_TIMEOUT)",
+            help="Also list jobs running for longer than this many ms (default: JOB_TIMEOUT_MS)",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list")] = False,
 ) -> None:
     """List claimed/running jobs whose lease expired or that run too long (exit 0 either way)."""
     settings = settings_or_exit()
-    threshold = settings.job_timeout if running_longer_than is None else running_longer_than
+    threshold = settings.job_timeout_ms if running_longer_than is None else running_longer_than
     with convex_or_exit(settings, operator=True) as convex:
         try:
             jobs = convex.list_stuck(threshold)
@@ -159,7 +160,7 @@ def stuck(
     if not jobs:
         typer.echo(f"no stuck jobs ({criteria})")
         return
-    lines = render.stuck_table(jobs, now_ms=time.time() * 1000)
+    lines = render.stuck_table(jobs, now_ms=milliseconds(time.time()))
     typer.echo(f"{len(jobs)} stuck job(s) ({criteria}):")
     for line in lines:
         typer.echo(line)

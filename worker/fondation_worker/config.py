@@ -1,25 +1,30 @@
 """Worker configuration from the environment (pydantic-settings).
 
-Every duration is in milliseconds (``*_MS`` or the seed's ``POLL_INTERVAL``/``*_TIMEOUT``),
-every size in MiB. ``load_settings`` returns valid settings or raises ``ConfigError`` with one
-message per problem; the CLI prints them one per line and exits 2.
+Every duration is in milliseconds and its name ends in ``_MS``, every size in MiB (``_MB``);
+``units.seconds`` turns milliseconds into seconds. Each field names, in ``json_schema_extra``,
+its unit and the Ansible role variable that sets it in production (or what sets it instead):
+``python -m fondation_worker.reference`` writes docs/CONFIGURATION.md and the role's bounds
+from them. ``load_settings`` returns valid settings or raises ``ConfigError`` with one message
+per problem; the CLI prints them one per line and exits 2.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import secrets
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, JsonValue, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigError
-from .healthcheck import parse_bind
+from .healthcheck import DEFAULT_HEALTH_BIND, parse_bind
 from .validate import parse_allowed_hosts
 
 _WORKER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
@@ -65,6 +70,32 @@ def _is_local_host(host: str) -> bool:
     return ip.is_loopback or ip.is_private or ip.is_link_local
 
 
+def _doc(unit: str = "", role: str = "", note: str = "") -> dict[str, JsonValue]:
+    """A setting's unit and the role variable that sets it (``note``: what does, if none)."""
+    return {"unit": unit, "role_variable": role, "note": note}
+
+
+# Settings whose name gained its unit (issue 18): the old name is refused, not ignored.
+RENAMED = (
+    "POLL_INTERVAL_MS",
+    "IDLE_POLL_MAX_MS",
+    "JOB_TIMEOUT_MS",
+    "STEP_TIMEOUT_MS",
+    "CLONE_TIMEOUT_MS",
+    "DRAIN_TIMEOUT_MS",
+)
+
+
+def renamed_problems(environ: Mapping[str, str]) -> list[str]:
+    """One line per old, unit-less name still set, naming its replacement."""
+    problems = []
+    for new in RENAMED:
+        old = new.removesuffix("_MS")
+        if environ.get(old, ""):
+            problems.append(f"{old}: no longer read; set {new} (milliseconds) instead")
+    return problems
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         case_sensitive=False,
@@ -75,68 +106,248 @@ class Settings(BaseSettings):
     )
 
     # Convex
-    convex_url: str = Field(description="Convex deployment URL (https; http only on loopback)")
-    worker_token: SecretStr = Field(description="shared worker token (Convex env WORKER_TOKEN)")
+    convex_url: str = Field(
+        description="Convex deployment URL (https; http only on loopback)",
+        json_schema_extra=_doc(role="fondation_worker_convex_url"),
+    )
+    worker_token: SecretStr = Field(
+        description="shared worker token (Convex env WORKER_TOKEN)",
+        json_schema_extra=_doc(role="fondation_worker_token"),
+    )
     # Only the CLI's operator commands use it, and they need it (Convex accepts no other
     # token for them); a running worker never needs it.
     operator_token: SecretStr | None = Field(
         None,
         description="operator token (Convex env OPERATOR_TOKEN), required by the operator commands",
+        json_schema_extra=_doc(
+            role="fondation_worker_operator_token",
+            note="handed to the runbook plays' CLI runs only, never written to the hosts",
+        ),
     )
-    convex_timeout_ms: int = Field(10_000, ge=500, le=120_000)
+    convex_timeout_ms: int = Field(
+        10_000,
+        ge=500,
+        le=120_000,
+        description="timeout of one Convex HTTP call",
+        json_schema_extra=_doc("ms", "fondation_worker_convex_timeout_ms"),
+    )
 
     # Polling and leases
-    poll_interval: int = Field(5_000, ge=100, le=3_600_000, description="ms between polls")
-    idle_poll_max: int = Field(32_000, ge=100, le=3_600_000, description="idle poll ceiling")
+    poll_interval_ms: int = Field(
+        5_000,
+        ge=100,
+        le=3_600_000,
+        description="time between polls while work is found",
+        json_schema_extra=_doc("ms", "fondation_worker_poll_interval_ms"),
+    )
+    idle_poll_max_ms: int = Field(
+        32_000,
+        ge=100,
+        le=3_600_000,
+        description="ceiling of the idle back-off between polls",
+        json_schema_extra=_doc("ms", "fondation_worker_idle_poll_max_ms"),
+    )
     # The wake path (wakeup.py): subscribe to jobs:wakeup over Convex's WebSocket protocol
     # and claim when it says a job is due. While subscribed, the HTTP poll only runs every
     # SAFETY_POLL_MS; while the subscription is down, polling is as above.
-    wakeup: bool = Field(True, description="subscribe to jobs:wakeup (WebSocket)")
-    safety_poll_ms: int = Field(
-        360_000, ge=1_000, le=3_600_000, description="ms between polls while subscribed"
+    wakeup: bool = Field(
+        True,
+        description="subscribe to jobs:wakeup (WebSocket) and claim when a job is due",
+        json_schema_extra=_doc(role="fondation_worker_wakeup"),
     )
-    max_concurrent_jobs: int = Field(1, ge=1, le=32)
-    worker_id: str = Field(default_factory=default_worker_id)
-    lease_ms: int = Field(90_000, ge=1_000, le=3_600_000)
-    heartbeat_ms: int = Field(20_000, ge=200, le=1_800_000)
+    safety_poll_ms: int = Field(
+        360_000,
+        ge=1_000,
+        le=3_600_000,
+        description="time between polls while subscribed",
+        json_schema_extra=_doc("ms", "fondation_worker_safety_poll_ms"),
+    )
+    max_concurrent_jobs: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="jobs one worker runs at once",
+        json_schema_extra=_doc(role="fondation_worker_max_concurrent_jobs"),
+    )
+    worker_id: str = Field(
+        default_factory=default_worker_id,
+        description="this worker's name in Convex (default: host name and a random suffix)",
+        json_schema_extra=_doc(
+            role="fondation_worker_id_prefix", note="replica i gets <prefix>-<i> from the unit"
+        ),
+    )
+    lease_ms: int = Field(
+        90_000,
+        ge=1_000,
+        le=3_600_000,
+        description="job lease; Convex refuses a longer one (convex/lib/policy.ts)",
+        json_schema_extra=_doc("ms", "fondation_worker_lease_ms"),
+    )
+    heartbeat_ms: int = Field(
+        20_000,
+        ge=200,
+        le=1_800_000,
+        description="time between heartbeats; under half of LEASE_MS",
+        json_schema_extra=_doc("ms", "fondation_worker_heartbeat_ms"),
+    )
 
     # Timeouts
-    job_timeout: int = Field(3_600_000, ge=1_000, le=86_400_000, description="ms per job")
-    step_timeout: int = Field(1_800_000, ge=1_000, le=86_400_000, description="ms per step")
-    clone_timeout: int = Field(600_000, ge=1_000, le=86_400_000, description="ms for git clone")
-    drain_timeout: int = Field(90_000, ge=0, le=3_600_000, description="ms to drain on stop")
-    auth_recheck_ms: int = Field(300_000, ge=100, le=86_400_000)
+    job_timeout_ms: int = Field(
+        3_600_000,
+        ge=1_000,
+        le=86_400_000,
+        description="time one job may run",
+        json_schema_extra=_doc("ms", "fondation_worker_job_timeout_ms"),
+    )
+    step_timeout_ms: int = Field(
+        1_800_000,
+        ge=1_000,
+        le=86_400_000,
+        description="time one pipeline step (one claude run) may take; at most JOB_TIMEOUT_MS",
+        json_schema_extra=_doc("ms", "fondation_worker_step_timeout_ms"),
+    )
+    clone_timeout_ms: int = Field(
+        600_000,
+        ge=1_000,
+        le=86_400_000,
+        description="time the git clone may take; at most JOB_TIMEOUT_MS",
+        json_schema_extra=_doc("ms", "fondation_worker_clone_timeout_ms"),
+    )
+    drain_timeout_ms: int = Field(
+        90_000,
+        ge=0,
+        le=3_600_000,
+        description="time a stopping worker gets to finish its jobs before releasing them",
+        json_schema_extra=_doc("ms", "fondation_worker_drain_timeout_ms"),
+    )
+    auth_recheck_ms: int = Field(
+        300_000,
+        ge=100,
+        le=86_400_000,
+        description="time between Claude checks while paused on an authentication failure",
+        json_schema_extra=_doc("ms", "fondation_worker_auth_recheck_ms"),
+    )
 
     # Disk and repositories
-    temp_dir: Path = Path("/tmp/fondation")  # noqa: S108 - the seed's documented default
-    min_free_disk_mb: int = Field(1024, ge=0)
-    max_repo_mb: int = Field(500, ge=1)
-    allowed_repo_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["github.com"]
+    temp_dir: Path = Field(
+        Path("/tmp/fondation"),  # noqa: S108 - the seed's documented default
+        description="job workspaces",
+        json_schema_extra=_doc(note="fixed: the image sets it, a volume per replica is mounted"),
     )
-    git_bin: str = "git"
-    git_ca_bundle: Path | None = None
+    min_free_disk_mb: int = Field(
+        1024,
+        ge=0,
+        description="free space TEMP_DIR needs before a job starts",
+        json_schema_extra=_doc("MiB", "fondation_worker_min_free_disk_mb"),
+    )
+    max_repo_mb: int = Field(
+        500,
+        ge=1,
+        description="largest repository clone",
+        json_schema_extra=_doc("MiB", "fondation_worker_max_repo_mb"),
+    )
+    allowed_repo_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["github.com"],
+        description="comma-separated hosts the worker clones from",
+        json_schema_extra=_doc(role="fondation_worker_allowed_repo_hosts"),
+    )
+    git_bin: str = Field(
+        "git", description="git program", json_schema_extra=_doc(note="fixed: the image's git")
+    )
+    git_ca_bundle: Path | None = Field(
+        None,
+        description="extra CA bundle for git over https",
+        json_schema_extra=_doc(
+            note="test only: fondation_worker_extra_env with fondation_worker_extra_volumes"
+        ),
+    )
 
     # Claude CLI
-    claude_bin: str = "claude"
-    claude_model: str | None = None
-    claude_max_turns: int = Field(40, ge=1, le=1000)
-    claude_max_budget_usd: float | None = Field(None, gt=0)
-    claude_config_dir: Path | None = None
+    claude_bin: str = Field(
+        "claude",
+        description="Claude Code CLI program",
+        json_schema_extra=_doc(note="fixed: the image sets it to its pinned CLI"),
+    )
+    claude_model: str | None = Field(
+        None,
+        description="--model for every claude run (default: the CLI's)",
+        json_schema_extra=_doc(role="fondation_worker_claude_model"),
+    )
+    claude_max_turns: int = Field(
+        40,
+        ge=1,
+        le=1000,
+        description="--max-turns for every claude run",
+        json_schema_extra=_doc(role="fondation_worker_claude_max_turns"),
+    )
+    claude_max_budget_usd: float | None = Field(
+        None,
+        gt=0,
+        description="--max-budget-usd for every claude run (default: none)",
+        json_schema_extra=_doc("USD", "fondation_worker_claude_max_budget_usd"),
+    )
+    claude_config_dir: Path | None = Field(
+        None,
+        description="writable CLAUDE_CONFIG_DIR of the claude runs",
+        json_schema_extra=_doc(note="fixed: the image sets it, the unit mounts a tmpfs there"),
+    )
     # A read-only mount of an operator's login, copied into CLAUDE_CONFIG_DIR at start.
-    claude_credentials_source: Path | None = None
-    claude_env_passthrough: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    anthropic_api_key: SecretStr | None = None
-    claude_code_oauth_token: SecretStr | None = None
+    claude_credentials_source: Path | None = Field(
+        None,
+        description="read-only login copied into CLAUDE_CONFIG_DIR at start",
+        json_schema_extra=_doc(
+            note="fixed: the image sets it; the unit mounts fondation_worker_credentials_dir"
+        ),
+    )
+    claude_env_passthrough: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated extra environment names handed to claude",
+        json_schema_extra=_doc(role="fondation_worker_claude_env_passthrough"),
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        None,
+        description="Anthropic API key for claude",
+        json_schema_extra=_doc(role="claude_credentials_api_key"),
+    )
+    claude_code_oauth_token: SecretStr | None = Field(
+        None,
+        description="token of `claude setup-token` for claude",
+        json_schema_extra=_doc(role="claude_credentials_oauth_token"),
+    )
     # The process layer around each claude run (sandbox.py): "landlock" confines it to its
     # clone, config dir and TMPDIR; "off" runs it with the worker's own filesystem view.
-    claude_sandbox: Literal["off", "landlock"] = "off"
+    claude_sandbox: Literal["off", "landlock"] = Field(
+        "off",
+        description="confine each claude run (landlock) or not (off)",
+        json_schema_extra=_doc(role="fondation_worker_claude_sandbox"),
+    )
 
     # Health and logs
-    health_bind: str = "127.0.0.1:8080"
-    log_format: Literal["json", "console"] = "json"
-    log_file: Path | None = None
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    health_bind: str = Field(
+        DEFAULT_HEALTH_BIND,
+        description="HOST:PORT of the health endpoint",
+        json_schema_extra=_doc(
+            note="fixed by the role inside the container; the host port is "
+            "fondation_worker_health_port"
+        ),
+    )
+    log_format: Literal["json", "console"] = Field(
+        "json",
+        description="log line format",
+        json_schema_extra=_doc(role="fondation_worker_log_format"),
+    )
+    log_file: Path | None = Field(
+        None,
+        description="also write the log lines to this file",
+        json_schema_extra=_doc(
+            note="fixed: the unit sets one per replica under fondation_worker_log_dir"
+        ),
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info",
+        description="lowest level logged",
+        json_schema_extra=_doc(role="fondation_worker_log_level"),
+    )
 
     @field_validator("convex_url")
     @classmethod
@@ -279,20 +490,20 @@ class Settings(BaseSettings):
                 f"HEARTBEAT_MS: {self.heartbeat_ms} must be less than half of LEASE_MS "
                 f"({self.lease_ms}), so a lost heartbeat can be retried before the lease ends"
             )
-        if self.idle_poll_max < self.poll_interval:
+        if self.idle_poll_max_ms < self.poll_interval_ms:
             problems.append(
-                f"IDLE_POLL_MAX: {self.idle_poll_max} must be at least POLL_INTERVAL "
-                f"({self.poll_interval})"
+                f"IDLE_POLL_MAX_MS: {self.idle_poll_max_ms} must be at least POLL_INTERVAL_MS "
+                f"({self.poll_interval_ms})"
             )
-        if self.step_timeout > self.job_timeout:
+        if self.step_timeout_ms > self.job_timeout_ms:
             problems.append(
-                f"STEP_TIMEOUT: {self.step_timeout} must not exceed JOB_TIMEOUT "
-                f"({self.job_timeout})"
+                f"STEP_TIMEOUT_MS: {self.step_timeout_ms} must not exceed JOB_TIMEOUT_MS "
+                f"({self.job_timeout_ms})"
             )
-        if self.clone_timeout > self.job_timeout:
+        if self.clone_timeout_ms > self.job_timeout_ms:
             problems.append(
-                f"CLONE_TIMEOUT: {self.clone_timeout} must not exceed JOB_TIMEOUT "
-                f"({self.job_timeout})"
+                f"CLONE_TIMEOUT_MS: {self.clone_timeout_ms} must not exceed JOB_TIMEOUT_MS "
+                f"({self.job_timeout_ms})"
             )
         if self.claude_credentials_source is not None and self.claude_config_dir is None:
             problems.append(
@@ -329,6 +540,9 @@ def _describe(error: dict[str, Any]) -> str:
 
 def load_settings() -> Settings:
     """Settings from the process environment; ``ConfigError`` (one line per problem)."""
+    renamed = renamed_problems(os.environ)
+    if renamed:
+        raise ConfigError(renamed)
     try:
         settings = Settings()
     except ValidationError as exc:

@@ -53,6 +53,7 @@ from .models import (
     Summary,
     UploadReply,
 )
+from .units import milliseconds
 
 log = get_logger(__name__)
 
@@ -223,7 +224,7 @@ class ConvexClient:
             return None
 
     def _finish(self, path: str, envelope: _Envelope, started: float, attempt: int) -> Any:
-        elapsed_ms = int((time.monotonic() - started) * 1000)
+        elapsed_ms = milliseconds(time.monotonic() - started)
         if envelope.status == "success":
             self._count(path, "ok")
             log.debug("convex.call", function=path, ms=elapsed_ms)

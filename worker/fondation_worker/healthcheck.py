@@ -17,6 +17,9 @@ DEFAULT_TIMEOUT_S = 3.0
 MAX_REPLY_BYTES = 64 * 1024
 _BIND = re.compile(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})")
 
+# HEALTH_BIND when unset: the one default (Settings.health_bind uses it too).
+DEFAULT_HEALTH_BIND = "127.0.0.1:8080"
+
 
 def parse_bind(value: str) -> tuple[str, int]:
     """``"127.0.0.1:8080"`` or ``"[::1]:8080"`` -> (host, port)."""
@@ -47,7 +50,7 @@ def parse_args(args: list[str]) -> float | None:
 
 
 def healthcheck(timeout: float = DEFAULT_TIMEOUT_S) -> int:
-    bind = os.environ.get("HEALTH_BIND", "127.0.0.1:8080")
+    bind = os.environ.get("HEALTH_BIND", DEFAULT_HEALTH_BIND)
     try:
         host, port = parse_bind(bind)
     except ValueError as exc:

@@ -44,6 +44,7 @@ from .pause import claude_pause
 from .pipeline import STEPS, Step, render_prompt
 from .process import AbortSignal, ProcessRunner
 from .redact import Redactor
+from .units import MS_PER_S, seconds
 from .validate import ValidationError, validate_branch, validate_repo_url
 from .workspace import Workspace, create_workspace, disk_status, remove_tree
 
@@ -230,7 +231,7 @@ class JobRunner:
             workspace=workspace,
             options=CloneOptions(
                 git_bin=settings.git_bin,
-                timeout_s=settings.clone_timeout / 1000,
+                timeout_s=seconds(settings.clone_timeout_ms),
                 max_bytes=settings.max_repo_mb * 1024 * 1024,
                 ca_bundle=settings.git_ca_bundle,
             ),
@@ -283,7 +284,7 @@ class JobRunner:
             self._queue.upload_docs(job.job_id, job.lease_token, run_id, batch)
         log.info("docs.uploaded", docs=len(collected.docs), batches=len(batches) - 1)
         self._check(ctx)
-        duration_ms = (self._clock.monotonic() - started) * 1000
+        duration_ms = (self._clock.monotonic() - started) * MS_PER_S
         return _Done(
             run_id,
             len(collected.docs),
@@ -345,7 +346,7 @@ class JobRunner:
             cwd=repo_dir,
             scratch=scratch,
             abort=ctx.abort,
-            timeout_s=self._settings.step_timeout / 1000,
+            timeout_s=seconds(self._settings.step_timeout_ms),
             job_id=job.job_id,
             step=step.name,
         )
@@ -362,7 +363,7 @@ class JobRunner:
         )
         if verdict.timed_out:
             raise JobFailed(
-                "timeout", f"step {step.name} took longer than STEP_TIMEOUT: {verdict.reason}"
+                "timeout", f"step {step.name} took longer than STEP_TIMEOUT_MS: {verdict.reason}"
             )
         if not verdict.ok:
             kind = _CLASS_TO_KIND[verdict.kind]
@@ -443,7 +444,7 @@ class JobRunner:
                 job,
                 ctx,
                 JobFailed(
-                    "timeout", f"job took longer than JOB_TIMEOUT ({self._job_timeout_s()} s)"
+                    "timeout", f"job took longer than JOB_TIMEOUT_MS ({self._job_timeout_s()} s)"
                 ),
             )
         try:
@@ -480,7 +481,7 @@ class JobRunner:
         return message
 
     def _job_timeout_s(self) -> int:
-        return self._settings.job_timeout // 1000
+        return int(seconds(self._settings.job_timeout_ms))
 
     def _already(self, job: ClaimedJob, status: str) -> bool:
         try:

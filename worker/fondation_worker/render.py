@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from .models import PublicJob, StuckJob
+from .units import seconds as to_seconds
 
 
 def progress_line(job: PublicJob) -> str:
@@ -104,7 +105,7 @@ def render_status(metrics: dict[str, Any]) -> list[str]:
 
 def duration(ms: float) -> str:
     """12s, 4m 05s, 2h 03m, 3d 04h."""
-    seconds = max(0, int(ms // 1000))
+    seconds = max(0, int(to_seconds(ms)))
     if seconds < 60:
         return f"{seconds}s"
     minutes, seconds = divmod(seconds, 60)
@@ -147,7 +148,7 @@ def describe(job: PublicJob) -> list[str]:
     if job.last_error:
         lines.append(f"error     {job.last_error_kind or '?'}: {job.last_error[:300]}")
     if job.completed_at is not None:
-        ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(job.completed_at / 1000))
+        ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(to_seconds(job.completed_at)))
         lines.append(f"ended     {ended}")
     if job.requeues:
         lines.append(f"requeued  {len(job.requeues)} time(s) before")

@@ -1,6 +1,6 @@
 """The worker loop: claim up to MAX_CONCURRENT_JOBS, heartbeat each, pause, drain.
 
-- Polls at POLL_INTERVAL while work is found and backs off to IDLE_POLL_MAX when idle.
+- Polls at POLL_INTERVAL_MS while work is found and backs off to IDLE_POLL_MAX_MS when idle.
 - The wake path (wakeup.py): while the jobs:wakeup subscription is live, the loop claims as
   soon as it says a job is due (a timer for a later runAt) and polls over HTTP only every
   SAFETY_POLL_MS; while it is down, polling is as above.
@@ -9,7 +9,7 @@
   claiming until a re-check (a tiny real Claude call) passes; low disk pauses claiming
   until space is back.
 - Shutdown: the first SIGTERM/SIGINT stops claiming and lets jobs finish for up to
-  DRAIN_TIMEOUT, then releases them; a second signal releases them at once.
+  DRAIN_TIMEOUT_MS, then releases them; a second signal releases them at once.
 
 Time and processes are parameters (``Clock``, the job runner, the probe), so tests can
 drive the loop without real waiting.
@@ -44,6 +44,7 @@ from .metrics import Metrics
 from .models import ClaimedJob, HeartbeatReply, Progress
 from .pause import claude_pause
 from .process import AbortSignal
+from .units import seconds
 from .wakeup import WakeSource, WakeState
 from .workspace import DiskStatus
 
@@ -55,7 +56,7 @@ LIVENESS_TICK_S = 15.0
 DISK_RECHECK_S = 5.0
 # After releasing, how long jobs get to kill their processes and make their last call
 # (release is bounded to about 11 s) before the worker exits anyway. With the default
-# DRAIN_TIMEOUT of 90 s, the worker is gone within about 110 s of SIGTERM.
+# DRAIN_TIMEOUT_MS of 90 s, the worker is gone within about 110 s of SIGTERM.
 ABORT_GRACE_S = 20.0
 # Safety polls while subscribed are shortened by up to this fraction, so a fleet spreads out.
 SAFETY_JITTER = 0.1
@@ -193,8 +194,8 @@ class Scheduler:
             "worker.started",
             worker_id=self._s.worker_id,
             max_concurrent_jobs=self._s.max_concurrent_jobs,
-            poll_interval_ms=self._s.poll_interval,
-            idle_poll_max_ms=self._s.idle_poll_max,
+            poll_interval_ms=self._s.poll_interval_ms,
+            idle_poll_max_ms=self._s.idle_poll_max_ms,
             lease_ms=self._s.lease_ms,
             heartbeat_ms=self._s.heartbeat_ms,
             wakeup=self._wakeup is not None,
@@ -285,12 +286,12 @@ class Scheduler:
         if state.live and (old is None or not old.live):
             self._health.clear_notice("wakeup")
         elif not state.live and (old is None or old.live):
-            # Back to today's polling, from its first step (the next poll within POLL_INTERVAL).
+            # Back to today's polling, from its first step (the next poll within POLL_INTERVAL_MS).
             self._health.set_notice(
                 "wakeup", f"subscription down ({state.down_reason}); polling over HTTP"
             )
             self._empty_polls = 0
-            self._next_poll = min(self._next_poll, now + self._s.poll_interval / 1000)
+            self._next_poll = min(self._next_poll, now + seconds(self._s.poll_interval_ms))
         elif not state.live:
             self._health.set_notice(
                 "wakeup", f"subscription down ({state.down_reason}); polling over HTTP"
@@ -302,7 +303,7 @@ class Scheduler:
         if state is None or not state.live or state.next_run_at_ms is None:
             return None
         # runAt is Convex's wall clock: turned into our monotonic time through our wall clock.
-        due = now + (state.next_run_at_ms / 1000 - self._clock.time())
+        due = now + (seconds(state.next_run_at_ms) - self._clock.time())
         return max(due, self._wake_retry_at)
 
     def _subscribed(self) -> bool:
@@ -356,7 +357,7 @@ class Scheduler:
         self._empty_polls = 0
         self._wake_misses = 0
         self._wake_retry_at = 0.0
-        self._next_poll = now + self._s.poll_interval / 1000
+        self._next_poll = now + seconds(self._s.poll_interval_ms)
         self._start_job(job, sent)
         if self._stop_level:
             # The signal came while the claim was in flight: give the job straight back.
@@ -369,17 +370,17 @@ class Scheduler:
             # before a back-off; a new answer is, at once.
             self._wake_misses += 1
             miss_ms = idle_poll_delay_ms(
-                self._wake_misses, self._s.poll_interval, self._s.idle_poll_max, self._rand()
+                self._wake_misses, self._s.poll_interval_ms, self._s.idle_poll_max_ms, self._rand()
             )
-            self._wake_retry_at = now + miss_ms / 1000
+            self._wake_retry_at = now + seconds(miss_ms)
         self._empty_polls += 1
         if self._subscribed():
             delay_ms = self._s.safety_poll_ms * (1.0 - SAFETY_JITTER * self._rand())
         else:
             delay_ms = idle_poll_delay_ms(
-                self._empty_polls, self._s.poll_interval, self._s.idle_poll_max, self._rand()
+                self._empty_polls, self._s.poll_interval_ms, self._s.idle_poll_max_ms, self._rand()
             )
-        self._next_poll = now + delay_ms / 1000
+        self._next_poll = now + seconds(delay_ms)
 
     def _convex_problem(self, reason: str) -> None:
         self._health.set_problem("convex", reason)
@@ -392,9 +393,9 @@ class Scheduler:
     def _start_job(self, job: ClaimedJob, claimed_at: float) -> None:
         abort = AbortSignal()
         progress = ProgressBox()
-        lease_s = self._s.lease_ms / 1000
-        interval_s = self._s.heartbeat_ms / 1000
-        call_timeout_s = min(self._s.convex_timeout_ms / 1000, interval_s)
+        lease_s = seconds(self._s.lease_ms)
+        interval_s = seconds(self._s.heartbeat_ms)
+        call_timeout_s = min(seconds(self._s.convex_timeout_ms), interval_s)
         queue_api = self._queue
         lease_ms = self._s.lease_ms
 
@@ -432,7 +433,7 @@ class Scheduler:
             heartbeat=heartbeat,
             thread=thread,
             started=now,
-            deadline=now + self._s.job_timeout / 1000,
+            deadline=now + seconds(self._s.job_timeout_ms),
         )
         self._health.job_started(job.job_id)
         self._metrics.jobs_claimed.inc()
@@ -475,7 +476,7 @@ class Scheduler:
             self._metrics.job_duration.labels(outcome=outcome.outcome).observe(elapsed)
             self._metrics.in_flight.set(len(self._running))
             self._after_outcome(outcome)
-            # A slot is free: look for more work soon (at POLL_INTERVAL pace).
+            # A slot is free: look for more work soon (at POLL_INTERVAL_MS pace).
             self._empty_polls = 0
             self._next_poll = min(self._next_poll, self._clock.monotonic())
 
@@ -490,7 +491,7 @@ class Scheduler:
         now = self._clock.monotonic()
         claude = claude_pause(outcome.kind, outcome.retry_after_ms, self._s.auth_recheck_ms)
         if claude is not None:
-            wait_s = claude.wait_ms / 1000
+            wait_s = seconds(claude.wait_ms)
             if claude.reason == "auth":
                 message = (
                     f"Claude authentication failed ({outcome.message}); operator action needed"
@@ -539,7 +540,7 @@ class Scheduler:
             if claude is None:
                 self._resume("claude", f"claude re-check: {result.kind}")
                 return
-            wait_s = claude.wait_ms / 1000
+            wait_s = seconds(claude.wait_ms)
             pause.until = now + wait_s
             pause.reason = claude.reason
             if claude.reason == "auth":
@@ -580,12 +581,12 @@ class Scheduler:
         """Advance the shutdown; True when the loop may end."""
         if not self._draining:
             self._draining = True
-            self._drain_deadline = now + self._s.drain_timeout / 1000
+            self._drain_deadline = now + seconds(self._s.drain_timeout_ms)
             self._health.set_draining()
             log.info(
                 "worker.draining",
                 jobs=list(self._running),
-                drain_timeout_ms=self._s.drain_timeout,
+                drain_timeout_ms=self._s.drain_timeout_ms,
             )
         if not self._running:
             return True

@@ -33,6 +33,7 @@ from websockets.sync.client import ClientConnection, connect
 from .backoff import retry_delay_s
 from .logging_setup import get_logger
 from .metrics import Metrics
+from .units import milliseconds
 
 log = get_logger(__name__)
 
@@ -197,7 +198,7 @@ class WakeupSubscription:
                     "sessionId": self._session_id,
                     "connectionCount": self._connections,
                     "lastCloseReason": self._last_close,
-                    "clientTs": int(time.time() * 1000),
+                    "clientTs": milliseconds(time.time()),
                 },
             )
             self._connections += 1
