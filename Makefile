@@ -92,7 +92,7 @@ deploy: deps images image ## deploy the stack to the local Debian systemd contai
 
 # --- the performance report --------------------------------------------------------------
 bench: deps images image ## performance report: one table of figures vs targets (bench/results.md)
-	python bench/report.py
+	python -m bench.report
 
 # --- the chaos suite (chaos/): real worker containers under faults ----------------------
 JOBS ?= 200

@@ -13,7 +13,7 @@ the image's last layer), saved as an archive named after its ID and passed as
 replica and waits for /healthz. The bytes shipped come from the play's own report ("shipped
 N bytes"). Logs of each run: build/bench/deploy-*.log.
 
-Run: .venv/bin/python bench/deploy.py [--json]   (needs build/images/ from `make image`)
+Run: .venv/bin/python -m bench.deploy [--json]   (needs build/images/ from `make image`)
 Targets (issue 17): no-op re-run at most 8 s with changed=0; a code-only upgrade ships at
 most 10 MB and takes at most 45 s through the health gate (no job in flight: no drain).
 """
@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import (
+from bench.common import (
     BENCH_BUILD,
     ROOT,
     Row,

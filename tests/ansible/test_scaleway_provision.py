@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fakes.scaleway_api import FakeScaleway
+from tests.support.fakes.scaleway_api import FakeScaleway
 
 pytestmark = pytest.mark.timeout(600)
 

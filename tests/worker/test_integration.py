@@ -21,7 +21,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from conftest import (
+from tests.support import (
+    FAKE_CLAUDE,
     SAMPLE_FILES,
     SHORT_LEASE,
     TEST_OPERATOR_TOKEN,
@@ -557,7 +558,7 @@ def cli_env(backend: DevBackend, tmp_path: Path, git_server: Any, **extra: str) 
         "OPERATOR_TOKEN": TEST_OPERATOR_TOKEN,  # enqueue and the other operator commands
         "TEMP_DIR": str(tmp_path / "cli-tmp"),
         "ALLOWED_REPO_HOSTS": f"github.com,{git_server.host}",
-        "CLAUDE_BIN": str(Path(__file__).parent.parent / "fakes" / "claude"),
+        "CLAUDE_BIN": str(FAKE_CLAUDE),
         "CLAUDE_ENV_PASSTHROUGH": "FAKE_CLAUDE_MODE",
         "MIN_FREE_DISK_MB": "1",
         **extra,

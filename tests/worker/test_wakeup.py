@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SAMPLE_FILES, DevBackend, enqueue, wait_status, wait_until
+from tests.support import SAMPLE_FILES, DevBackend, enqueue, wait_status, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """Helpers for the suites that run the REAL pinned ``claude`` binary against the scripted
-Messages API (tests/fakes/anthropic_api.py).
+Messages API (tests/support/fakes/anthropic_api.py).
 
 ``make unit`` sets ``REAL_CLAUDE_BIN`` to the pinned binary (scripts/claude-cli.sh binary).
 Without it these suites are skipped with that reason; with it they must pass, and a CLI
