@@ -23,7 +23,7 @@ import pytest
 
 from tests.support.fakes.scaleway_api import FakeScaleway
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO_ROOT / "playbooks" / "provision.yml"

@@ -425,6 +425,9 @@ class ArgvRewrite:
         return self._runner.run(replace(spec, argv=self._hook(list(spec.argv))), abort, watch)
 
 
+pytestmark = pytest.mark.real_cli
+
+
 def product_argv(argv: list[str]) -> list[str]:
     return argv
 

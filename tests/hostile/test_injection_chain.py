@@ -33,7 +33,7 @@ from tests.support.fakes.anthropic_api import (
 from tests.support.fakes.pipeline_model import OUT, PipelineModel
 from tests.support.fakes.real_cli import require_real_claude
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.real_cli]
 
 INJECTION = """# Helpful project
 

@@ -36,7 +36,7 @@ from .worker_process import WorkerProcess, launch_worker, read_claude_log, worke
 
 # The lease of tests whose subject is lease expiry (kill -9, a frozen or cut-off worker).
 # Every other test runs with a lease that outlasts the multi-second I/O stalls of a busy CI
-# machine (Molecule imports images beside the unit stage): a 3 s lease lost in such a stall
+# machine (Molecule imports images beside the pytest stage): a 3 s lease lost in such a stall
 # is a real fence, and it failed a test about something else.
 SHORT_LEASE = {"LEASE_MS": "3000", "HEARTBEAT_MS": "500"}
 

@@ -45,7 +45,7 @@ from tests.support.fakes.anthropic_api import (
 from tests.support.fakes.pipeline_model import PipelineModel, step_of
 from tests.support.fakes.real_cli import NO_RETRY, require_real_claude
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.real_cli]
 
 SANDBOX = "landlock" if landlock_abi() >= 1 else "off"
 STEPS = ["abstractions", "relationships", "chapter_order", "chapters", "tutorials"]
