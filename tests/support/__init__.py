@@ -32,7 +32,13 @@ from .paths import (
     WORKER_BIN,
 )
 from .waiting import free_port, wait_until
-from .worker_process import WorkerProcess, launch_worker, read_claude_log, worker_env
+from .worker_process import (
+    CLAIM_CALLS,
+    WorkerProcess,
+    launch_worker,
+    read_claude_log,
+    worker_env,
+)
 
 # The lease of tests whose subject is lease expiry (kill -9, a frozen or cut-off worker).
 # Every other test runs with a lease that outlasts the multi-second I/O stalls of a busy CI
@@ -63,6 +69,7 @@ def make_settings(**overrides: Any) -> Settings:
 
 __all__ = [
     "CHAOS_CLAUDE",
+    "CLAIM_CALLS",
     "FAKES",
     "FAKE_CLAUDE",
     "REPO_ROOT",

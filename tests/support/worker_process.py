@@ -20,6 +20,8 @@ import httpx
 from .paths import FAKE_CLAUDE, VENV_BIN, WORKER_BIN
 from .waiting import wait_until
 
+# The worker's claim polls, every outcome (a prefix for WorkerProcess.metric).
+CLAIM_CALLS = 'fondation_worker_convex_calls_total{function="jobs:claimOne"'
 # The fake claude's knobs a test may set on the worker's environment.
 FAKE_CLAUDE_PASSTHROUGH = "FAKE_CLAUDE_MODE,FAKE_CLAUDE_MODE_FILE,FAKE_CLAUDE_LOG,FAKE_CLAUDE_DELAY"
 
@@ -120,13 +122,18 @@ class WorkerProcess:
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.health_port}/metrics", timeout=5).text
 
-    def convex_calls(self) -> float:
-        """Total Convex calls so far, every function and outcome (Prometheus counter)."""
+    def metric(self, name: str) -> float:
+        """The sum of every sample whose line starts with ``name`` (a series name, or a name
+        and the start of its labels), from /metrics."""
         total = 0.0
         for line in self.metrics().splitlines():
-            if line.startswith("fondation_worker_convex_calls_total{"):
+            if line.startswith(name) and not line.startswith("#"):
                 total += float(line.rsplit(" ", 1)[1])
         return total
+
+    def convex_calls(self) -> float:
+        """Total Convex calls so far, every function and outcome (Prometheus counter)."""
+        return self.metric("fondation_worker_convex_calls_total{")
 
     def rss_kb(self) -> int:
         status = Path(f"/proc/{self.process.pid}/status").read_text()

@@ -22,6 +22,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.support import (
+    CLAIM_CALLS,
     FAKE_CLAUDE,
     SAMPLE_FILES,
     SHORT_LEASE,
@@ -89,14 +90,6 @@ def kill_leftover(log: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def metric(worker: Any, name: str) -> float:
-    total = 0.0
-    for line in worker.get("/metrics").text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 # --- happy path --------------------------------------------------------------------------
 
 
@@ -139,8 +132,8 @@ def test_happy_path(
     }
     assert all(e.get("attempt") == 1 for e in job_lines)
     worker.wait_event("job.completed")
-    assert metric(worker, "fondation_worker_jobs_claimed_total") == 1
-    assert metric(worker, 'fondation_worker_jobs_finished_total{outcome="completed"}') == 1
+    assert worker.metric("fondation_worker_jobs_claimed_total") == 1
+    assert worker.metric('fondation_worker_jobs_finished_total{outcome="completed"}') == 1
     assert worker.get("/readyz").json()["ready"] is True
     # Progress went through the steps via heartbeats.
     assert any(e["event"] == "step.started" and e["index"] == 5 for e in job_lines)
@@ -374,7 +367,7 @@ def test_disk_below_minimum(
     job = get_job(dev_backend, job_id)
     assert job["status"] == "pending"
     assert (job["attempts"], job["deferrals"]) == (0, 0)
-    assert metric(worker, "fondation_worker_jobs_claimed_total") == 0
+    assert worker.metric("fondation_worker_jobs_claimed_total") == 0
     jobs_dir = Path(worker.env["TEMP_DIR"], "jobs")
     assert not jobs_dir.exists() or list(jobs_dir.iterdir()) == []
 
@@ -663,10 +656,9 @@ def test_idle_worker_is_cheap_and_healthy(dev_backend: DevBackend, start_worker:
     # The polling path (the wake subscription off: subscribed, it polls every 6 minutes).
     worker = start_worker(dev_backend, WAKEUP="false", POLL_INTERVAL="100", IDLE_POLL_MAX="400")
     t0 = time.monotonic()
-    claims = 'fondation_worker_convex_calls_total{function="jobs:claimOne"'
     # It keeps polling while idle (waited for, however slow the machine)...
-    wait_until(lambda: metric(worker, claims) >= 6, 30)
-    calls = metric(worker, claims)
+    wait_until(lambda: worker.metric(CLAIM_CALLS) >= 6, 30)
+    calls = worker.metric(CLAIM_CALLS)
     elapsed = time.monotonic() - t0
     # ...but backs off: 100, 200, 400, 400, ... ms (jitter only shortens, by at most half),
     # so at most 3 + elapsed / 0.2 calls, where a fixed 100 ms poll would make elapsed / 0.1.
