@@ -3,8 +3,8 @@ Claude credentials nor GitHub: an HTTPS git server holding one small sample repo
 the scripted Messages API (tests/support/fakes) the real pinned ``claude`` CLI in the worker image
 talks to. Development stand-ins only: no production inventory ever points at them.
 
-Run by scripts/demo-standins.sh (``serve``), which puts tests/ on PYTHONPATH and starts it in
-the background. It listens on ``--host`` (the Docker bridge gateway, so the worker container
+Run by scripts/demo-standins.sh (``serve``) as a module from the repository root
+(``python -m scripts.demo_standins``, so tests.support imports), in the background. It listens on ``--host`` (the Docker bridge gateway, so the worker container
 inside the local target reaches it) and writes ``--state``/standins.json once both answer:
 the repository URL, the git host, the CA certificate and the Messages API's base URL.
 """
