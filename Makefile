@@ -10,7 +10,7 @@ STAGE := scripts/stage.sh
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help test lint unit integration convex-test molecule deploy clean-local \
+.PHONY: help test lint pytest pytest-fast convex-test molecule deploy clean-local \
         engine images image deps clean bench chaos chaos-short flake
 
 help: ## list the targets
@@ -54,7 +54,7 @@ test: deps ## every check: lint, Convex tests, short chaos run, Python tests, Mo
 	@$(STAGE) run chaos-short $(MAKE) --no-print-directory chaos-short
 	@# Molecule waits on nested engines most of the time; the Python suites use the cores.
 	@$(STAGE) parallel molecule "$(MAKE) --no-print-directory molecule" \
-	  unit "$(MAKE) --no-print-directory unit"
+	  pytest "$(MAKE) --no-print-directory pytest"
 	@$(STAGE) summary
 
 lint: deps ## ruff, mypy --strict, yamllint, ansible-lint (production), tsc
@@ -67,8 +67,14 @@ lint: deps ## ruff, mypy --strict, yamllint, ansible-lint (production), tsc
 	@if [ -f devbackend/tsconfig.json ]; then tsc --noEmit -p devbackend; fi
 	@if [ -f tests/convex/tsconfig.json ]; then tsc --noEmit -p tests/convex; fi
 
-unit: deps ## the Python test suites (pytest), the real-CLI ones with the pinned binary
+pytest: deps ## every pytest suite under tests/, the real-CLI ones with the pinned binary
 	REAL_CLAUDE_BIN=$$(scripts/claude-cli.sh binary) pytest tests
+
+# The markers (pyproject.toml) name what a suite needs: the dev backend, Docker, the pinned
+# CLI, or minutes of ansible-playbook. Without them: the in-process suites, in seconds.
+PYTEST_SLOW := integration or docker or real_cli or slow
+pytest-fast: deps ## the in-process pytest suites only (no dev backend, Docker, real CLI, Ansible)
+	pytest tests -m "not ($(PYTEST_SLOW))"
 
 convex-test: deps ## the Convex functions under convex-test (vitest)
 	vitest run
@@ -92,7 +98,7 @@ deploy: deps images image ## deploy the stack to the local Debian systemd contai
 
 # --- the performance report --------------------------------------------------------------
 bench: deps images image ## performance report: one table of figures vs targets (bench/results.md)
-	python bench/report.py
+	python -m bench.report
 
 # --- the chaos suite (chaos/): real worker containers under faults ----------------------
 JOBS ?= 200

@@ -6,7 +6,7 @@ lasts about half a minute, almost all of it waiting on Claude with every job slo
 state in which the scheduler used to spin. Measured: utime + stime of the worker process
 (all its threads, children such as git and claude excluded) from enqueue to completion.
 
-Run: .venv/bin/python bench/cpu.py [--json]   (CPU_JOBS, default 3; CPU_STEP_S, default 6)
+Run: .venv/bin/python -m bench.cpu [--json]   (CPU_JOBS, default 3; CPU_STEP_S, default 6)
 Target (issue 14): at most 0.1 s per job.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import time
 
-from common import Row, emit, for_job, log, met_at_most, small_repo, stack
-from overhead import cpu_s
+from bench.common import Row, emit, for_job, log, met_at_most, small_repo, stack
+from bench.overhead import cpu_s
 
 TARGET_S = 0.1
 

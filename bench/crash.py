@@ -14,7 +14,7 @@ same WORKER_ID, as systemd restarts the replica. It gives back what its predeces
 (``jobs:recoverWorker``) and claims the job again. Measured: the kill to ``startedAt`` of the
 new attempt. Target (issue 14): at most 15 s.
 
-Run: .venv/bin/python bench/crash.py [--json] [--mode both|restart|lost-host]
+Run: .venv/bin/python -m bench.crash [--json] [--mode both|restart|lost-host]
      (CRASH_SAMPLES, default 2)
 """
 
@@ -25,7 +25,7 @@ import random
 import sys
 import time
 
-from common import (
+from bench.common import (
     Row,
     claim_time_s,
     emit,
@@ -53,7 +53,7 @@ def restart_sample(index: int) -> float:
         job_id = s.backend.enqueue(repo)
         a.wait_event("step.started", 240, for_job(job_id))
         killed = time.time()
-        a.kill9()
+        a.kill9(family=True)
         time.sleep(RESTART_SEC)
         s.start_worker(f"a{index}-restarted", wait_healthy=False, WORKER_ID=worker_id)
         deadline = time.monotonic() + LEASE_MS / 1000 + 60
@@ -76,7 +76,7 @@ def one_sample(index: int) -> tuple[float, float]:
         b = s.start_worker(f"b{index}")
         time.sleep(36 + rng.uniform(0, HEARTBEAT_MS / 1000))  # B at its ceiling, random phase
         killed = time.time()
-        a.kill9()
+        a.kill9(family=True)
         log(f"sample {index}: killed A mid-job; waiting for B")
         wait_s = (LEASE_MS + IDLE_POLL_MAX_MS) / 1000 + 60
         claimed = b.wait_event("job.claimed", wait_s, for_job(job_id))

@@ -18,7 +18,7 @@ deploy` uses) and over real SSH as a real VPS is reached: the same target given 
 non-root sudo user (README, "Deploying for real"), an inventory that names the same host with
 its address, its key and its known_hosts (host keys are checked as ansible.cfg says).
 
-Run: .venv/bin/python bench/deploy.py [--json] [--keep-target]   (needs build/images/ from
+Run: .venv/bin/python -m bench.deploy [--json] [--keep-target]   (needs build/images/ from
 `make image`; --keep-target reuses a running target instead of starting from a fresh one)
 Targets (issue 17): no-op re-run at most 8 s with changed=0 (both connections); a code-only
 upgrade ships at most 10 MB and takes at most 45 s through the health gate (no job in flight:
@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import (
+from bench.common import (
     BENCH_BUILD,
     ROOT,
     Row,

@@ -6,7 +6,7 @@ script ``fondation-worker healthcheck`` (its fast path), and, for reference, the
 through the full CLI (``python -c 'from fondation_worker.cli import app; app()'``, what the
 console script did before). Wall-clock medians; ratio to the floor.
 
-Run: .venv/bin/python bench/healthcheck.py [--json]   (HEALTH_RUNS, default 20)
+Run: .venv/bin/python -m bench.healthcheck [--json]   (HEALTH_RUNS, default 20)
 Target (issue 14): at most 5 times ``python -c pass``.
 """
 
@@ -16,7 +16,8 @@ import os
 import sys
 import time
 
-from common import WORKER_BIN, Row, emit, log, percentile, run, small_repo, stack
+from bench.common import Row, emit, log, percentile, run, small_repo, stack
+from tests.support import WORKER_BIN
 
 TARGET_RATIO = 5.0
 

@@ -13,7 +13,7 @@ window is long enough to hold at least two safety polls (the rate needs two call
 The RSS is VmRSS of the idle worker process at the end, and of the worker process inside
 the image (``docker run``, paused without Claude login) when the image is present.
 
-Run: .venv/bin/python bench/idle.py [--json]   (IDLE_WINDOW_S, default 760; IDLE_WARMUP_S 70)
+Run: .venv/bin/python -m bench.idle [--json]   (IDLE_WINDOW_S, default 760; IDLE_WARMUP_S 70)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from common import (
+from bench.common import (
     Row,
     Worker,
     archive_image_short_id,

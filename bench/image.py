@@ -1,6 +1,6 @@
 """Image figures: total size, size on top of the Claude binary, cold and warm build time.
 
-Run: .venv/bin/python bench/image.py  (prints a table; `--json` for bench/report.py).
+Run: .venv/bin/python -m bench.image  (prints a table; `--json` for bench/report.py).
 `--no-build` measures the existing image (the one build/images' latest archive holds, else
 fondation-worker:<version>) without building: what `make bench` does.
 Target (issue 5): at most 120 MB on top of the Claude binary.

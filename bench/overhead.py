@@ -13,7 +13,7 @@ the job, and ``jobs:complete``, which carries the documents), timed as a real mu
 (``jobs:claimOne`` on an empty queue). The worker process's own CPU time per job (utime +
 stime from /proc, its children excluded) comes from the same jobs.
 
-Run: .venv/bin/python bench/overhead.py [--json]   (OVERHEAD_JOBS, default 5)
+Run: .venv/bin/python -m bench.overhead [--json]   (OVERHEAD_JOBS, default 5)
 Targets (issue 14): at most 1 s, and at most 1.3 times the floor.
 """
 
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import (
+from bench.common import (
     Row,
     Worker,
     emit,

@@ -16,7 +16,7 @@ the jobs:wakeup subscription on, SAFETY_POLL_MS 6 min) and the fake ``claude``.
   take about 2 s of fake Claude, so the workers are usually running a job when the next
   one arrives; the latency then includes waiting for a free worker.
 
-Run: .venv/bin/python bench/pickup.py [--mode idle|busy|both] [--json]
+Run: .venv/bin/python -m bench.pickup [--mode idle|busy|both] [--json]
 Env: PICKUP_IDLE_BUDGET_S (240), PICKUP_IDLE_LANES (3), PICKUP_SCHEDULED_JOBS (3),
 PICKUP_BUSY_JOBS (30).
 """
@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 
-from common import (
+from bench.common import (
     Row,
     Stack,
     Worker,

@@ -1,14 +1,14 @@
 """The performance report (`make bench`): runs the bench scripts, prints ONE table and writes
 it to bench/results.md.
 
-Each bench script stands alone (``python bench/<name>.py`` prints its own table); here each
+Each bench script stands alone (``python -m bench.<name>`` prints its own table); here each
 runs with ``--json`` and its rows are collected. The scripts that wait on timers rather than
 on the CPU (idle polling, idle pickup, crash recovery: seconds-scale figures set by poll and
 lease timings) run side by side with the deploy bench, each on its own dev backend on a free
 port; the CPU-sensitive ones (busy pickup, worker overhead) run afterwards, alone. A script
 that fails gives rows marked failed, and the others still run.
 
-Run: .venv/bin/python bench/report.py [--only a.py,b.py]
+Run: .venv/bin/python -m bench.report [--only a.py,b.py]
 ``--only`` runs just those scripts (a partial report: the table says so, and the last full
 report is kept below it, labelled with its own date and commit).
 """
@@ -24,7 +24,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common import ROOT, Row, fmt_value
+from bench.common import ROOT, Row, fmt_value
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results.md"
@@ -49,7 +49,7 @@ PREVIOUS_TITLE = "## Last full report"
 
 def start(script: str, args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(BENCH / script), *args, "--json"],
+        [sys.executable, "-m", f"bench.{Path(script).stem}", *args, "--json"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

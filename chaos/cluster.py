@@ -1,5 +1,6 @@
 """The fleet under test: a Docker network, the dev backend, the TLS git fixture, and N worker
-containers from the real image run with the production hardening flags.
+containers from the real image run with the production unit's flags (read from the role's
+unit template by tests.support.worker_unit, so they cannot drift apart).
 
 Every Docker object is named ``fondation-chaos-<run>-...``. The dev backend and the git
 fixture listen on the network's gateway address, so both this host and the containers reach
@@ -14,10 +15,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,26 +22,25 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import httpx
 from docker.models.containers import Container
 from docker.models.networks import Network
 from docker.types import IPAMConfig, IPAMPool
 
+from tests.support import CHAOS_CLAUDE, DevBackend, free_port, start_dev_backend
+from tests.support.git_server import GitServer
+from tests.support.worker_unit import container_flags
+
 from .models import RunConfig
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TESTS_DIR = REPO_ROOT / "tests"
-CHAOS_CLAUDE = TESTS_DIR / "fakes" / "chaos_claude"
-DEV_BACKEND = REPO_ROOT / "devbackend" / "server.ts"
-TSX = REPO_ROOT / "node_modules" / ".bin" / "tsx"
-WORKER_UID = 10001
-TEMP_DIR = "/tmp/fondation"  # noqa: S108 - the path inside the container
-CLAUDE_CONFIG = "/home/worker/.claude"
-OWNER = f"uid={WORKER_UID},gid={WORKER_UID}"
+# The production unit's container, as the role renders it by default: where the worker's
+# uid, TEMP_DIR volume and Claude config tmpfs are.
+UNIT = container_flags()
+WORKER_UID = int(UNIT.user.partition(":")[0])
+TEMP_DIR = next(v["bind"] for k, v in UNIT.volumes.items() if k.startswith("fondation-work-"))
+CLAUDE_CONFIG = next(path for path in UNIT.tmpfs if path.endswith("/.claude"))
+# A whole run's `docker logs` are kept for the report: more than production's rotation size.
+CONTAINER_LOG_MAX_SIZE = "50m"
 SUBNETS = [f"10.231.{n}.0/24" for n in range(10, 250, 7)]
-
-sys.path.insert(0, str(TESTS_DIR))
-from fakes.git_server import GitServer  # type: ignore[import-not-found]  # noqa: E402
 
 # Fixture repositories: name -> the kind the fake claude reads from CHAOS_KIND.
 REPOS: dict[str, str] = {
@@ -55,12 +51,6 @@ REPOS: dict[str, str] = {
     "slow": "slow",
 }
 PRIVATE_REPOS = ("private-1", "private-2", "private-3")
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -115,9 +105,9 @@ class Cluster:
         self.lifecycle: list[Lifecycle] = []
         self.network: Network | None = None
         self.gateway = ""
-        self.backend: subprocess.Popen[bytes] | None = None
+        self.backend: DevBackend | None = None
         self.backend_url = ""
-        self.git: Any = None
+        self.git: GitServer | None = None
         self.repo_urls: dict[str, str] = {}
         self.repo_tokens: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -173,36 +163,19 @@ class Cluster:
         self.git = git
 
     def _backend(self) -> None:
-        port = _free_port(self.gateway)
-        env = {
-            **os.environ,
-            "WORKER_TOKEN": self.worker_token,
-            "OPERATOR_TOKEN": self.operator_token,
-            "ALLOWED_REPO_HOSTS": self.git.host,
-            "DEV_BACKEND_HOST": self.gateway,
-            "DEV_BACKEND_PORT": str(port),
-            "RECLAIM_INTERVAL_MS": str(self.config.reclaim_ms),
-            "DEV_BACKEND_ADMIN": "1",
-        }
-        log = (self.run_dir / "devbackend.log").open("wb")
-        self.backend = subprocess.Popen(  # noqa: S603 - fixed argument list
-            [str(TSX), str(DEV_BACKEND)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        assert self.git is not None
+        self.backend = start_dev_backend(
+            self.run_dir,
+            self.git.host,
+            reclaim_ms=self.config.reclaim_ms,
+            port=free_port(self.gateway),
+            host=self.gateway,
+            worker_token=self.worker_token,
+            operator_token=self.operator_token,
+            log_path=self.run_dir / "devbackend.log",
+            timeout_s=90,
         )
-        self.backend_url = f"http://{self.gateway}:{port}"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.backend.poll() is not None:
-                raise RuntimeError(f"dev backend exited ({self.backend.returncode})")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.backend_url}/health", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.3)
-        raise RuntimeError("dev backend not healthy within 90 s")
+        self.backend_url = self.backend.url
 
     def _files(self) -> None:
         for directory in (self.shared, self.shared / "log", self.shared / "state", self.creds):
@@ -221,12 +194,12 @@ class Cluster:
         path.chmod(0o600)
 
     def worker_env(self, name: str) -> dict[str, str]:
+        """What production's worker.env carries (the unit adds WORKER_ID and LOG_FILE)."""
         c = self.config
+        assert self.git is not None
         return {
             "CONVEX_URL": self.backend_url,
             "WORKER_TOKEN": self.worker_token,
-            "WORKER_ID": f"chaos-{name}",
-            "LOG_FILE": f"/var/log/fondation-worker/worker-{name}.log",
             "LOG_LEVEL": "info",
             "POLL_INTERVAL_MS": str(c.poll_ms),
             "IDLE_POLL_MAX_MS": str(c.idle_poll_max_ms),
@@ -265,51 +238,58 @@ class Cluster:
             labels={"org.fondation.chaos": self.run_id},
         )
         labels = {"org.fondation.chaos": self.run_id}
+        log_dir = self.run_dir / "logs" / name
+        log_dir.mkdir(parents=True, exist_ok=True)
+        os.chown(log_dir, WORKER_UID, WORKER_UID)
+        assert self.network is not None
+        assert self.git is not None
+        # The production unit's docker run for replica `name`, its host paths set through the
+        # role's own variables, as an inventory would.
+        unit = container_flags(
+            name,
+            fondation_worker_id_prefix="chaos",
+            fondation_worker_credentials_dir=str(self.creds),
+            fondation_worker_log_dir=str(log_dir),
+            fondation_worker_container_log_max_size=CONTAINER_LOG_MAX_SIZE,
+            fondation_worker_extra_volumes=[
+                f"{CHAOS_CLAUDE}:/usr/local/bin/claude:ro",
+                f"{self.shared}:/chaos",
+                f"{self.git.cert}:/run/chaos/git-ca.pem:ro",
+            ],
+        )
+        # Production's named work volume is this run's tmpfs volume.
+        volumes = {
+            (volume if source == f"fondation-work-{name}" else source): bind
+            for source, bind in unit.volumes.items()
+        }
+        hardening = unit.hardening()
         # The holder keeps the tmpfs volume mounted across worker restarts, and is where the
-        # side processes (disk filler, TEMP_DIR scans) run.
+        # side processes (disk filler, TEMP_DIR scans) run: confined as a worker is.
         holder = self.docker.containers.run(
             self.config.image,
             name=f"{self.prefix}-hold-{name}",
             entrypoint=["/opt/venv/bin/python", "-c", "import time\nwhile True: time.sleep(60)"],
             detach=True,
-            user=f"{WORKER_UID}:{WORKER_UID}",
-            read_only=True,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            user=unit.user,
+            read_only=unit.read_only,
+            cap_drop=unit.cap_drop,
+            security_opt=unit.security_opt,
             network_mode="none",
             volumes={volume: {"bind": TEMP_DIR, "mode": "rw"}},
             labels=labels,
         )
-        log_dir = self.run_dir / "logs" / name
-        log_dir.mkdir(parents=True, exist_ok=True)
-        os.chown(log_dir, WORKER_UID, WORKER_UID)
-        assert self.network is not None
-        # The production unit's flags (roles/fondation_worker/templates/...service.j2).
+        # Networking differs (a test network instead of a published loopback port) and the
+        # chaos supervisor restarts containers instead of systemd; the rest is the unit's.
         container = self.docker.containers.run(
             self.config.image,
             name=f"{self.prefix}-{name}",
             detach=True,
-            user=f"{WORKER_UID}:{WORKER_UID}",
-            read_only=True,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            pids_limit=256,
-            tmpfs={
-                "/tmp": "rw,exec,nosuid,nodev",  # noqa: S108 - inside the container
-                CLAUDE_CONFIG: f"rw,noexec,nosuid,nodev,{OWNER},mode=0700",
-            },
-            volumes={
-                volume: {"bind": TEMP_DIR, "mode": "rw"},
-                str(self.creds): {"bind": "/run/claude-credentials", "mode": "ro"},
-                str(log_dir): {"bind": "/var/log/fondation-worker", "mode": "rw"},
-                str(CHAOS_CLAUDE): {"bind": "/usr/local/bin/claude", "mode": "ro"},
-                str(self.shared): {"bind": "/chaos", "mode": "rw"},
-                str(self.git.cert): {"bind": "/run/chaos/git-ca.pem", "mode": "ro"},
-            },
+            **hardening,
+            volumes=volumes,
             network=self.network.name,
-            environment=self.worker_env(name),
-            log_config={"type": "json-file", "config": {"max-size": "50m"}},
-            labels={**labels, "org.fondation.replica": name},
+            environment={**unit.environment, **self.worker_env(name)},
+            log_config=unit.log_config,
+            labels={**labels, **unit.labels},
             stop_signal="SIGTERM",
         )
         self._event(name, "started")
@@ -398,17 +378,12 @@ class Cluster:
         return output.decode(errors="replace")
 
     def admin(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        reply = httpx.post(f"{self.backend_url}/_dev/{path}", json=body or {}, timeout=10)
-        reply.raise_for_status()
-        return reply.json()
+        assert self.backend is not None
+        return self.backend.admin(path, body)
 
     def dump(self, table: str) -> list[dict[str, Any]]:
-        reply = httpx.get(
-            f"{self.backend_url}/_dev/dump", params={"table": table, "limit": 100000}, timeout=20
-        )
-        reply.raise_for_status()
-        rows: list[dict[str, Any]] = reply.json()["rows"]
-        return rows
+        assert self.backend is not None
+        return self.backend.dump(table, limit=100000)
 
     # --- tear down ----------------------------------------------------------------------
 
@@ -444,13 +419,7 @@ class Cluster:
         if self.network is not None:
             with contextlib.suppress(docker.errors.APIError):
                 self.network.remove()
-        if self.backend is not None and self.backend.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.backend.pid, signal.SIGTERM)
-            try:
-                self.backend.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.backend.pid, signal.SIGKILL)
-                self.backend.wait(10)
+        if self.backend is not None:
+            self.backend.stop()
         if self.git is not None:
             self.git.stop()

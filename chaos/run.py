@@ -21,8 +21,9 @@ import typer
 
 from fondation_worker.logging_setup import configure_logging
 from fondation_worker.redact import Redactor
+from tests.support import REPO_ROOT
 
-from .cluster import REPO_ROOT, Cluster
+from .cluster import Cluster
 from .faults import FaultInjector, plan_faults
 from .invariants import (
     check_dedupe,
@@ -101,6 +102,7 @@ def main(
 
 def _run(cluster: Cluster, config: RunConfig, run_dir: Path, run_id: str, started: float) -> bool:
     cluster.up()
+    assert cluster.git is not None
     say(
         f"fleet up in {time.time() - started:.0f} s: backend {cluster.backend_url}, "
         f"git {cluster.git.host}"

@@ -11,6 +11,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 state=${DEMO_STANDINS_STATE:-$root/build/demo-standins}
 mkdir -p "$state"
 log() { printf 'demo-standins: %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib/daemon.sh
+. "$root/scripts/lib/daemon.sh"
 
 bridge_gateway() {
   local gw
@@ -20,42 +22,23 @@ bridge_gateway() {
 host=${DEMO_STANDINS_HOST:-$(bridge_gateway)}
 python=${PYTHON:-$root/.venv/bin/python}
 
-running_pid() {
-  local pid
-  pid=$(cat "$state/pid" 2>/dev/null) || return 1
-  kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
-
 start() {
-  if running_pid >/dev/null && [ -s "$state/standins.json" ]; then
+  if daemon_pid >/dev/null && [ -s "$state/standins.json" ]; then
     echo "$state/standins.json"; return 0
   fi
   rm -f "$state/standins.json"
-  PYTHONPATH=$root/tests setsid nohup "$python" "$root/scripts/demo_standins.py" serve \
+  # A module of the repository root: it imports the stand-ins from tests.support.
+  (cd "$root" && daemon_spawn "$state/standins.log" "$python" -m scripts.demo_standins serve \
     --host "$host" --git-port "${DEMO_GIT_PORT:-3211}" --api-port "${DEMO_API_PORT:-3212}" \
-    --state "$state" >"$state/standins.log" 2>&1 </dev/null &
-  echo $! >"$state/pid"
-  for _ in $(seq 1 60); do
-    if [ -s "$state/standins.json" ]; then
-      log "git and Messages API stand-ins up on $host"; echo "$state/standins.json"; return 0
-    fi
-    running_pid >/dev/null || break
-    sleep 0.5
-  done
+    --state "$state")
+  if daemon_wait test -s "$state/standins.json"; then
+    log "git and Messages API stand-ins up on $host"; echo "$state/standins.json"; return 0
+  fi
   log "did not start; last log lines:"; tail -n 20 "$state/standins.log" >&2
   stop; exit 1
 }
 
-stop() {
-  local pid
-  if pid=$(running_pid); then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    log "stopped"
-  fi
-  rm -f "$state/pid" "$state/standins.json"
-}
+stop() { daemon_stop "$state/standins.json"; }
 
 case ${1:-} in
   start) start ;;

@@ -1,11 +1,12 @@
 """The outer-boundary stand-ins `make deploy`'s demo job uses when the machine has neither
 Claude credentials nor GitHub: an HTTPS git server holding one small sample repository and
-the scripted Messages API (tests/fakes) the real pinned ``claude`` CLI in the worker image
-talks to. Development stand-ins only: no production inventory ever points at them.
+the scripted Messages API (tests/support/fakes) the real pinned ``claude`` CLI in the worker
+image talks to. Development stand-ins only: no production inventory ever points at them.
 
-Run by scripts/demo-standins.sh (``serve``), which puts tests/ on PYTHONPATH and starts it in
-the background. It listens on ``--host`` (the Docker bridge gateway, so the worker container
-inside the local target reaches it) and writes ``--state``/standins.json once both answer:
+Run by scripts/demo-standins.sh (``serve``) as a module from the repository root
+(``python -m scripts.demo_standins``, so tests.support imports), in the background. It
+listens on ``--host`` (the Docker bridge gateway, so the worker container inside the local
+target reaches it) and writes ``--state``/standins.json once both answer:
 the repository URL, the git host, the CA certificate and the Messages API's base URL.
 """
 
@@ -17,9 +18,9 @@ import signal
 import threading
 from pathlib import Path
 
-from fakes.anthropic_api import FakeAnthropic
-from fakes.git_server import GitServer
-from fakes.pipeline_model import PipelineModel
+from tests.support.fakes.anthropic_api import FakeAnthropic
+from tests.support.fakes.pipeline_model import PipelineModel
+from tests.support.git_server import GitServer
 
 # What the demo course is generated from: small, so the job takes seconds, but a real
 # repository the worker clones over HTTPS like any other.

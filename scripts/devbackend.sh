@@ -13,6 +13,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 state=${DEV_BACKEND_STATE:-$root/build/devbackend}
 mkdir -p "$state"
 log() { printf 'devbackend: %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib/daemon.sh
+. "$root/scripts/lib/daemon.sh"
 
 port=${DEV_BACKEND_PORT:-3210}
 bridge_gateway() {
@@ -27,16 +29,10 @@ url="http://$host:$port"
 
 healthy() { curl -fsS --max-time 2 "$1/health" >/dev/null 2>&1; }
 
-running_pid() {
-  local pid
-  pid=$(cat "$state/pid" 2>/dev/null) || return 1
-  kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
-
 start() {
   # A backend already running with other repository hosts would refuse this caller's jobs.
   local settings="allowed_repo_hosts=${ALLOWED_REPO_HOSTS:-github.com}"
-  if running_pid >/dev/null && healthy "$(cat "$state/url")"; then
+  if daemon_pid >/dev/null && healthy "$(cat "$state/url")"; then
     if [ "$(cat "$state/settings" 2>/dev/null)" = "$settings" ]; then
       cat "$state/url"; return 0
     fi
@@ -51,36 +47,24 @@ start() {
   fi
   echo "$settings" >"$state/settings"
   # The test tokens are public on purpose: they only ever guard this local stand-in.
-  WORKER_TOKEN=${WORKER_TOKEN:-local-dev-token-not-secret} \
-  OPERATOR_TOKEN=${OPERATOR_TOKEN:-local-operator-token-not-secret} \
-  ALLOWED_REPO_HOSTS=${ALLOWED_REPO_HOSTS:-github.com} \
-  DEV_BACKEND_HOST=$host DEV_BACKEND_PORT=$port \
-    setsid nohup "$root/node_modules/.bin/tsx" "$root/devbackend/server.ts" \
-      >"$state/devbackend.log" 2>&1 </dev/null &
-  echo $! >"$state/pid"
-  for _ in $(seq 1 60); do
-    if healthy "$url"; then echo "$url" >"$state/url"; log "up at $url"; echo "$url"; return 0; fi
-    running_pid >/dev/null || break
-    sleep 0.5
-  done
+  daemon_spawn "$state/devbackend.log" env \
+    WORKER_TOKEN="${WORKER_TOKEN:-local-dev-token-not-secret}" \
+    OPERATOR_TOKEN="${OPERATOR_TOKEN:-local-operator-token-not-secret}" \
+    ALLOWED_REPO_HOSTS="${ALLOWED_REPO_HOSTS:-github.com}" \
+    DEV_BACKEND_HOST="$host" DEV_BACKEND_PORT="$port" \
+    "$root/node_modules/.bin/tsx" "$root/devbackend/server.ts"
+  if daemon_wait healthy "$url"; then
+    echo "$url" >"$state/url"; log "up at $url"; echo "$url"; return 0
+  fi
   log "did not become healthy at $url; last log lines:"; tail -n 20 "$state/devbackend.log" >&2
   stop; exit 1
 }
 
-stop() {
-  local pid
-  if pid=$(running_pid); then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    log "stopped"
-  fi
-  rm -f "$state/pid" "$state/url"
-}
+stop() { daemon_stop "$state/url"; }
 
 case ${1:-} in
   start) start ;;
   stop) stop ;;
-  url) running_pid >/dev/null && cat "$state/url" ;;
+  url) daemon_pid >/dev/null && cat "$state/url" ;;
   *) echo "usage: $0 start|stop|url" >&2; exit 2 ;;
 esac

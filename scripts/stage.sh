@@ -63,7 +63,7 @@ case ${1:-} in
     echo
     # Each runner's own closing line: vitest ("Tests  N passed"), testinfra and pytest
     # ("N passed in Xs"). pytest's main suite comes last.
-    for stage in convex-test molecule unit integration; do
+    for stage in convex-test molecule pytest; do
       [ -f "$logs/$stage.log" ] || continue
       sed 's/\x1b\[[0-9;]*m//g' "$logs/$stage.log" \
         | grep -E '^ *(Test Files|Tests) +[0-9]+|[0-9]+ (passed|failed).* in [0-9.]+s' \

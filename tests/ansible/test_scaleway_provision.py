@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fakes.scaleway_api import FakeScaleway
+from tests.support.fakes.scaleway_api import FakeScaleway
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO_ROOT / "playbooks" / "provision.yml"

@@ -24,10 +24,10 @@ import pytest
 from pydantic.fields import FieldInfo
 from typer.testing import CliRunner
 
-from conftest import FAKE_CLAUDE, WORKER_BIN, free_port
 from fondation_worker.checks import runtime_problems
 from fondation_worker.cli import app
 from fondation_worker.config import SECRET_FIELDS, Settings, load_settings
+from tests.support import FAKE_CLAUDE, WORKER_BIN, free_port
 
 NOT_A_DIR = "/etc/hostname"  # a file: nothing can be created below it, not even by root
 

@@ -25,7 +25,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import TEST_OPERATOR_TOKEN, DevBackend
 from fondation_worker.convex_client import ConvexClient
 from fondation_worker.errors import InvalidArgument
 from fondation_worker.validate import (
@@ -34,6 +33,7 @@ from fondation_worker.validate import (
     validate_branch,
     validate_repo_url,
 )
+from tests.support import TEST_OPERATOR_TOKEN, DevBackend
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 
 The CLI under test is the REAL pinned ``claude`` binary, run by the worker's own
 ``ClaudeRunner`` (its exact argv, environment, per-step config dir and working directory);
-only the model is scripted (tests/fakes/anthropic_api.py). Each attempt is a ``tool_use``
+only the model is scripted (tests/support/fakes/anthropic_api.py). Each attempt is a ``tool_use``
 block; the CLI's answer is the ``tool_result`` it sends back in the next request.
 
 An attempt *escapes* when its result carries one of the planted secrets (canaries), or when a
@@ -25,8 +25,15 @@ from typing import Any
 
 import pytest
 
-from conftest import make_settings
-from fakes.anthropic_api import (
+from fondation_worker.classify import Classification
+from fondation_worker.claude_runner import STEP_CONFIGS, ClaudeRunner
+from fondation_worker.clock import SystemClock
+from fondation_worker.collect import OUTPUT_DIR_NAME
+from fondation_worker.config import Settings
+from fondation_worker.process import AbortSignal, ProcessSpec, SubprocessRunner
+from fondation_worker.workspace import job_workspace
+from tests.support import make_settings
+from tests.support.fakes.anthropic_api import (
     FakeAnthropic,
     Text,
     ToolUse,
@@ -35,14 +42,7 @@ from fakes.anthropic_api import (
     tool_result_text,
     turns,
 )
-from fakes.real_cli import require_real_claude
-from fondation_worker.classify import Classification
-from fondation_worker.claude_runner import STEP_CONFIGS, ClaudeRunner
-from fondation_worker.clock import SystemClock
-from fondation_worker.collect import OUTPUT_DIR_NAME
-from fondation_worker.config import Settings
-from fondation_worker.process import AbortSignal, ProcessSpec, SubprocessRunner
-from fondation_worker.workspace import job_workspace
+from tests.support.fakes.real_cli import require_real_claude
 
 STEP = "escape"
 
@@ -423,6 +423,9 @@ class ArgvRewrite:
 
     def run(self, spec: ProcessSpec, abort: AbortSignal | None = None, watch: Any = None) -> Any:
         return self._runner.run(replace(spec, argv=self._hook(list(spec.argv))), abort, watch)
+
+
+pytestmark = pytest.mark.real_cli
 
 
 def product_argv(argv: list[str]) -> list[str]:

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from open_watch import OpenWatch
 
-from conftest import (
+from tests.support import (
     SAMPLE_FILES,
     TEST_OPERATOR_TOKEN,
     DevBackend,

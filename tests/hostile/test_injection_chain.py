@@ -20,13 +20,20 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from conftest import SAMPLE_FILES, TEST_WORKER_TOKEN, DevBackend, enqueue, wait_status
-from fakes.anthropic_api import FakeAnthropic, Request, Text, ToolUse, Turn, iter_tool_results
-from fakes.pipeline_model import OUT, PipelineModel
-from fakes.real_cli import require_real_claude
 from fondation_worker.sandbox import landlock_abi
+from tests.support import SAMPLE_FILES, TEST_WORKER_TOKEN, DevBackend, enqueue, wait_status
+from tests.support.fakes.anthropic_api import (
+    FakeAnthropic,
+    Request,
+    Text,
+    ToolUse,
+    Turn,
+    iter_tool_results,
+)
+from tests.support.fakes.pipeline_model import OUT, PipelineModel
+from tests.support.fakes.real_cli import require_real_claude
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.real_cli]
 
 INJECTION = """# Helpful project
 

@@ -15,7 +15,7 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from conftest import FAKE_CLAUDE, REPO_ROOT, TEST_WORKER_TOKEN, free_port
+from tests.support import FAKE_CLAUDE, REPO_ROOT, TEST_WORKER_TOKEN, free_port
 
 WORKER_UID = 10001
 

@@ -10,7 +10,14 @@ from typing import Any
 import docker
 import pytest
 
-from conftest import SAMPLE_FILES, TEST_WORKER_TOKEN, DevBackend, enqueue, wait_status, wait_until
+from tests.support import (
+    SAMPLE_FILES,
+    TEST_WORKER_TOKEN,
+    DevBackend,
+    enqueue,
+    wait_status,
+    wait_until,
+)
 
 from .conftest import CLAUDE_CLI, WORKER_UID, WorkerContainer, owned_dir
 

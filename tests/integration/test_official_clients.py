@@ -17,11 +17,11 @@ from convex.http_client import ConvexHttpClient
 from official_js import js_calls
 from pydantic import SecretStr
 
-from conftest import TEST_OPERATOR_TOKEN, TEST_WORKER_TOKEN, DevBackend
 from convex import ConvexError
 from fondation_worker.convex_client import ConvexClient
 from fondation_worker.errors import NotFound, Unauthorized
 from fondation_worker.models import Dropped, DropReason, Summary
+from tests.support import TEST_OPERATOR_TOKEN, TEST_WORKER_TOKEN, DevBackend
 
 pytestmark = pytest.mark.integration
 

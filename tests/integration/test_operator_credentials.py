@@ -20,7 +20,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from conftest import (
+from fondation_worker.convex_client import ConvexClient
+from fondation_worker.models import Doc, Summary
+from tests.support import (
     FAKE_CLAUDE,
     TEST_OPERATOR_TOKEN,
     TEST_WORKER_TOKEN,
@@ -28,8 +30,6 @@ from conftest import (
     DevBackend,
     start_dev_backend,
 )
-from fondation_worker.convex_client import ConvexClient
-from fondation_worker.models import Doc, Summary
 
 pytestmark = pytest.mark.integration
 

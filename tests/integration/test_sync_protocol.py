@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_OPERATOR_TOKEN, TEST_WORKER_TOKEN, DevBackend, wait_until
 from convex import ConvexClient, ConvexError
+from tests.support import TEST_OPERATOR_TOKEN, TEST_WORKER_TOKEN, DevBackend, wait_until
 
 pytestmark = pytest.mark.integration
 

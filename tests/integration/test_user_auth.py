@@ -26,17 +26,17 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from official_js import js_calls
 from pydantic import SecretStr
 
-from conftest import (
+from convex import ConvexError
+from fondation_worker.convex_client import ConvexClient
+from fondation_worker.errors import Unauthorized
+from fondation_worker.models import Doc, Summary
+from tests.support import (
     TEST_OPERATOR_TOKEN,
     TEST_WORKER_TOKEN,
     DevBackend,
     free_port,
     start_dev_backend,
 )
-from convex import ConvexError
-from fondation_worker.convex_client import ConvexClient
-from fondation_worker.errors import Unauthorized
-from fondation_worker.models import Doc, Summary
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import json
 import httpx
 import pytest
 
-from fakes.anthropic_api import ApiError, FakeAnthropic, Text, ToolUse, Turn, turns
+from tests.support.fakes.anthropic_api import ApiError, FakeAnthropic, Text, ToolUse, Turn, turns
 
 HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "dummy"}
 

@@ -9,8 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from conftest import TEST_WORKER_TOKEN, make_settings
 from fondation_worker.claude_runner import claude_argv, claude_env, cli_settings, sandboxed
+from tests.support import TEST_WORKER_TOKEN, make_settings
 
 
 def test_nothing_is_pre_approved_but_writes_to_the_output_dir(tmp_path: Path) -> None:

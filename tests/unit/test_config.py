@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import WORKER_BIN
 from fondation_worker.config import RENAMED, load_settings
 from fondation_worker.errors import ConfigError
+from tests.support import WORKER_BIN
 
 GOOD = {
     "CONVEX_URL": "https://happy-otter-123.convex.cloud",

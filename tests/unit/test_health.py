@@ -6,7 +6,7 @@ import pytest
 from fondation_worker import __version__
 from fondation_worker.health import STARTUP_CHECK_REASON, HealthServer, HealthState
 from fondation_worker.metrics import Metrics
-from unit.fakeclock import FakeClock
+from tests.support.fakeclock import FakeClock
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from fondation_worker.lease import (
 from fondation_worker.metrics import Metrics
 from fondation_worker.models import HeartbeatReply, Progress
 from fondation_worker.process import AbortSignal
-from unit.fakeclock import FakeClock
+from tests.support.fakeclock import FakeClock
 
 
 def test_must_fence() -> None:

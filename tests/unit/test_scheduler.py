@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from conftest import make_settings, wait_until
 from fondation_worker.classify import Classification
 from fondation_worker.clock import SystemClock
 from fondation_worker.errors import ConvexUnavailable, Unauthorized
@@ -18,7 +17,8 @@ from fondation_worker.metrics import Metrics
 from fondation_worker.models import ClaimedJob, HeartbeatReply, Progress
 from fondation_worker.scheduler import Scheduler
 from fondation_worker.workspace import DiskStatus
-from unit.fakeclock import FakeClock
+from tests.support import make_settings, wait_until
+from tests.support.fakeclock import FakeClock
 
 
 def claimed(n: int) -> ClaimedJob:

@@ -16,8 +16,8 @@ import pytest
 from fondation_worker.health import HealthState
 from fondation_worker.scheduler import Scheduler
 from fondation_worker.wakeup import WakeState
-from unit.fakeclock import FakeClock
-from unit.test_scheduler import FakeQueue, FakeRunner, claimed, make
+from tests.support.fakeclock import FakeClock
+from tests.unit.test_scheduler import FakeQueue, FakeRunner, claimed, make
 
 HOUR = 3600.0
 

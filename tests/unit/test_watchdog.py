@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import wait_until
 from fondation_worker import watchdog
 from fondation_worker.watchdog import POLL_S, kill_under, write_deadline
+from tests.support import wait_until
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 

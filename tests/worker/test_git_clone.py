@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from conftest import SAMPLE_FILES
 from fondation_worker.errors import JobFailed
 from fondation_worker.git_clone import (
     ASKPASS_SCRIPT,
@@ -21,6 +20,7 @@ from fondation_worker.git_clone import (
 )
 from fondation_worker.process import AbortSignal, ProcessResult, ProcessSpec, SubprocessRunner
 from fondation_worker.workspace import job_workspace
+from tests.support import SAMPLE_FILES
 
 TOKEN = "ghp_" + "T0kenForPrivateRepoTests0123456789ab"
 

@@ -21,7 +21,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from conftest import (
+from tests.support import (
+    CLAIM_CALLS,
+    FAKE_CLAUDE,
     SAMPLE_FILES,
     SHORT_LEASE,
     TEST_OPERATOR_TOKEN,
@@ -88,14 +90,6 @@ def kill_leftover(log: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def metric(worker: Any, name: str) -> float:
-    total = 0.0
-    for line in worker.get("/metrics").text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 # --- happy path --------------------------------------------------------------------------
 
 
@@ -138,8 +132,8 @@ def test_happy_path(
     }
     assert all(e.get("attempt") == 1 for e in job_lines)
     worker.wait_event("job.completed")
-    assert metric(worker, "fondation_worker_jobs_claimed_total") == 1
-    assert metric(worker, 'fondation_worker_jobs_finished_total{outcome="completed"}') == 1
+    assert worker.metric("fondation_worker_jobs_claimed_total") == 1
+    assert worker.metric('fondation_worker_jobs_finished_total{outcome="completed"}') == 1
     assert worker.get("/readyz").json()["ready"] is True
     # Progress went through the steps via heartbeats.
     assert any(e["event"] == "step.started" and e["index"] == 5 for e in job_lines)
@@ -373,7 +367,7 @@ def test_disk_below_minimum(
     job = get_job(dev_backend, job_id)
     assert job["status"] == "pending"
     assert (job["attempts"], job["deferrals"]) == (0, 0)
-    assert metric(worker, "fondation_worker_jobs_claimed_total") == 0
+    assert worker.metric("fondation_worker_jobs_claimed_total") == 0
     jobs_dir = Path(worker.env["TEMP_DIR"], "jobs")
     assert not jobs_dir.exists() or list(jobs_dir.iterdir()) == []
 
@@ -557,7 +551,7 @@ def cli_env(backend: DevBackend, tmp_path: Path, git_server: Any, **extra: str) 
         "OPERATOR_TOKEN": TEST_OPERATOR_TOKEN,  # enqueue and the other operator commands
         "TEMP_DIR": str(tmp_path / "cli-tmp"),
         "ALLOWED_REPO_HOSTS": f"github.com,{git_server.host}",
-        "CLAUDE_BIN": str(Path(__file__).parent.parent / "fakes" / "claude"),
+        "CLAUDE_BIN": str(FAKE_CLAUDE),
         "CLAUDE_ENV_PASSTHROUGH": "FAKE_CLAUDE_MODE",
         "MIN_FREE_DISK_MB": "1",
         **extra,
@@ -664,10 +658,9 @@ def test_idle_worker_is_cheap_and_healthy(dev_backend: DevBackend, start_worker:
         dev_backend, WAKEUP="false", POLL_INTERVAL_MS="100", IDLE_POLL_MAX_MS="400"
     )
     t0 = time.monotonic()
-    claims = 'fondation_worker_convex_calls_total{function="jobs:claimOne"'
     # It keeps polling while idle (waited for, however slow the machine)...
-    wait_until(lambda: metric(worker, claims) >= 6, 30)
-    calls = metric(worker, claims)
+    wait_until(lambda: worker.metric(CLAIM_CALLS) >= 6, 30)
+    calls = worker.metric(CLAIM_CALLS)
     elapsed = time.monotonic() - t0
     # ...but backs off: 100, 200, 400, 400, ... ms (jitter only shortens, by at most half),
     # so at most 3 + elapsed / 0.2 calls, where a fixed 100 ms poll would make elapsed / 0.1.

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from conftest import SAMPLE_FILES, read_claude_log, wait_until
 from fondation_worker.claude_runner import ClaudeRunner, claude_argv
 from fondation_worker.clock import SystemClock
 from fondation_worker.config import Settings
@@ -26,6 +25,7 @@ from fondation_worker.models import ClaimedJob, Doc, PublicJob, RetryReply, Summ
 from fondation_worker.pipeline import STEPS
 from fondation_worker.process import AbortSignal, SubprocessRunner
 from fondation_worker.redact import Redactor
+from tests.support import FAKE_CLAUDE, SAMPLE_FILES, read_claude_log, wait_until
 
 TOKEN = "ghp_" + "PrivateRepoTokenForRunnerTests01234a"
 WORKER_TOKEN = "test-worker-token-0123456789abcdef"
@@ -138,7 +138,7 @@ def run_job(
             "worker_id": "runner-test",
             "allowed_repo_hosts": [git_server.host],
             "git_ca_bundle": git_server.cert,
-            "claude_bin": str(Path(__file__).parent.parent / "fakes" / "claude"),
+            "claude_bin": str(FAKE_CLAUDE),
             "claude_config_dir": tmp_path / "claude-config",
             "claude_env_passthrough": ["FAKE_CLAUDE_MODE", "FAKE_CLAUDE_LOG", "FAKE_CLAUDE_DELAY"],
             "temp_dir": tmp_path / "work",

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from conftest import DevBackend, enqueue, get_job
 from fondation_worker.convex_client import ConvexClient
+from tests.support import DevBackend, enqueue, get_job
 
 pytestmark = pytest.mark.integration
 

@@ -15,15 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_WORKER_TOKEN, WORKER_BIN, make_settings
 from fondation_worker.classify import ClaudeRun, classify
 from fondation_worker.claude_runner import claude_argv, claude_env
 from fondation_worker.clock import SystemClock
+from tests.support import TEST_WORKER_TOKEN, WORKER_BIN, make_settings
 
 REAL = os.environ.get("REAL_CLAUDE_BIN") or shutil.which("claude")
-pytestmark = pytest.mark.skipif(
-    not REAL or not Path(REAL).exists(), reason="no real claude binary (set REAL_CLAUDE_BIN)"
-)
+pytestmark = [
+    pytest.mark.real_cli,
+    pytest.mark.skipif(
+        not REAL or not Path(REAL).exists(), reason="no real claude binary (set REAL_CLAUDE_BIN)"
+    ),
+]
 
 
 def hook_repo(root: Path, markers: Path) -> Path:

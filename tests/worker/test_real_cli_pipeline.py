@@ -3,7 +3,7 @@
 Everything is real but the model: the dev backend (our convex/ functions), the loopback
 HTTPS git server, the worker (``fondation-worker run``) and the pinned CLI binary, whose
 tool calls write the docs. The model is the scripted Messages API
-(tests/fakes/anthropic_api.py, tests/fakes/pipeline_model.py) on loopback.
+(tests/support/fakes/anthropic_api.py, tests/support/fakes/pipeline_model.py) on loopback.
 
 Covered: the happy path (every step writes through real Write tool calls, the docs land in
 Convex), each error class the worker tells apart (auth, usage limit with its reset time,
@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from conftest import (
+from fondation_worker.sandbox import landlock_abi
+from tests.support import (
     SAMPLE_FILES,
     TEST_OPERATOR_TOKEN,
     DevBackend,
@@ -32,7 +33,7 @@ from conftest import (
     wait_status,
     wait_until,
 )
-from fakes.anthropic_api import (
+from tests.support.fakes.anthropic_api import (
     ApiError,
     FakeAnthropic,
     Request,
@@ -41,11 +42,10 @@ from fakes.anthropic_api import (
     iter_tool_results,
     tool_result_text,
 )
-from fakes.pipeline_model import PipelineModel, step_of
-from fakes.real_cli import NO_RETRY, require_real_claude
-from fondation_worker.sandbox import landlock_abi
+from tests.support.fakes.pipeline_model import PipelineModel, step_of
+from tests.support.fakes.real_cli import NO_RETRY, require_real_claude
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.real_cli]
 
 SANDBOX = "landlock" if landlock_abi() >= 1 else "off"
 STEPS = ["abstractions", "relationships", "chapter_order", "chapters", "tutorials"]

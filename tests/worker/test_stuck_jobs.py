@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import (
+from tests.support import (
     FAKE_CLAUDE,
     SAMPLE_FILES,
     SHORT_LEASE,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SAMPLE_FILES, DevBackend, enqueue, wait_status, wait_until
+from tests.support import CLAIM_CALLS, SAMPLE_FILES, DevBackend, enqueue, wait_status, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -21,21 +21,12 @@ PRODUCTION_TIMINGS = {
     "SAFETY_POLL_MS": "360000",
     "LEASE_MS": "30000",
 }
-CLAIMS = 'fondation_worker_convex_calls_total{function="jobs:claimOne"'
-
-
-def metric(worker: Any, name: str) -> float:
-    total = 0.0
-    for line in worker.get("/metrics").text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def settled_and_subscribed(worker: Any) -> None:
     """Subscribed, and past the start-up poll."""
-    wait_until(lambda: metric(worker, "fondation_worker_wakeup_subscribed") == 1, 30)
-    wait_until(lambda: metric(worker, CLAIMS) >= 1, 30)
+    wait_until(lambda: worker.metric("fondation_worker_wakeup_subscribed") == 1, 30)
+    wait_until(lambda: worker.metric(CLAIM_CALLS) >= 1, 30)
 
 
 def pickup_s(backend: DevBackend, job_id: str, worker: Any) -> float:
@@ -66,18 +57,18 @@ def test_a_cut_subscription_falls_back_to_polling_and_comes_back(
     repo = git_server.add_repo("wake", "cut", SAMPLE_FILES)
     worker = start_worker(dev_backend, **PRODUCTION_TIMINGS)
     settled_and_subscribed(worker)
-    connects = metric(worker, "fondation_worker_wakeup_connects_total")
+    connects = worker.metric("fondation_worker_wakeup_connects_total")
     dev_backend.pause("reset")  # every connection cut, new ones refused
     worker.wait_event("wakeup.down", 15)
-    assert metric(worker, "fondation_worker_wakeup_subscribed") == 0
+    assert worker.metric("fondation_worker_wakeup_subscribed") == 0
     # Said on /readyz (the next HTTP poll, within POLL_INTERVAL_MS, also finds Convex down).
     degraded = worker.get("/readyz").json()["degraded"]
     assert any(r.startswith("wakeup: subscription down") for r in degraded)
     dev_backend.resume()
     # Reconnected with back-off (at most 30 s between attempts), then the push path again.
-    wait_until(lambda: metric(worker, "fondation_worker_wakeup_subscribed") == 1, 45)
-    assert metric(worker, "fondation_worker_wakeup_connects_total") > connects
-    assert metric(worker, "fondation_worker_wakeup_down_seconds_total") > 0
+    wait_until(lambda: worker.metric("fondation_worker_wakeup_subscribed") == 1, 45)
+    assert worker.metric("fondation_worker_wakeup_connects_total") > connects
+    assert worker.metric("fondation_worker_wakeup_down_seconds_total") > 0
     wait_until(lambda: worker.get("/readyz").status_code == 200, 45)
     job_id = enqueue(dev_backend, repo)
     assert pickup_s(dev_backend, job_id, worker) < 1.0
@@ -92,5 +83,5 @@ def test_without_the_subscription_the_worker_polls_as_before(
     )
     job_id = enqueue(dev_backend, repo)
     assert wait_status(dev_backend, job_id, {"completed", "dead"}, 60)["status"] == "completed"
-    assert metric(worker, "fondation_worker_wakeup_connects_total") == 0
+    assert worker.metric("fondation_worker_wakeup_connects_total") == 0
     assert worker.get("/readyz").json()["degraded"] == []

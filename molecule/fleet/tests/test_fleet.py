@@ -5,23 +5,15 @@ and completed. The canary then took a good B and playbooks/rollback.yml's way ba
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
-import urllib.request
 from typing import Any
 
-import pytest
+from tests.support.testinfra import dev_backend, image_env, journal, releases, wait_job_ended
 
 STATE = "/var/lib/fondation-test-fleet"
 WORKER_PLAY = "PLAY [Roll out the worker release]"
 PREPARE_PLAY = "PLAY [Prepare the worker hosts]"
-TERMINAL = {"completed", "dead", "canceled"}
-
-
-def journal(host: Any) -> str:
-    out = host.run("journalctl --no-pager -n 60 -u fondation-worker@1").stdout
-    return f"\n--- journal of fondation-worker@1 ---\n{out}"
 
 
 def name(host: Any) -> str:
@@ -46,13 +38,6 @@ def rollout(host: Any) -> dict[str, Any]:
     data["stdout"] = ANSI.sub("", data["stdout"])
     data["stderr"] = ANSI.sub("", data["stderr"])
     return data
-
-
-def image_env(host: Any) -> str:
-    content = host.file("/etc/fondation-worker/image.env").content_string
-    match = re.search(r"^FONDATION_WORKER_IMAGE=(\S+)$", content, re.MULTILINE)
-    assert match, content
-    return match.group(1)
 
 
 def recap(stdout: str, hostname: str) -> dict[str, int]:
@@ -98,10 +83,6 @@ def test_the_worker_roll_reached_the_canary_only(host: Any) -> None:
 
 
 # --- every host on A ----------------------------------------------------------------------
-
-
-def releases(host: Any) -> list[str]:
-    return list(host.file("/var/lib/fondation-worker/releases").content_string.split())
 
 
 def test_every_host_runs_release_a_healthy(host: Any) -> None:
@@ -169,29 +150,7 @@ def test_only_the_canary_restarted(host: Any) -> None:
 
 
 def backend() -> tuple[str, str]:
-    url = os.environ.get("FONDATION_TEST_CONVEX_URL", "").rstrip("/")
-    if not url:
-        pytest.skip(
-            "FONDATION_TEST_CONVEX_URL is not set: no job ran during the rollout "
-            "(scripts/molecule.sh starts the dev backend)"
-        )
-    # jobs:get is an operator function: the dev backend's OPERATOR_TOKEN (scripts/molecule.sh)
-    return url, os.environ.get("FONDATION_TEST_OPERATOR_TOKEN") or "local-operator-token-not-secret"
-
-
-def get_job(url: str, token: str, job_id: str) -> dict[str, Any]:
-    body = json.dumps(
-        {"path": "jobs:get", "args": {"jobId": job_id, "token": token}, "format": "json"}
-    ).encode()
-    request = urllib.request.Request(
-        f"{url}/api/query", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        reply: dict[str, Any] = json.loads(response.read())
-    assert reply["status"] == "success", reply
-    value: dict[str, Any] = reply["value"]
-    assert value is not None, f"job {job_id} not found"
-    return value
+    return dev_backend("no job ran during the rollout (scripts/molecule.sh starts the dev backend)")
 
 
 def test_each_host_ran_its_own_job_before_the_rollout(host: Any) -> None:
@@ -211,11 +170,7 @@ def test_the_jobs_beyond_the_canary_ran_through_the_rollout(host: Any) -> None:
 def test_every_job_completed_on_its_first_claim(host: Any) -> None:
     url, token = backend()
     job_id = json.loads(host.file(f"{STATE}/job-before.json").content_string)["jobId"]
-    deadline = time.monotonic() + 120
-    job = get_job(url, token, job_id)
-    while job["status"] not in TERMINAL and time.monotonic() < deadline:
-        time.sleep(1)
-        job = get_job(url, token, job_id)
+    job = wait_job_ended(url, token, job_id, timeout_s=120, interval_s=1)
     assert job["status"] == "completed", json.dumps(job, indent=2) + journal(host)
     # Never handed back nor claimed again: the rollout did not touch the host running it.
     assert job["attempts"] == 1, job

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.testinfra import image_env
+
 REPLICA = 1
 CONTAINER = f"fondation-worker-{REPLICA}"
 UNIT = f"fondation-worker@{REPLICA}"
@@ -39,13 +41,6 @@ def inspect(host: Any, name: str = CONTAINER) -> dict[str, Any]:
     assert result.rc == 0, result.stderr + journal(host)
     data: dict[str, Any] = json.loads(result.stdout)[0]
     return data
-
-
-def image_env(host: Any) -> str:
-    content = host.file("/etc/fondation-worker/image.env").content_string
-    match = re.search(r"^FONDATION_WORKER_IMAGE=(\S+)$", content, re.MULTILINE)
-    assert match, content
-    return match.group(1)
 
 
 # runc's own words when its `runc init` child dies before its first handshake byte (runc's

@@ -9,21 +9,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
-import urllib.request
 from typing import Any
 
-import pytest
+from tests.support import testinfra
+from tests.support.testinfra import image_env, releases
 
 STATE = "/var/lib/fondation-test-runbooks"
 WORK = "/var/lib/docker/volumes/fondation-work-1/_data/jobs"
-TERMINAL = {"completed", "dead", "canceled"}
 MIB = 1024 * 1024
 
 
 def journal(host: Any, unit: str = "fondation-worker@*") -> str:
-    out = host.run(f"journalctl --no-pager -n 60 -u '{unit}'").stdout
-    return f"\n--- journal of {unit} ---\n{out}"
+    """Every replica's journal by default (the scale plays start and stop several)."""
+    return testinfra.journal(host, unit)
 
 
 def state(host: Any, name: str) -> Any:
@@ -31,51 +29,18 @@ def state(host: Any, name: str) -> Any:
     return json.loads(content) if name.endswith(".json") else content.strip()
 
 
-def image_env(host: Any) -> str:
-    content = host.file("/etc/fondation-worker/image.env").content_string
-    match = re.search(r"^FONDATION_WORKER_IMAGE=(\S+)$", content, re.MULTILINE)
-    assert match, content
-    return match.group(1)
-
-
-def releases(host: Any) -> list[str]:
-    return list(host.file("/var/lib/fondation-worker/releases").content_string.split())
-
-
 def backend() -> tuple[str, str]:
-    url = os.environ.get("FONDATION_TEST_CONVEX_URL", "").rstrip("/")
-    if not url:
-        pytest.skip(
-            "FONDATION_TEST_CONVEX_URL is not set: no job ran (start the dev backend with "
-            "scripts/devbackend.sh start and export its URL)"
-        )
-    # jobs:get is an operator function: the dev backend's OPERATOR_TOKEN (scripts/molecule.sh)
-    return url, os.environ.get("FONDATION_TEST_OPERATOR_TOKEN") or "local-operator-token-not-secret"
+    return testinfra.dev_backend(
+        "no job ran (start the dev backend with scripts/devbackend.sh start and export its URL)"
+    )
 
 
 def get_job(job_id: str) -> dict[str, Any]:
-    url, token = backend()
-    body = json.dumps(
-        {"path": "jobs:get", "args": {"jobId": job_id, "token": token}, "format": "json"}
-    ).encode()
-    request = urllib.request.Request(
-        f"{url}/api/query", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        reply: dict[str, Any] = json.loads(response.read())
-    assert reply["status"] == "success", reply
-    value: dict[str, Any] = reply["value"]
-    assert value is not None, f"job {job_id} not found"
-    return value
+    return testinfra.get_job(*backend(), job_id)
 
 
 def wait_until_ended(job_id: str, timeout_s: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    job = get_job(job_id)
-    while job["status"] not in TERMINAL and time.monotonic() < deadline:
-        time.sleep(2)
-        job = get_job(job_id)
-    return job
+    return testinfra.wait_job_ended(*backend(), job_id, timeout_s)
 
 
 # --- disk cleanup -----------------------------------------------------------------------------

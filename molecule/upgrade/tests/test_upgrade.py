@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import time
-import urllib.request
 from typing import Any
 
 import pytest
 
+from tests.support.testinfra import dev_backend, image_env, journal, wait_job_ended
+
 JOB_FILE = "/var/lib/fondation-test-upgrade-job"
-TERMINAL = {"completed", "dead", "canceled"}
-
-
-def journal(host: Any) -> str:
-    out = host.run("journalctl --no-pager -n 60 -u fondation-worker@1").stdout
-    return f"\n--- journal of fondation-worker@1 ---\n{out}"
-
-
-def image_env(host: Any) -> str:
-    content = host.file("/etc/fondation-worker/image.env").content_string
-    match = re.search(r"^FONDATION_WORKER_IMAGE=(\S+)$", content, re.MULTILINE)
-    assert match, content
-    return match.group(1)
 
 
 def test_replica_runs_image_b(host: Any) -> None:
@@ -55,36 +41,13 @@ def test_image_a_is_kept_for_a_rollback(host: Any) -> None:
     assert host.run(f"docker image inspect {releases[0]}").rc == 0
 
 
-def _job(url: str, token: str, job_id: str) -> dict[str, Any]:
-    body = json.dumps(
-        {"path": "jobs:get", "args": {"jobId": job_id, "token": token}, "format": "json"}
-    ).encode()
-    request = urllib.request.Request(
-        f"{url}/api/query", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        reply: dict[str, Any] = json.loads(response.read())
-    assert reply["status"] == "success", reply
-    value: dict[str, Any] = reply["value"]
-    assert value is not None, f"job {job_id} not found"
-    return value
-
-
 def test_the_job_in_flight_was_not_lost(host: Any) -> None:
-    url = os.environ.get("FONDATION_TEST_CONVEX_URL", "").rstrip("/")
-    if not url:
-        pytest.skip(
-            "FONDATION_TEST_CONVEX_URL is not set: no job ran during the upgrade "
-            "(start the dev backend with scripts/devbackend.sh start and export its URL)"
-        )
-    # jobs:get is an operator function: the dev backend's OPERATOR_TOKEN (scripts/molecule.sh)
-    token = os.environ.get("FONDATION_TEST_OPERATOR_TOKEN") or "local-operator-token-not-secret"
+    url, token = dev_backend(
+        "no job ran during the upgrade "
+        "(start the dev backend with scripts/devbackend.sh start and export its URL)"
+    )
     job_id = host.file(JOB_FILE).content_string.strip()
-    deadline = time.monotonic() + 240
-    job = _job(url, token, job_id)
-    while job["status"] not in TERMINAL and time.monotonic() < deadline:
-        time.sleep(2)
-        job = _job(url, token, job_id)
+    job = wait_job_ended(url, token, job_id)
     assert job["status"] == "completed", json.dumps(job, indent=2) + journal(host)
 
 

@@ -31,7 +31,7 @@ Behaviour worth knowing in a test:
   Instance API's legacy quota body or the standard ``quotas_exceeded`` body.
 - every request is recorded in :attr:`FakeScaleway.requests` (never the token's value).
 
-Run it alone with ``python tests/fakes/scaleway_api.py --port 8080 --token T``, or start it
+Run it alone with ``python tests/support/fakes/scaleway_api.py --port 8080 --token T``, or start it
 from a test with ``FakeScaleway(token).start()``.
 """
 

@@ -161,7 +161,7 @@ def _block_json(block: Text | ToolUse) -> dict[str, Any]:
 
 def stream_events(turn: Turn, model: str, message_id: str) -> bytes:
     """The event sequence of one streamed assistant message."""
-    start = {
+    start: dict[str, Any] = {
         "id": message_id,
         "type": "message",
         "role": "assistant",
@@ -296,7 +296,8 @@ class FakeAnthropic:
         if problems:
             raise AssertionError(
                 "the pinned claude CLI's protocol changed; the scripted Messages API "
-                "(tests/fakes/anthropic_api.py) no longer matches it: " + "; ".join(problems[:10])
+                "(tests/support/fakes/anthropic_api.py) no longer matches it: "
+                + "; ".join(problems[:10])
             )
         if not got_messages:
             raise AssertionError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from fakes.anthropic_api import Reply, Request, Text, ToolUse, Turn
+from tests.support.fakes.anthropic_api import Reply, Request, Text, ToolUse, Turn
 
 OUT = ".claude-tutorial-output"
 
