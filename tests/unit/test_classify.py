@@ -1,4 +1,5 @@
-"""Every failure text listed in /work/shared/docs/claude-cli.md, and the result shapes."""
+"""Every failure text the pinned Claude CLI is known to print (worker/claude-cli.lock), and the
+result shapes."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Against the real Claude Code binary, when one is available (REAL_CLAUDE_BIN or `claude`
 on PATH); skipped otherwise. No credentials and no network are needed: these runs stop at
-"Not logged in", and the repository's hooks and MCP servers start before any API call
-(claude-cli.md), which is exactly what must not happen.
+"Not logged in", and a repository's hooks and MCP servers would start before any API call
+(docs/SECURITY.md), which is exactly what must not happen.
 """
 
 from __future__ import annotations

@@ -230,7 +230,7 @@ class Settings(BaseSettings):
 
     # Disk and repositories
     temp_dir: Path = Field(
-        Path("/tmp/fondation"),  # noqa: S108 - the seed's documented default
+        Path("/tmp/fondation"),  # noqa: S108 - inside the container, a volume per replica
         description="job workspaces",
         json_schema_extra=_doc(note="fixed: the image sets it, a volume per replica is mounted"),
     )
