@@ -48,9 +48,10 @@ test: deps ## every check: lint, Convex tests, short chaos run, Python tests, Mo
 	@$(STAGE) reset
 	@$(STAGE) run engine scripts/docker-engine.sh
 	@$(STAGE) run images scripts/base-image.sh all
-	@$(STAGE) run lint $(MAKE) --no-print-directory lint
-	@$(STAGE) run image scripts/build-image.sh
-	@$(STAGE) run convex-test $(MAKE) --no-print-directory convex-test
+	@# Three checks that need nothing from one another and assert no timings, side by side.
+	@$(STAGE) parallel lint "$(MAKE) --no-print-directory lint" \
+	  image "scripts/build-image.sh" \
+	  convex-test "$(MAKE) --no-print-directory convex-test"
 	@$(STAGE) run chaos-short $(MAKE) --no-print-directory chaos-short
 	@# Molecule waits on nested engines most of the time; the Python suites use the cores.
 	@$(STAGE) parallel molecule "$(MAKE) --no-print-directory molecule" \
