@@ -6,9 +6,9 @@ Exactly what `make deploy` runs, minus the image build and the demo job:
 playbooks/deploy.yml`` with FONDATION_CONVEX_URL from ``scripts/devbackend.sh start`` (the
 default dev backend). Before the first converge the target is removed
 (``scripts/local-target.sh down``), so it starts from a fresh Debian 12 systemd container.
-The upgrade is a code-only release: the current archive's image with the worker package
-copied again into a new top layer and one more label (as a worker-only rebuild changes only
-the image's last layer), saved as an archive named after its ID and passed as
+The upgrade is a code-only release: the current archive's image with the worker package,
+given a fresh release stamp, copied into a new top layer (as a worker-only rebuild changes
+only the image's last layer), saved as an archive named after its ID and passed as
 ``fondation_worker_image_archive``; the play ships the layers the host lacks, restarts the
 replica and waits for /healthz. The bytes shipped come from the play's own report ("shipped
 N bytes"). Logs of each run: build/bench/deploy-*.log.
@@ -192,14 +192,19 @@ def archive_image_id() -> tuple[Path, str]:
 
 
 def upgrade_archive(base: str) -> Path:
-    """A code-only release of the base image (its worker package in a new top layer, one more
-    label): a new image ID, saved like scripts/build-image.sh does."""
+    """A code-only release of the base image (its worker package, stamped anew, in a new top
+    layer, one more label): a new image ID, saved like scripts/build-image.sh does."""
     for old in BENCH_BUILD.glob("fondation-worker-bench-upgrade-*.tar.gz*"):
         old.unlink()
     tag = "fondation-worker:bench-upgrade"
+    # The release stamp goes into the package, so the code layer differs from any earlier
+    # run's: a repeated bench would otherwise build a layer the host already holds and ship
+    # only the image config.
+    stamp = time.time_ns()
     dockerfile = (
-        f"FROM {base}\nFROM {base}\nCOPY --from=0 {PACKAGE}/ {PACKAGE}/\n"
-        f"LABEL {UPGRADE_LABEL}={int(time.time())}\n"
+        f"FROM {base}\nUSER root\nRUN echo {stamp} > {PACKAGE}/BENCH_RELEASE\n"
+        f"FROM {base}\nCOPY --from=0 {PACKAGE}/ {PACKAGE}/\n"
+        f"LABEL {UPGRADE_LABEL}={stamp}\n"
     )
     # `docker build` cannot name an image ID in FROM: give the base a temporary tag.
     run(["docker", "tag", base, "fondation-worker:bench-base"], 60, check=True)
