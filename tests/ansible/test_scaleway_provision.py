@@ -271,6 +271,7 @@ SCENARIOS = {  # the longest first
     "unreachable": single(down=True),
     "plain http": single(scaleway_instance_api_url="http://api.scaleway.example"),
     "no secret": single(secret=""),
+    "old names": single(scaleway_instance_wait_timeout=30, scaleway_instance_poll_interval=1),
 }
 
 
@@ -536,3 +537,18 @@ def test_no_secret_key_no_call(scenarios: Scenarios) -> None:
     step = scenarios["no secret"]["run"]
     assert step.run.returncode != 0
     assert "No Scaleway secret key: export SCW_SECRET_KEY" in step.run.output
+
+
+@uses("old names")
+def test_a_setting_under_its_old_unitless_name_is_refused_with_the_new_name(
+    scenarios: Scenarios,
+) -> None:
+    """Ignored, the old name would leave the default in force without a word."""
+    step = scenarios["old names"]["run"]
+    assert step.run.returncode != 0
+    for old, new in [
+        ("scaleway_instance_wait_timeout", "scaleway_instance_wait_timeout_s"),
+        ("scaleway_instance_poll_interval", "scaleway_instance_poll_interval_s"),
+    ]:
+        assert f"{old} is no longer read: set {new} (seconds) instead" in step.run.output
+    assert step.writes == []
