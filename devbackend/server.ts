@@ -18,6 +18,9 @@ const PORT = Number(process.env.DEV_BACKEND_PORT ?? "3210");
 // Unset: the cron's own schedule (convex/crons.ts); tests and Molecule set their own.
 const RECLAIM_INTERVAL_MS = process.env.RECLAIM_INTERVAL_MS ? Number(process.env.RECLAIM_INTERVAL_MS) : null;
 const ADMIN = process.env.DEV_BACKEND_ADMIN === "1";
+// A test harness's PID: the backend ends with it, even when the harness is killed before
+// its teardown runs (a timeout's SIGKILL), instead of outliving it on its port.
+const OWNER_PID = process.env.DEV_BACKEND_OWNER_PID ? Number(process.env.DEV_BACKEND_OWNER_PID) : null;
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const RECLAIM_FUNCTION = "jobs:reclaimExpired";
 
@@ -424,6 +427,22 @@ if (!process.env.OPERATOR_TOKEN && !process.env.OPERATOR_TOKEN_NEXT) {
 }
 process.on("SIGTERM", () => shutdown("SIGTERM"));
 process.on("SIGINT", () => shutdown("SIGINT"));
+if (OWNER_PID !== null) {
+  if (!Number.isInteger(OWNER_PID) || OWNER_PID <= 1) {
+    process.stderr.write(`DEV_BACKEND_OWNER_PID must be a process ID, got ${process.env.DEV_BACKEND_OWNER_PID}\n`);
+    process.exit(2);
+  }
+  const owner = OWNER_PID;
+  const watch = setInterval(() => {
+    try {
+      process.kill(owner, 0); // signal 0: only asks whether the process exists
+    } catch {
+      clearInterval(watch);
+      shutdown(`owner ${owner} gone`);
+    }
+  }, 1000);
+  watch.unref();
+}
 
 server.listen(PORT, HOST, () => {
   const address = server.address();

@@ -158,6 +158,8 @@ def start_dev_backend(
         "ALLOWED_REPO_HOSTS": allowed_hosts,
         "DEV_BACKEND_HOST": host,
         "DEV_BACKEND_PORT": str(port),
+        # Killed before its teardown (a timeout), this process still takes the backend along.
+        "DEV_BACKEND_OWNER_PID": str(os.getpid()),
     }
     if reclaim_ms is not None:
         env["RECLAIM_INTERVAL_MS"] = str(reclaim_ms)
