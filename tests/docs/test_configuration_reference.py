@@ -99,6 +99,19 @@ def test_the_role_variable_is_public_at_the_workers_default(row: reference.Setti
         expected = ""
     assert defaults[row.role_variable] == expected, (row.role_variable, defaults[row.role_variable])
     assert spec.get("default") == expected, (row.role_variable, spec.get("default"))
+    # The bounds an operator reads in the spec are the worker's: written by hand there, so
+    # checked here (`ansible-doc` and the role's own checks show this text).
+    stated = re.search(r"\((-?[0-9]+) to (-?[0-9]+)[;)]", str(spec.get("description", "")))
+    if row.ge is not None and row.le is not None:
+        assert stated is not None, (
+            f"argument_specs: {row.role_variable}'s description must state its bounds as "
+            f"({row.ge} to {row.le})"
+        )
+    if stated is not None:
+        assert (int(stated.group(1)), int(stated.group(2))) == (row.ge, row.le), (
+            f"argument_specs: {row.role_variable} says {stated.group(0)}, the worker's bounds "
+            f"are {row.ge} to {row.le}"
+        )
     kinds = {"int": "int", "bool": "bool", "str": "str"}
     if row.kind in kinds and row.default is not None and not isinstance(row.default, list):
         assert spec.get("type") == kinds[row.kind], (row.role_variable, spec.get("type"))
