@@ -122,6 +122,27 @@ def test_claude_was_ok_in_every_replica_after_the_refresh(host: Any) -> None:
     assert all(line.startswith("ok") for line in verdicts.values()), verdicts
 
 
+# --- auth refresh by login --------------------------------------------------------------------
+
+
+def test_the_login_command_lands_the_login_where_the_replicas_read_it(host: Any) -> None:
+    """Run as printed (image, user, volume), the command wrote the login file as the image's
+    user, private, into the credentials directory the replicas mount."""
+    login = host.file("/srv/claude-creds/.credentials.json")
+    assert login.exists, "the login command did not write into /srv/claude-creds"
+    assert (login.uid, login.gid, login.mode) == (10001, 10001, 0o600)
+
+
+def test_the_login_refresh_restarted_the_replica_on_the_login(host: Any) -> None:
+    assert state(host, "started-before-login") != state(host, "started-after-login")
+    verdicts = state(host, "auth-login.json")
+    assert verdicts, verdicts
+    assert all(line.startswith("ok") for line in verdicts.values()), verdicts
+    check = host.run("docker exec fondation-worker-1 fondation-worker check")
+    # The login copied from the mount into the replica's own config dir.
+    assert "/run/claude-credentials: a login" in check.stdout, check.stdout + check.stderr
+
+
 # --- scale ------------------------------------------------------------------------------------
 
 
