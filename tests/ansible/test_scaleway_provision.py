@@ -550,5 +550,5 @@ def test_a_setting_under_its_old_unitless_name_is_refused_with_the_new_name(
         ("scaleway_instance_wait_timeout", "scaleway_instance_wait_timeout_s"),
         ("scaleway_instance_poll_interval", "scaleway_instance_poll_interval_s"),
     ]:
-        assert f"{old} is no longer read: set {new} (seconds) instead" in step.run.output
+        assert f"{old} (set {new}, in seconds, instead)" in step.run.output
     assert step.writes == []
