@@ -15,6 +15,7 @@ from tests.support import (
     TEST_WORKER_TOKEN,
     DevBackend,
     enqueue,
+    read_claude_log,
     wait_status,
     wait_until,
 )
@@ -120,7 +121,13 @@ def test_docker_stop_during_a_job_drains_and_exits_zero(
     log_dir = owned_dir(tmp_path / "fake-log")
     worker: WorkerContainer = worker_container(
         _job_env(
-            dev_backend, git_server, log_dir, FAKE_CLAUDE_MODE="hang", DRAIN_TIMEOUT_MS="3000"
+            # hang@chapters, not hang: the worker's start-up probe must pass (a hanging probe
+            # holds every claim back for the probe's whole timeout).
+            dev_backend,
+            git_server,
+            log_dir,
+            FAKE_CLAUDE_MODE="hang@chapters",
+            DRAIN_TIMEOUT_MS="3000",
         ),
         credentials=_credentials(tmp_path),
         extra_volumes=_job_volumes(git_server, log_dir),
@@ -129,7 +136,13 @@ def test_docker_stop_during_a_job_drains_and_exits_zero(
     url = git_server.add_repo("acme", "image-stop", SAMPLE_FILES)
     job_id = enqueue(dev_backend, url, branch="main")
     wait_status(dev_backend, job_id, {"running"}, timeout=60)
-    wait_until(lambda: (log_dir / "claude.jsonl").exists(), 30)
+    wait_until(
+        lambda: any(
+            entry["event"] == "hang" and entry["job"] == job_id
+            for entry in read_claude_log(log_dir / "claude.jsonl")
+        ),
+        30,
+    )
 
     started = time.monotonic()
     worker.container.stop(timeout=30)
