@@ -37,7 +37,7 @@ deps: $(VENV)/.stamp node_modules/.stamp ## install the Python venv and node_mod
 engine: ## make sure a Docker engine runs (installs and starts one when root on Debian)
 	@scripts/docker-engine.sh
 
-images: engine ## base images: Debian 12/13 and their systemd flavour (cached)
+images: engine ## base images: Debian 12/13, their systemd flavour, and Debian 12 with Docker (cached)
 	@scripts/base-image.sh all
 
 image: deps ## build the worker image and its registry-less archive (build/images/)

@@ -2,12 +2,14 @@
 # Provide the Debian base images every build and test here starts from, without a registry:
 #   debian:bookworm, debian:trixie                 plain Debian (worker image build)
 #   fondation/debian-systemd:12, :13               systemd as PID 1 (Molecule, local target)
+#   fondation/debian-systemd-docker:12             that, with Docker already installed (the
+#                                                  Molecule fleet and runbooks hosts)
 # For each: use the local image if present, else try to pull, else build it (debootstrap +
 # docker import for plain Debian, a local Dockerfile for the systemd flavour). Built images
 # carry a label with the hash of their recipe, so a changed recipe rebuilds and an unchanged
 # one is a cache hit in well under a second.
 #
-# usage: base-image.sh [all | bookworm | trixie | systemd-12 | systemd-13]...
+# usage: base-image.sh [all | bookworm | trixie | systemd-12 | systemd-13 | systemd-docker-12]...
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -56,22 +58,29 @@ plain_debian() {  # suite -> debian:<suite>
   log "$tag: imported"
 }
 
-systemd_debian() {  # version suite -> fondation/debian-systemd:<version>
-  local version=$1 suite=$2 tag="fondation/debian-systemd:$1" want
-  plain_debian "$suite"
-  want=$( (cat "$here/images/systemd.Dockerfile"; docker image inspect --format '{{.Id}}' "debian:$suite") \
-          | sha256sum | cut -c1-16)
+flavour() {  # tag base dockerfile: <base> plus a local Dockerfile, rebuilt when either changes
+  local tag=$1 base=$2 dockerfile=$here/images/$3 want build_log
+  want=$( (cat "$dockerfile"; docker image inspect --format '{{.Id}}' "$base") | sha256sum | cut -c1-16)
   if [ "$(image_label "$tag" "$recipe_label")" = "$want" ]; then
     log "$tag: present (recipe $want)"; return 0
   fi
   log "$tag: building (recipe $want)"
-  local build_log
   build_log=$(mktemp)
-  timeout 1200 docker build --build-arg "BASE=debian:$suite" --label "$recipe_label=$want" \
-    -t "$tag" -f "$here/images/systemd.Dockerfile" "$here/images" >"$build_log" 2>&1 \
+  timeout 1200 docker build --build-arg "BASE=$base" --label "$recipe_label=$want" \
+    -t "$tag" -f "$dockerfile" "$here/images" >"$build_log" 2>&1 \
     || { tail -n 30 "$build_log" >&2; rm -f "$build_log"; exit 1; }
   rm -f "$build_log"
   log "$tag: built"
+}
+
+systemd_debian() {  # version suite -> fondation/debian-systemd:<version>
+  plain_debian "$2"
+  flavour "fondation/debian-systemd:$1" "debian:$2" systemd.Dockerfile
+}
+
+systemd_docker_debian() {  # version suite -> fondation/debian-systemd-docker:<version>
+  systemd_debian "$1" "$2"
+  flavour "fondation/debian-systemd-docker:$1" "fondation/debian-systemd:$1" systemd-docker.Dockerfile
 }
 
 targets=("$@")
@@ -79,10 +88,12 @@ targets=("$@")
 for target in "${targets[@]}"; do
   case $target in
     all) plain_debian bookworm; plain_debian trixie
-         systemd_debian 12 bookworm; systemd_debian 13 trixie ;;
+         systemd_debian 12 bookworm; systemd_debian 13 trixie
+         systemd_docker_debian 12 bookworm ;;
     bookworm|trixie) plain_debian "$target" ;;
     systemd-12) systemd_debian 12 bookworm ;;
     systemd-13) systemd_debian 13 trixie ;;
-    *) log "unknown image '$target' (all, bookworm, trixie, systemd-12, systemd-13)"; exit 2 ;;
+    systemd-docker-12) systemd_docker_debian 12 bookworm ;;
+    *) log "unknown image '$target' (all, bookworm, trixie, systemd-12, systemd-13, systemd-docker-12)"; exit 2 ;;
   esac
 done
