@@ -88,8 +88,7 @@ targets=("$@")
 for target in "${targets[@]}"; do
   case $target in
     all) plain_debian bookworm; plain_debian trixie
-         systemd_debian 12 bookworm; systemd_debian 13 trixie
-         systemd_docker_debian 12 bookworm ;;
+         systemd_docker_debian 12 bookworm; systemd_debian 13 trixie ;;  # the former builds :12
     bookworm|trixie) plain_debian "$target" ;;
     systemd-12) systemd_debian 12 bookworm ;;
     systemd-13) systemd_debian 13 trixie ;;
