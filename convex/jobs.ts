@@ -10,8 +10,6 @@ import {
   githubTokenOf,
   insertJob,
   loadLeasedJob,
-  oldestExpired,
-  oldestReady,
   publicJob,
   requireJob,
   setStatus,
@@ -24,7 +22,7 @@ import {
 } from "./lib/model";
 import {
   ACTIVE_STATUSES,
-  CLAIM_SCAN_LIMIT,
+  DEFAULT_ACCEPT_MS,
   DEFAULT_MAX_ATTEMPTS,
   MAX_DEFERRALS,
   MAX_LEASE_MS,
@@ -35,9 +33,22 @@ import {
   backoffMs,
   constantTimeEqual,
   errorPolicy,
+  isAssigned,
   isLeased,
   isQueued,
+  type ErrorKind,
 } from "./lib/policy";
+import {
+  checkAcceptMs,
+  checkSlot,
+  checkSlots,
+  holdsAssignment,
+  idleAgain,
+  offerSlot,
+  slotRow,
+  slotsOf,
+  withdrawSlots,
+} from "./lib/slots";
 import {
   MAX_ERROR_LENGTH,
   MAX_ID_LENGTH,
@@ -202,12 +213,33 @@ async function alreadyEndedBy(
 
 // ---------------------------------------------------------------- worker-facing
 
+const vOffer = v.object({ slot: v.number(), acceptMs: v.number() });
+
 /**
- * Take the oldest ready job: pending/failed with runAt <= now, or claimed/running whose
- * lease expired (those at maxAttempts become dead, those with a cancel request canceled).
- * A repeated requestId returns the claim it made (lease renewed from now), so a retried
- * call, even from a later poll, cannot claim twice or burn another attempt. With `start`
- * the job goes straight to running (what jobs:start does), saving the worker a call.
+ * A worker's final call for a job may offer the slot it frees (`offer`): the slot goes
+ * back to dispatch in the same call, so a busy worker never needs a call of its own to
+ * get its next job.
+ */
+async function offerFreedSlot(
+  ctx: MutationCtx,
+  job: Job,
+  offer: { slot: number; acceptMs: number } | undefined,
+  now: number,
+): Promise<void> {
+  // lockedBy names the caller (the lease holder), unless a retried call finds the job
+  // handed to another worker since: then there is nothing of the caller's to offer.
+  if (offer === undefined || job.lockedBy === undefined || isAssigned(job.status)) return;
+  await offerSlot(ctx, job.lockedBy, checkSlot(offer.slot), checkAcceptMs(offer.acceptMs), now);
+}
+
+/**
+ * The worker's claim: accept a job the dispatcher assigned to one of `slots` (default
+ * slot 0), else offer those slots for dispatch and return null. Reads only this worker's
+ * slot rows and the job assigned to it: no two workers' claims touch the same document.
+ * Accepting consumes an attempt and starts the lease (a new token); with `start` the job is
+ * running at once (what jobs:start does). A repeated requestId returns the claim it made
+ * (lease renewed from now), so a retried call, even a later one, cannot claim twice or
+ * burn another attempt. A job canceled while assigned is dropped here.
  */
 export const claimOne = workerMutation({
   args: {
@@ -215,12 +247,16 @@ export const claimOne = workerMutation({
     leaseMs: v.number(),
     requestId: v.string(),
     start: v.optional(v.boolean()),
+    slots: v.optional(v.array(v.number())),
+    acceptMs: v.optional(v.number()),
   },
   returns: v.union(v.null(), vClaimedJob),
   handler: async (ctx, args) => {
     const workerId = must(checkIdent("workerId", args.workerId));
     const requestId = must(checkIdent("requestId", args.requestId));
     const leaseMs = checkLeaseMs(args.leaseMs);
+    const slots = checkSlots(args.slots ?? [0]);
+    const acceptMs = checkAcceptMs(args.acceptMs ?? DEFAULT_ACCEPT_MS);
     const now = Date.now();
 
     const previous = await ctx.db
@@ -236,16 +272,18 @@ export const claimOne = workerMutation({
       return await claimedJob(ctx, { ...previous, leaseUntil });
     }
 
-    for (let i = 0; i < CLAIM_SCAN_LIMIT; i++) {
-      const [ready, expired] = await Promise.all([oldestReady(ctx, now), oldestExpired(ctx, now)]);
-      let job: Job | null = ready;
-      if (expired !== null && (ready === null || (expired.leaseUntil ?? 0) < ready.runAt)) {
-        job = expired;
+    for (const slot of slots) {
+      const row = await slotRow(ctx, workerId, slot);
+      if (row === null || row.state === "idle") {
+        await offerSlot(ctx, workerId, slot, acceptMs, now);
+        continue;
       }
-      if (job === null) return null;
-      const wasExpired = isLeased(job.status);
-      if (wasExpired && (await settleExpired(ctx, job, now)) !== null) continue;
-
+      const job = row.jobId === undefined ? null : await ctx.db.get(row.jobId);
+      if (!holdsAssignment(row, job)) {
+        // Moved on meanwhile (canceled, or taken back when its deadline passed): idle again.
+        await idleAgain(ctx, row, acceptMs, now);
+        continue;
+      }
       const generation = job.leaseGeneration + 1;
       // start: the caller begins at once (no separate jobs:start call): straight to running.
       const started = args.start === true;
@@ -261,22 +299,60 @@ export const claimOne = workerMutation({
           leaseUntil: now + leaseMs,
           claimRequestId: requestId,
           finalCall: undefined,
-          cancelRequested: false,
           progress: undefined,
           startedAt: started ? now : undefined,
-          ...(wasExpired
-            ? {
-                lastError: `lease expired (worker ${job.lockedBy ?? "unknown"})`,
-                lastErrorKind: "lease_expired",
-              }
-            : {}),
         },
         now,
-        { failedAttempt: wasExpired },
       );
+      await ctx.db.delete(row._id);
       return await claimedJob(ctx, claimed);
     }
     return null;
+  },
+});
+
+/**
+ * What the dispatcher gave this worker: its slot rows (idle, or assigned a job to accept
+ * with claimOne). The worker subscribes to it over Convex's sync protocol: a dispatch
+ * re-runs one worker's subscription, not every worker's, and it carries no secret.
+ */
+export const assignments = workerQuery({
+  args: { workerId: v.string() },
+  returns: v.object({
+    slots: v.array(
+      v.object({
+        slot: v.number(),
+        state: v.union(v.literal("idle"), v.literal("assigned")),
+        jobId: v.optional(v.string()),
+      }),
+    ),
+  }),
+  handler: async (ctx, args) => {
+    const workerId = must(checkIdent("workerId", args.workerId));
+    const rows = await slotsOf(ctx, workerId);
+    return {
+      slots: rows.map((r) => ({
+        slot: r.slot,
+        state: r.state,
+        ...(r.jobId !== undefined ? { jobId: r.jobId as string } : {}),
+      })),
+    };
+  },
+});
+
+/**
+ * The worker takes its slots (all, or `slots`) out of dispatch: it pauses (Claude auth,
+ * usage limit, low disk) or drains. A job assigned to one and not accepted goes back to
+ * the queue at once, its attempt unspent.
+ */
+export const withdraw = workerMutation({
+  args: { workerId: v.string(), slots: v.optional(v.array(v.number())), reason: v.optional(v.string()) },
+  returns: v.object({ withdrawn: v.number(), returned: v.number() }),
+  handler: async (ctx, args) => {
+    const workerId = must(checkIdent("workerId", args.workerId));
+    const slots = args.slots === undefined ? undefined : checkSlots(args.slots);
+    const reason = clip(args.reason ?? "worker withdrew its slot", MAX_MESSAGE_LENGTH);
+    return await withdrawSlots(ctx, workerId, slots, Date.now(), reason);
   },
 });
 
@@ -331,6 +407,7 @@ export const complete = workerMutation({
     runId: v.string(),
     summary: vSummary,
     docs: v.optional(v.array(vDocInput)),
+    offer: v.optional(vOffer),
   },
   returns: v.null(),
   handler: async (ctx, args) => {
@@ -342,7 +419,9 @@ export const complete = workerMutation({
       constantTimeEqual(existing.leaseToken, args.leaseToken) &&
       existing.docsRunId === runId
     ) {
-      return null; // a retried call whose first reply was lost
+      // A retried call whose first reply was lost.
+      await offerFreedSlot(ctx, existing, args.offer, Date.now());
+      return null;
     }
     let job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
     const { docsCount, durationMs, costUsd, redactions, dropped } = args.summary;
@@ -379,6 +458,7 @@ export const complete = workerMutation({
       },
       now,
     );
+    await offerFreedSlot(ctx, job, args.offer, now);
     return null;
   },
 });
@@ -396,6 +476,7 @@ export const retryOrFail = workerMutation({
     error: v.string(),
     errorKind: vErrorKind,
     retryAfterMs: v.optional(v.number()),
+    offer: v.optional(vOffer),
   },
   returns: v.object({
     status: v.union(
@@ -410,6 +491,7 @@ export const retryOrFail = workerMutation({
     const done = await alreadyEndedBy(ctx, args.jobId, args.leaseToken, "retryOrFail");
     if (done !== null) {
       // A retried call: the same kind of reply from the state it left (or moved on to).
+      await offerFreedSlot(ctx, done, args.offer, Date.now());
       if (done.status === "failed" || done.status === "pending") {
         return { status: done.status, runAt: done.runAt };
       }
@@ -423,41 +505,53 @@ export const retryOrFail = workerMutation({
       invalid("retryAfterMs must be a non-negative number");
     }
     const now = Date.now();
-    const outcome = {
-      lastError: clip(args.error, MAX_ERROR_LENGTH),
-      lastErrorKind: args.errorKind,
-      finalCall: "retryOrFail",
-    };
+    const reply = await failAttempt(ctx, job, args, now);
+    await offerFreedSlot(ctx, job, args.offer, now);
+    return reply;
+  },
+});
 
-    if (job.cancelRequested) {
-      await setStatus(ctx, job, "canceled", outcome, now);
-      return { status: "canceled" as const };
+async function failAttempt(
+  ctx: MutationCtx,
+  job: Job,
+  args: { error: string; errorKind: ErrorKind; retryAfterMs?: number },
+  now: number,
+): Promise<
+  { status: "failed"; runAt: number } | { status: "pending"; runAt: number } | { status: "dead" | "canceled" }
+> {
+  const outcome = {
+    lastError: clip(args.error, MAX_ERROR_LENGTH),
+    lastErrorKind: args.errorKind,
+    finalCall: "retryOrFail",
+  };
+  if (job.cancelRequested) {
+    await setStatus(ctx, job, "canceled", outcome, now);
+    return { status: "canceled" as const };
+  }
+  switch (errorPolicy(args.errorKind)) {
+    case "fatal": {
+      await setStatus(ctx, job, "dead", outcome, now);
+      return { status: "dead" as const };
     }
-    switch (errorPolicy(args.errorKind)) {
-      case "fatal": {
+    case "consume": {
+      if (job.attempts >= job.maxAttempts) {
         await setStatus(ctx, job, "dead", outcome, now);
         return { status: "dead" as const };
       }
-      case "consume": {
-        if (job.attempts >= job.maxAttempts) {
-          await setStatus(ctx, job, "dead", outcome, now);
-          return { status: "dead" as const };
-        }
-        const runAt = now + backoffMs(job.attempts, Math.random());
-        await setStatus(ctx, job, "failed", { ...outcome, runAt }, now);
-        return { status: "failed" as const, runAt };
-      }
-      case "defer": {
-        const retryAfterMs = args.retryAfterMs;
-        return await defer(ctx, job, now, outcome, (deferrals) =>
-          retryAfterMs !== undefined
-            ? now + Math.min(Math.round(retryAfterMs), MAX_RETRY_AFTER_MS)
-            : now + backoffMs(deferrals, Math.random()),
-        );
-      }
+      const runAt = now + backoffMs(job.attempts, Math.random());
+      await setStatus(ctx, job, "failed", { ...outcome, runAt }, now);
+      return { status: "failed" as const, runAt };
     }
-  },
-});
+    case "defer": {
+      const retryAfterMs = args.retryAfterMs;
+      return await defer(ctx, job, now, outcome, (deferrals) =>
+        retryAfterMs !== undefined
+          ? now + Math.min(Math.round(retryAfterMs), MAX_RETRY_AFTER_MS)
+          : now + backoffMs(deferrals, Math.random()),
+      );
+    }
+  }
+}
 
 /**
  * Graceful shutdown: back to pending now, the attempt given back. Counts toward
@@ -486,15 +580,19 @@ export const release = workerMutation({
 
 /** The worker stopped a job whose cancel was requested: -> canceled. */
 export const acknowledgeCancel = workerMutation({
-  args: { jobId: v.string(), leaseToken: v.string() },
+  args: { jobId: v.string(), leaseToken: v.string(), offer: v.optional(vOffer) },
   returns: v.null(),
   handler: async (ctx, args) => {
-    if ((await alreadyEndedBy(ctx, args.jobId, args.leaseToken, "acknowledgeCancel")) !== null) {
+    const done = await alreadyEndedBy(ctx, args.jobId, args.leaseToken, "acknowledgeCancel");
+    if (done !== null) {
+      await offerFreedSlot(ctx, done, args.offer, Date.now());
       return null;
     }
     const job = await loadLeasedJob(ctx, args.jobId, args.leaseToken);
     if (!job.cancelRequested) fail("INVALID_STATE", "no cancel was requested for this job");
-    await setStatus(ctx, job, "canceled", { finalCall: "acknowledgeCancel" }, Date.now());
+    const now = Date.now();
+    await setStatus(ctx, job, "canceled", { finalCall: "acknowledgeCancel" }, now);
+    await offerFreedSlot(ctx, job, args.offer, now);
     return null;
   },
 });
@@ -515,6 +613,8 @@ export const recoverWorker = workerMutation({
   handler: async (ctx, args) => {
     const workerId = must(checkIdent("workerId", args.workerId));
     const now = Date.now();
+    // Its slots first: what was assigned and never accepted goes back unspent.
+    const { returned } = await withdrawSlots(ctx, workerId, undefined, now, `worker ${workerId} restarted`);
     const held: Job[] = [];
     for (const status of ["claimed", "running"] as const) {
       held.push(
@@ -545,21 +645,22 @@ export const recoverWorker = workerMutation({
       );
       done.push({ outcome: "pending" });
     }
-    return reclaimCounts(done);
+    const counts = reclaimCounts(done);
+    return { ...counts, moved: counts.moved + returned };
   },
 });
 
 /**
- * Cron (crons.ts): jobs whose lease expired go back to pending (the attempt stays
- * consumed), or become dead at maxAttempts, or canceled when a cancel was requested.
- * At most RECLAIM_BATCH jobs per run. `operator:reclaimNow` runs the same pass on demand.
+ * The reclaim pass now (the dev backend's /_dev/reclaim; a dispatcher tick runs the same
+ * pass at least every 30 s): expired leases go back to pending (the attempt stays
+ * consumed), or become dead at maxAttempts, or canceled when a cancel was requested. At
+ * most RECLAIM_BATCH jobs per run; a full batch schedules the rest at once.
  */
 export const reclaimExpired = internalMutation({
   args: {},
   returns: v.object({ moved: v.number(), dead: v.number(), canceled: v.number() }),
   handler: async (ctx) => {
     const done = await reclaimExpiredLeases(ctx, Date.now());
-    // A full batch may have left more: continue now rather than at the next cron tick.
     if (done.length >= RECLAIM_BATCH) await ctx.scheduler.runAfter(0, internal.jobs.reclaimExpired, {});
     return reclaimCounts(done);
   },
@@ -632,8 +733,10 @@ export const cancel = mutation({
     const job = await getJob(ctx, args.jobId);
     if (job === null || !canSee(caller, job.userId)) fail("NOT_FOUND", "no such job");
     const now = Date.now();
-    if (isQueued(job.status)) {
-      await setStatus(ctx, job, "canceled", { cancelRequested: true }, now);
+    if (isQueued(job.status) || isAssigned(job.status)) {
+      // An assignment not accepted yet runs nowhere: canceled at once (its worker finds the
+      // job gone when it accepts, and offers the slot again).
+      await setStatus(ctx, job, "canceled", { cancelRequested: true, lockedBy: undefined }, now);
       return { status: "canceled" as const };
     }
     if (isLeased(job.status) && !job.cancelRequested) {
@@ -683,32 +786,5 @@ export const listByUser = query({
       .order("desc")
       .take(limit);
     return jobs.map(publicJob);
-  },
-});
-
-/**
- * The workers' wake-up subscription: when the earliest queued (pending or failed) job is
- * due, or null when the queue is empty. A worker subscribes over Convex's sync protocol and
- * claims as soon as `nextRunAt <= now`, setting a timer for a later one. "Now" is the
- * worker's clock: a query that read Date.now() would not be re-run as time passes. Two
- * index reads whatever the queue's size, and only a timestamp comes back, so the result
- * changes when the earliest due time does (an enqueue, a claim, a retry), not on
- * heartbeats or progress. Expired leases are not in it: the reclaim cron puts them back in
- * the queue, which changes the answer.
- */
-export const wakeup = workerQuery({
-  args: {},
-  returns: v.object({ nextRunAt: v.union(v.number(), v.null()) }),
-  handler: async (ctx) => {
-    const earliest = await Promise.all(
-      (["pending", "failed"] as const).map((status) =>
-        ctx.db
-          .query("jobs")
-          .withIndex("by_status_runAt", (q) => q.eq("status", status))
-          .first(),
-      ),
-    );
-    const due = earliest.filter((job) => job !== null).map((job) => job.runAt);
-    return { nextRunAt: due.length === 0 ? null : Math.min(...due) };
   },
 });

@@ -1,20 +1,34 @@
-// Queue metrics from small aggregate tables kept exact on every transition (lib/model.ts):
-// no table scan, no capped count. Every read walks an index with a bound that does not grow
-// with the number of jobs.
-import { v } from "convex/values";
-import { internalMutation, query } from "./_generated/server";
+// Queue metrics from small aggregate tables (folded from queue events by the dispatcher,
+// lib/aggregates.ts) plus the events not folded yet: exact at any moment, no table scan.
+// Every read walks an index with a bound that does not grow with the number of jobs.
+import { v, type Infer, type VFloat64 } from "convex/values";
+import { internalMutation, query, type QueryCtx } from "./_generated/server";
 import { requireWorkerOrOperator } from "./lib/auth";
-import { oldestExpired, oldestReady, queueMinute, readCounter, statsStart, statusKey } from "./lib/model";
+import { vDispatcherMode } from "./lib/validators";
+import {
+  addStats,
+  emptyStats,
+  foldEvents,
+  foldedCounts,
+  queueMinute,
+  statsStart,
+  unfoldedEvents,
+  type StatsDelta,
+} from "./lib/aggregates";
+import { dispatcherState } from "./lib/dispatcher";
+import { oldestExpired, oldestReady } from "./lib/model";
 import {
   HISTOGRAM_SIZE,
   JOB_STATUSES,
   MAX_RETRY_AFTER_MS,
+  MAX_UNROLLED_EVENTS,
+  MAX_WORKER_SLOTS,
   QUEUE_BUCKET_MS,
   STATS_BUCKET_MS,
   STATS_RETENTION_MS,
   histogramQuantile,
+  type JobStatus,
 } from "./lib/policy";
-import type { Doc } from "./_generated/dataModel";
 
 const HOUR_BUCKETS = 60 / (STATS_BUCKET_MS / 60_000);
 const DAY_BUCKETS = 24 * HOUR_BUCKETS;
@@ -23,6 +37,8 @@ const DAY_BUCKETS = 24 * HOUR_BUCKETS;
 const MAX_FUTURE_QUEUE_BUCKETS = MAX_RETRY_AFTER_MS / QUEUE_BUCKET_MS + 2;
 // Queued jobs due later in the current minute, walked one by one.
 const CURRENT_MINUTE_WALK = 1_000;
+// Idle slots counted: a fleet of this many workers' slots (at most 32 each).
+const MAX_IDLE_SLOTS_READ = 100 * MAX_WORKER_SLOTS;
 
 const vWindow = v.object({
   completed: v.number(),
@@ -37,7 +53,7 @@ const vWindow = v.object({
   droppedDocs: v.number(),
 });
 
-function summarize(buckets: Doc<"statsBuckets">[]) {
+function summarize(buckets: StatsDelta[]) {
   const histogram = new Array<number>(HISTOGRAM_SIZE).fill(0);
   let completed = 0;
   let failed = 0;
@@ -76,13 +92,106 @@ function summarize(buckets: Doc<"statsBuckets">[]) {
   };
 }
 
+const vCounts = v.object(
+  Object.fromEntries(JOB_STATUSES.map((s) => [s, v.number()])) as Record<JobStatus, VFloat64<number, "required">>,
+);
+
+const vQueueFigures = v.object({
+  now: v.number(),
+  counts: vCounts,
+  ready: v.number(),
+  scheduled: v.number(),
+  inProgress: v.number(),
+  oldestReadyAgeMs: v.union(v.number(), v.null()),
+  oldestExpiredLeaseAgeMs: v.union(v.number(), v.null()),
+  // dispatch (dispatch.ts): idle worker slots offered, and the dispatcher's mode
+  idleSlots: v.number(),
+  dispatcher: vDispatcherMode,
+  // queue events not folded into the counters yet (the dispatcher folds them within seconds)
+  unfoldedEvents: v.number(),
+  lastHour: vWindow,
+  lastDay: vWindow,
+});
+
 /**
- * Queue metrics for operators and alerting (worker token).
- * - counts: jobs per status (exact);
+ * The queue's figures at `now`: folded aggregates plus the events not folded yet, so every
+ * count is exact. Bounded: a fixed number of index reads, at most MAX_UNROLLED_EVENTS
+ * events, the day's stats buckets and the idle slots of the fleet.
+ */
+export async function queueFigures(ctx: QueryCtx, now: number): Promise<Infer<typeof vQueueFigures>> {
+  const [counts, events] = await Promise.all([foldedCounts(ctx), unfoldedEvents(ctx, MAX_UNROLLED_EVENTS)]);
+  const pending = foldEvents(events);
+  for (const [status, delta] of pending.counters) counts[status] += delta;
+
+  // scheduled = queued jobs in later minutes + those due later in the current minute.
+  const minute = queueMinute(now);
+  const future = await ctx.db
+    .query("queueBuckets")
+    .withIndex("by_minute", (q) => q.gt("minute", minute))
+    .take(MAX_FUTURE_QUEUE_BUCKETS);
+  let scheduled = future.reduce((a, b) => a + b.count, 0);
+  for (const [m, delta] of pending.queueMinutes) if (m > minute) scheduled += delta;
+  for (const status of ["pending", "failed"] as const) {
+    const later = await ctx.db
+      .query("jobs")
+      .withIndex("by_status_runAt", (q) =>
+        q.eq("status", status).gt("runAt", now).lt("runAt", minute + QUEUE_BUCKET_MS),
+      )
+      .take(CURRENT_MINUTE_WALK);
+    scheduled += later.length;
+  }
+  const queued = counts.pending + counts.failed;
+  const ready = Math.max(0, queued - scheduled);
+
+  const [oldest, expired, state] = await Promise.all([
+    oldestReady(ctx, now),
+    oldestExpired(ctx, now),
+    dispatcherState(ctx),
+  ]);
+  const idleSlots = (
+    await ctx.db
+      .query("workerSlots")
+      .withIndex("by_state_since", (q) => q.eq("state", "idle"))
+      .take(MAX_IDLE_SLOTS_READ)
+  ).length;
+
+  const current = statsStart(now);
+  const since = current - (DAY_BUCKETS - 1) * STATS_BUCKET_MS;
+  const rows = await ctx.db
+    .query("statsBuckets")
+    .withIndex("by_start", (q) => q.gte("start", since))
+    .take(DAY_BUCKETS + 1);
+  const buckets = new Map<number, StatsDelta>(rows.map((r) => [r.start, addStats(r, emptyStats())]));
+  for (const [start, delta] of pending.stats) {
+    if (start >= since) buckets.set(start, addStats(buckets.get(start) ?? null, delta));
+  }
+  const day = [...buckets.entries()];
+  const hour = day.filter(([start]) => start > current - HOUR_BUCKETS * STATS_BUCKET_MS);
+
+  return {
+    now,
+    counts,
+    ready,
+    scheduled,
+    inProgress: counts.assigned + counts.claimed + counts.running,
+    oldestReadyAgeMs: oldest === null ? null : now - oldest.runAt,
+    oldestExpiredLeaseAgeMs: expired === null ? null : now - (expired.leaseUntil ?? now),
+    idleSlots,
+    dispatcher: state?.mode ?? "idle",
+    unfoldedEvents: events.length,
+    lastHour: summarize(hour.map(([, b]) => b)),
+    lastDay: summarize(day.map(([, b]) => b)),
+  };
+}
+
+/**
+ * Queue metrics for operators and alerting (worker or operator token).
+ * - counts: jobs per status (exact); assigned jobs wait for their worker to accept them;
  * - ready: queued jobs with runAt <= now; scheduled: queued jobs waiting for a later runAt;
- * - inProgress: claimed + running; oldestReadyAgeMs: how long the oldest ready job has
- *   waited; oldestExpiredLeaseAgeMs: a lease nobody renewed or reclaimed (alert when set for
- *   more than a couple of minutes);
+ * - inProgress: assigned + claimed + running; oldestReadyAgeMs: how long the oldest ready
+ *   job has waited; oldestExpiredLeaseAgeMs: a lease nobody renewed or reclaimed (alert when
+ *   set for more than a couple of minutes);
+ * - idleSlots: worker slots offered for dispatch; dispatcher: its mode;
  * - lastHour / lastDay: outcomes in the last 12 / 288 five-minute buckets (the current one
  *   included). failed counts failed attempts that will retry (lease expiries included);
  *   successRate = completed / (completed + dead); durations are from start to completion,
@@ -90,73 +199,10 @@ function summarize(buckets: Doc<"statsBuckets">[]) {
  */
 export const queue = query({
   args: { token: v.optional(v.string()) },
-  returns: v.object({
-    now: v.number(),
-    counts: v.object({
-      pending: v.number(),
-      claimed: v.number(),
-      running: v.number(),
-      completed: v.number(),
-      failed: v.number(),
-      dead: v.number(),
-      canceled: v.number(),
-    }),
-    ready: v.number(),
-    scheduled: v.number(),
-    inProgress: v.number(),
-    oldestReadyAgeMs: v.union(v.number(), v.null()),
-    oldestExpiredLeaseAgeMs: v.union(v.number(), v.null()),
-    lastHour: vWindow,
-    lastDay: vWindow,
-  }),
+  returns: vQueueFigures,
   handler: async (ctx, args) => {
     requireWorkerOrOperator(args.token);
-    const now = Date.now();
-    const values = await Promise.all(JOB_STATUSES.map((s) => readCounter(ctx, statusKey(s))));
-    const counts = Object.fromEntries(JOB_STATUSES.map((s, i) => [s, values[i]])) as Record<
-      (typeof JOB_STATUSES)[number],
-      number
-    >;
-
-    // scheduled = queued jobs in later minutes + those due later in the current minute.
-    const minute = queueMinute(now);
-    const future = await ctx.db
-      .query("queueBuckets")
-      .withIndex("by_minute", (q) => q.gt("minute", minute))
-      .take(MAX_FUTURE_QUEUE_BUCKETS);
-    let scheduled = future.reduce((a, b) => a + b.count, 0);
-    for (const status of ["pending", "failed"] as const) {
-      const later = await ctx.db
-        .query("jobs")
-        .withIndex("by_status_runAt", (q) =>
-          q.eq("status", status).gt("runAt", now).lt("runAt", minute + QUEUE_BUCKET_MS),
-        )
-        .take(CURRENT_MINUTE_WALK);
-      scheduled += later.length;
-    }
-    const queued = counts.pending + counts.failed;
-    const ready = Math.max(0, queued - scheduled);
-
-    const [oldest, expired] = await Promise.all([oldestReady(ctx, now), oldestExpired(ctx, now)]);
-
-    const current = statsStart(now);
-    const day = await ctx.db
-      .query("statsBuckets")
-      .withIndex("by_start", (q) => q.gt("start", current - DAY_BUCKETS * STATS_BUCKET_MS))
-      .take(DAY_BUCKETS + 1);
-    const hour = day.filter((b) => b.start > current - HOUR_BUCKETS * STATS_BUCKET_MS);
-
-    return {
-      now,
-      counts,
-      ready,
-      scheduled,
-      inProgress: counts.claimed + counts.running,
-      oldestReadyAgeMs: oldest === null ? null : now - oldest.runAt,
-      oldestExpiredLeaseAgeMs: expired === null ? null : now - (expired.leaseUntil ?? now),
-      lastHour: summarize(hour),
-      lastDay: summarize(day),
-    };
+    return await queueFigures(ctx, Date.now());
   },
 });
 

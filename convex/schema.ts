@@ -1,6 +1,6 @@
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
-import { vDocKind, vProgress, vRequeue, vStatus, vSummary } from "./lib/validators";
+import { vDispatcherMode, vDocKind, vOutcome, vProgress, vRequeue, vStatus, vSummary } from "./lib/validators";
 
 export default defineSchema({
   // One row per analysis job. Every status change goes through lib/model.ts (setStatus),
@@ -20,7 +20,9 @@ export default defineSchema({
     dedupeKey: v.optional(v.string()),
     // lease (fencing: leaseToken is new on every claim; leaseGeneration counts claims)
     lockedBy: v.optional(v.string()),
-    leaseUntil: v.optional(v.number()),
+    // assigned: the slot of lockedBy the dispatcher gave it to (cleared once accepted)
+    assignedSlot: v.optional(v.number()),
+    leaseUntil: v.optional(v.number()), // assigned: the deadline to accept it by
     leaseToken: v.optional(v.string()),
     leaseGeneration: v.number(),
     claimRequestId: v.optional(v.string()), // set while claimed/running only
@@ -86,19 +88,61 @@ export default defineSchema({
     content: v.string(),
   }).index("by_doc", ["docId"]),
 
-  // Exact per-status job counts ("status:<name>"), maintained on every transition.
+  // Idle worker slots, and slots the dispatcher handed a job to that their worker has not
+  // accepted yet (dispatch.ts). A slot being worked on has no row. Each row is written by
+  // its worker (offer, accept, withdraw) and by the one dispatcher, never by two workers.
+  workerSlots: defineTable({
+    workerId: v.string(),
+    slot: v.number(), // 0 .. MAX_CONCURRENT_JOBS - 1
+    state: v.union(v.literal("idle"), v.literal("assigned")),
+    jobId: v.optional(v.id("jobs")), // assigned: the job
+    since: v.number(), // idle since / assigned at
+    acceptMs: v.number(), // how long an assignment may wait for this worker to accept it
+  })
+    .index("by_state_since", ["state", "since"]) // the dispatcher: longest idle first
+    .index("by_worker_slot", ["workerId", "slot"]), // a worker's own slots (its subscription)
+
+  // The dispatcher's one row: whether a tick chain runs (active), one is scheduled for a
+  // later due time (sleeping), jobs are due but no worker slot is free (starved: the next
+  // offered slot restarts the chain), or nothing is queued (idle). Ticks of an older epoch
+  // stop. Only mode changes write it, so the many mutations that read it (every enqueue,
+  // every offered slot) rarely meet a write.
+  dispatcher: defineTable({
+    name: v.string(), // "main"
+    mode: vDispatcherMode,
+    epoch: v.number(),
+    wakeAt: v.optional(v.number()), // sleeping: when its tick runs
+  }).index("by_name", ["name"]),
+
+  // The counters' log: every transition inserts one event (an insert never collides with
+  // another mutation's); the dispatcher folds settled events into the tables below, its
+  // one writer. metrics:queue adds the events not folded yet, so it stays exact.
+  queueEvents: defineTable({
+    at: v.number(),
+    from: v.optional(vStatus), // absent: a new job
+    to: vStatus,
+    fromRunAt: v.optional(v.number()), // queued before: its runAt (queue bucket)
+    toRunAt: v.optional(v.number()), // queued after: its runAt
+    outcome: v.optional(vOutcome), // a stats event (completed, failed attempt, dead, canceled)
+    durationMs: v.optional(v.number()), // completed: start to completion
+    droppedDocs: v.optional(v.number()), // completed: files left out
+  }).index("by_at", ["at"]),
+
+  // Exact per-status job counts ("status:<name>"), folded from queueEvents by the dispatcher.
   counters: defineTable({
     key: v.string(),
     value: v.number(),
   }).index("by_key", ["key"]),
 
-  // Queued (pending/failed) jobs per minute of runAt: the ready/scheduled split without a scan.
+  // Queued (pending/failed) jobs per minute of runAt: the ready/scheduled split without a scan
+  // (folded from queueEvents like counters).
   queueBuckets: defineTable({
     minute: v.number(), // runAt floored to QUEUE_BUCKET_MS
     count: v.number(),
   }).index("by_minute", ["minute"]),
 
-  // Transition events per 5 minutes: outcomes and a duration histogram for the metrics.
+  // Transition events per 5 minutes: outcomes and a duration histogram for the metrics
+  // (folded from queueEvents like counters).
   statsBuckets: defineTable({
     start: v.number(), // floored to STATS_BUCKET_MS
     completed: v.number(),

@@ -14,6 +14,7 @@ import type {
   FunctionReference,
 } from "convex/server";
 import type * as crons from "../crons.js";
+import type * as dispatch from "../dispatch.js";
 import type * as docs from "../docs.js";
 import type * as jobs from "../jobs.js";
 import type * as lib_auth from "../lib/auth.js";
@@ -35,6 +36,7 @@ import type * as operator from "../operator.js";
  */
 declare const fullApi: ApiFromModules<{
   crons: typeof crons;
+  dispatch: typeof dispatch;
   docs: typeof docs;
   jobs: typeof jobs;
   "lib/auth": typeof lib_auth;

@@ -4,119 +4,26 @@
 import type { Doc, Id } from "../_generated/dataModel";
 import type { MutationCtx, QueryCtx } from "../_generated/server";
 import { internal } from "../_generated/api";
+import { recordEvent, transitionEvent } from "./aggregates";
+import { kickDispatcher } from "./dispatcher";
 import { fail } from "./errors";
 import {
   DOC_PURGE_BATCH,
   DOC_PURGE_BYTES,
-  HISTOGRAM_SIZE,
-  QUEUE_BUCKET_MS,
   RECLAIM_BATCH,
-  STATS_BUCKET_MS,
   constantTimeEqual,
-  histogramIndex,
+  isAssigned,
   isLeased,
   isQueued,
   isTerminal,
   type JobStatus,
+  type Outcome,
 } from "./policy";
 
 export type Job = Doc<"jobs">;
 export type JobPatch = Partial<Omit<Job, "_id" | "_creationTime" | "status">>;
 
-// ---------------------------------------------------------------- counters and buckets
-
-export function statusKey(status: JobStatus): string {
-  return `status:${status}`;
-}
-
-export async function readCounter(ctx: QueryCtx, key: string): Promise<number> {
-  const row = await ctx.db
-    .query("counters")
-    .withIndex("by_key", (q) => q.eq("key", key))
-    .unique();
-  return row?.value ?? 0;
-}
-
-async function bumpCounter(ctx: MutationCtx, key: string, delta: number): Promise<void> {
-  const row = await ctx.db
-    .query("counters")
-    .withIndex("by_key", (q) => q.eq("key", key))
-    .unique();
-  if (row === null) {
-    await ctx.db.insert("counters", { key, value: delta });
-  } else {
-    await ctx.db.patch(row._id, { value: row.value + delta });
-  }
-}
-
-export function queueMinute(runAt: number): number {
-  return Math.floor(runAt / QUEUE_BUCKET_MS) * QUEUE_BUCKET_MS;
-}
-
-async function bumpQueueBucket(ctx: MutationCtx, runAt: number, delta: number): Promise<void> {
-  const minute = queueMinute(runAt);
-  const row = await ctx.db
-    .query("queueBuckets")
-    .withIndex("by_minute", (q) => q.eq("minute", minute))
-    .unique();
-  if (row === null) {
-    if (delta > 0) await ctx.db.insert("queueBuckets", { minute, count: delta });
-    return;
-  }
-  const count = row.count + delta;
-  if (count <= 0) await ctx.db.delete(row._id);
-  else await ctx.db.patch(row._id, { count });
-}
-
-export function statsStart(now: number): number {
-  return Math.floor(now / STATS_BUCKET_MS) * STATS_BUCKET_MS;
-}
-
-type StatsEvent = "completed" | "failed" | "dead" | "canceled";
-
-async function recordEvent(
-  ctx: MutationCtx,
-  now: number,
-  event: StatsEvent,
-  durationMs?: number,
-  droppedDocs = 0,
-): Promise<void> {
-  const start = statsStart(now);
-  let row = await ctx.db
-    .query("statsBuckets")
-    .withIndex("by_start", (q) => q.eq("start", start))
-    .unique();
-  if (row === null) {
-    const id = await ctx.db.insert("statsBuckets", {
-      start,
-      completed: 0,
-      failed: 0,
-      dead: 0,
-      canceled: 0,
-      durationCount: 0,
-      durationSumMs: 0,
-      durationMaxMs: 0,
-      histogram: new Array<number>(HISTOGRAM_SIZE).fill(0),
-    });
-    row = (await ctx.db.get(id))!;
-  }
-  const patch: Partial<Doc<"statsBuckets">> = { [event]: row[event] + 1 };
-  if (durationMs !== undefined) {
-    const d = Math.max(0, durationMs);
-    const histogram = row.histogram.slice();
-    while (histogram.length < HISTOGRAM_SIZE) histogram.push(0);
-    histogram[histogramIndex(d)] += 1;
-    patch.durationCount = row.durationCount + 1;
-    patch.durationSumMs = row.durationSumMs + d;
-    patch.durationMaxMs = Math.max(row.durationMaxMs, d);
-    patch.histogram = histogram;
-  }
-  if (droppedDocs > 0) {
-    patch.jobsWithDroppedDocs = (row.jobsWithDroppedDocs ?? 0) + 1;
-    patch.droppedDocs = (row.droppedDocs ?? 0) + droppedDocs;
-  }
-  await ctx.db.patch(row._id, patch);
-}
+// Counters and buckets: see aggregates.ts (an event per transition, folded by the dispatcher).
 
 // ---------------------------------------------------------------- jobs
 
@@ -150,8 +57,8 @@ export async function insertJob(ctx: MutationCtx, job: NewJob, now: number): Pro
   if (job.githubToken !== undefined) {
     await ctx.db.insert("jobSecrets", { jobId: id, githubToken: job.githubToken });
   }
-  await bumpCounter(ctx, statusKey("pending"), 1);
-  await bumpQueueBucket(ctx, now, 1);
+  await recordEvent(ctx, transitionEvent(now, undefined, "pending", undefined, now));
+  await kickDispatcher(ctx, now, now);
   return id;
 }
 
@@ -170,31 +77,35 @@ export async function setStatus(
 ): Promise<Job> {
   const prev = job.status;
   const full: JobPatch & { status: JobStatus } = { ...patch, status: next, updatedAt: now };
-  if (isLeased(prev) && !isLeased(next)) {
+  if ((isLeased(prev) || isAssigned(prev)) && !isLeased(next)) {
     full.claimRequestId = undefined;
     full.leaseUntil = undefined;
   }
+  if (isAssigned(prev) && !isAssigned(next)) full.assignedSlot = undefined;
   if (isTerminal(next)) {
     full.completedAt = now; // when the job ended, whatever the outcome
   }
   const nextRunAt = full.runAt ?? job.runAt;
 
-  if (prev !== next) {
-    await bumpCounter(ctx, statusKey(prev), -1);
-    await bumpCounter(ctx, statusKey(next), 1);
-  }
-  if (isQueued(prev)) await bumpQueueBucket(ctx, job.runAt, -1);
-  if (isQueued(next)) await bumpQueueBucket(ctx, nextRunAt, 1);
-
+  let outcome: Outcome | undefined;
+  let durationMs: number | undefined;
   if (next === "completed") {
-    const duration =
-      job.startedAt !== undefined ? now - job.startedAt : (full.result?.durationMs ?? 0);
-    await recordEvent(ctx, now, "completed", duration, full.result?.dropped?.count ?? 0);
+    outcome = "completed";
+    durationMs = job.startedAt !== undefined ? now - job.startedAt : (full.result?.durationMs ?? 0);
   } else if (next === "failed" || opts.failedAttempt === true) {
-    await recordEvent(ctx, now, "failed");
+    outcome = "failed";
+  } else if (next === "dead" || next === "canceled") {
+    outcome = next;
   }
-  if (next === "dead") await recordEvent(ctx, now, "dead");
-  if (next === "canceled") await recordEvent(ctx, now, "canceled");
+  await recordEvent(
+    ctx,
+    transitionEvent(now, prev, next, job.runAt, nextRunAt, {
+      outcome,
+      durationMs,
+      droppedDocs: next === "completed" ? (full.result?.dropped?.count ?? 0) : 0,
+    }),
+  );
+  if (isQueued(next)) await kickDispatcher(ctx, nextRunAt, now);
 
   if (isTerminal(next)) {
     if (job.hasSecret) {
@@ -407,7 +318,8 @@ export async function reclaimExpiredLeases(
         job,
         "pending",
         {
-          runAt: now,
+          // Back where it became free again: ahead of jobs queued after its lease ran out.
+          runAt: Math.min(job.leaseUntil ?? now, now),
           lastError: `lease expired (worker ${job.lockedBy ?? "unknown"})`,
           lastErrorKind: "lease_expired",
         },

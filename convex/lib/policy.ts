@@ -2,6 +2,7 @@
 
 export const JOB_STATUSES = [
   "pending",
+  "assigned",
   "claimed",
   "running",
   "completed",
@@ -13,15 +14,23 @@ export type JobStatus = (typeof JOB_STATUSES)[number];
 
 /** Waiting for a worker: ready when runAt <= now, scheduled otherwise. */
 export const QUEUED_STATUSES = ["pending", "failed"] as const;
+/**
+ * Handed to one idle worker slot by the dispatcher (dispatch.ts), not yet accepted: no
+ * attempt consumed, no lease token; `leaseUntil` is the deadline to accept it by.
+ */
+export const ASSIGNED_STATUSES = ["assigned"] as const;
 /** Held by a worker under a lease. */
 export const LEASED_STATUSES = ["claimed", "running"] as const;
 /** Never leave these. */
 export const TERMINAL_STATUSES = ["completed", "dead", "canceled"] as const;
 /** A dedupeKey maps to at most one job in these states. */
-export const ACTIVE_STATUSES = ["pending", "claimed", "running", "failed"] as const;
+export const ACTIVE_STATUSES = ["pending", "assigned", "claimed", "running", "failed"] as const;
 
 export function isQueued(s: JobStatus): boolean {
   return s === "pending" || s === "failed";
+}
+export function isAssigned(s: JobStatus): boolean {
+  return s === "assigned";
 }
 export function isLeased(s: JobStatus): boolean {
   return s === "claimed" || s === "running";
@@ -29,6 +38,10 @@ export function isLeased(s: JobStatus): boolean {
 export function isTerminal(s: JobStatus): boolean {
   return s === "completed" || s === "dead" || s === "canceled";
 }
+
+/** What a transition counts as in the outcome statistics (a failed attempt that will retry). */
+export const OUTCOMES = ["completed", "failed", "dead", "canceled"] as const;
+export type Outcome = (typeof OUTCOMES)[number];
 
 /** Error kinds the worker reports to retryOrFail (docs/CONTRACT.md). */
 export const ERROR_KINDS = [
@@ -79,9 +92,44 @@ export const MAX_RETRY_AFTER_MS = 24 * 60 * 60_000;
 export const MIN_LEASE_MS = 1_000;
 export const MAX_LEASE_MS = 60 * 60_000;
 
-/** Expired leases handled per reclaimExpired run, and candidates skipped per claim. */
+/** Expired leases handled per reclaim pass (a dispatcher tick, operator:reclaimNow). */
 export const RECLAIM_BATCH = 100;
-export const CLAIM_SCAN_LIMIT = 25;
+
+// ---------------------------------------------------------------- dispatch (dispatch.ts)
+
+/** Due jobs paired with idle slots per dispatcher tick (and unaccepted assignments expired). */
+export const DISPATCH_BATCH = 64;
+/** Slots one worker may hold (its MAX_CONCURRENT_JOBS is at most 32). */
+export const MAX_WORKER_SLOTS = 32;
+/**
+ * While due jobs wait for a free slot, the dispatcher looks again after this, doubling up
+ * to DISPATCH_BACKLOG_MAX_MS while no slot frees up (a worker that finishes a job offers its
+ * slot in the same call, so the next tick finds it).
+ */
+export const DISPATCH_BACKLOG_MS = 250;
+export const DISPATCH_BACKLOG_MAX_MS = 2_000;
+/**
+ * After this many ticks in a row found no free slot (about 4 s), the dispatcher stops
+ * looking (starved) and the next slot a worker offers starts it again: a fleet busy with
+ * long jobs, or no fleet at all, costs no calls.
+ */
+export const DISPATCH_STARVE_AFTER_TICKS = 4;
+/** What the dispatcher is doing (the dispatcher table). */
+export const DISPATCHER_MODES = ["idle", "sleeping", "active", "starved"] as const;
+export type DispatcherMode = (typeof DISPATCHER_MODES)[number];
+/** An assignment must be accepted within the slot's acceptMs, bounded by these. */
+export const MIN_ACCEPT_MS = 5_000;
+export const MAX_ACCEPT_MS = 10 * 60_000;
+/** A claim that names no acceptMs (the worker sends its own: docs/ARCHITECTURE.md). */
+export const DEFAULT_ACCEPT_MS = 60_000;
+/**
+ * Queue events (the counters' log) newer than this are left to the next tick: a mutation
+ * still in flight writes events about "now", so the rollup never reads the range they land in.
+ */
+export const ROLLUP_SETTLE_MS = 1_000;
+/** Events folded into the counters per tick; metrics:queue reads at most this many more. */
+export const ROLLUP_BATCH = 400;
+export const MAX_UNROLLED_EVENTS = 8_000;
 
 /**
  * Delay before retry number `n` (1-based): base * 2^(n-1), capped, times a jitter factor

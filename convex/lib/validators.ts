@@ -1,28 +1,22 @@
 // Convex validators shared by the schema and the functions' `args` / `returns`.
-import { v } from "convex/values";
-import { DROP_REASONS, ERROR_KINDS, JOB_STATUSES } from "./policy";
+import { v, type VLiteral, type VUnion } from "convex/values";
+import { DISPATCHER_MODES, DROP_REASONS, ERROR_KINDS, JOB_STATUSES, OUTCOMES } from "./policy";
 
-export const vStatus = v.union(
-  v.literal(JOB_STATUSES[0]),
-  v.literal(JOB_STATUSES[1]),
-  v.literal(JOB_STATUSES[2]),
-  v.literal(JOB_STATUSES[3]),
-  v.literal(JOB_STATUSES[4]),
-  v.literal(JOB_STATUSES[5]),
-  v.literal(JOB_STATUSES[6]),
-);
+/** A union of string literals from a constant list: the list stays the one source. */
+function literals<const T extends readonly [string, string, ...string[]]>(values: T) {
+  const [a, b, ...rest] = values.map((value) => v.literal(value));
+  return v.union(a, b, ...rest) as unknown as VUnion<T[number], VLiteral<T[number], "required">[], "required">;
+}
 
-export const vErrorKind = v.union(
-  v.literal(ERROR_KINDS[0]),
-  v.literal(ERROR_KINDS[1]),
-  v.literal(ERROR_KINDS[2]),
-  v.literal(ERROR_KINDS[3]),
-  v.literal(ERROR_KINDS[4]),
-  v.literal(ERROR_KINDS[5]),
-  v.literal(ERROR_KINDS[6]),
-  v.literal(ERROR_KINDS[7]),
-  v.literal(ERROR_KINDS[8]),
-);
+export const vStatus = literals(JOB_STATUSES);
+
+export const vErrorKind = literals(ERROR_KINDS);
+
+/** The dispatcher's mode (lib/dispatcher.ts). */
+export const vDispatcherMode = literals(DISPATCHER_MODES);
+
+/** A transition's effect on the outcome statistics (statsBuckets). */
+export const vOutcome = literals(OUTCOMES);
 
 export const vProgress = v.object({
   step: v.optional(v.string()),
@@ -37,15 +31,7 @@ export const vRedaction = v.object({
   count: v.number(),
 });
 
-export const vDropReason = v.union(
-  v.literal(DROP_REASONS[0]),
-  v.literal(DROP_REASONS[1]),
-  v.literal(DROP_REASONS[2]),
-  v.literal(DROP_REASONS[3]),
-  v.literal(DROP_REASONS[4]),
-  v.literal(DROP_REASONS[5]),
-  v.literal(DROP_REASONS[6]),
-);
+export const vDropReason = literals(DROP_REASONS);
 
 /** Generated files the worker left out of the job's documents, by reason. */
 export const vDropped = v.object({

@@ -7,6 +7,7 @@ import {
   advance,
   claim,
   claimOk,
+  dispatch,
   enqueue,
   expectAggregatesExact,
   expectCode,
@@ -146,9 +147,10 @@ test("the github token is returned to the claimer only", async () => {
 test("claimOne with start goes straight to running (no jobs:start call needed)", async () => {
   const t = makeT();
   const jobId = await enqueue(t);
-  const c = await t.mutation(api.jobs.claimOne, {
-    token: TOKEN, workerId: "w1", leaseMs: 60_000, requestId: "r-start", start: true,
-  });
+  const args = { token: TOKEN, workerId: "w1", leaseMs: 60_000, requestId: "r-start", start: true };
+  expect(await t.mutation(api.jobs.claimOne, args)).toBeNull(); // offers slot 0
+  await dispatch(t);
+  const c = await t.mutation(api.jobs.claimOne, args);
   expect(c!.jobId).toBe(jobId);
   const job = await getJob(t, jobId);
   expect(job.status).toBe("running");

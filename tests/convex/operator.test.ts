@@ -69,14 +69,11 @@ describe("listStuck", () => {
   test("expired leases and long-running jobs, oldest first, with the reason and no secrets", async () => {
     const t = makeT();
     const dead = await deadJob(t);
-    const claimedExpired = await enqueue(t, { githubToken: "ghp_secretvalue0123456789", branch: "dev" });
-    const runningExpired = await enqueue(t);
+    // A claim runs a dispatcher tick, which reclaims expired leases: the long runner first,
+    // the others queued and claimed only once it has run for hours.
     const longRunning = await enqueue(t);
-    const fresh = await enqueue(t);
-    const c1 = await claimOk(t, "w-a", 10_000); // never started, lease runs out
-    const c2 = await started(t, "w-b", 20_000); // started, then its worker vanished
     const c3 = await started(t, "w-c", HOUR); // alive (heartbeating), running for hours
-    expect([c1.jobId, c2.jobId, c3.jobId]).toEqual([claimedExpired, runningExpired, longRunning]);
+    expect(c3.jobId).toBe(longRunning);
     // A lease is at most an hour (the worker's LEASE_MS bound): c3 heartbeats to stay alive.
     for (let i = 0; i < 2; i++) {
       advance(HOUR - MINUTE);
@@ -87,8 +84,13 @@ describe("listStuck", () => {
         leaseMs: HOUR,
       });
     }
+    const claimedExpired = await enqueue(t, { githubToken: "ghp_secretvalue0123456789", branch: "dev" });
+    const runningExpired = await enqueue(t);
+    const fresh = await enqueue(t);
+    const c1 = await claimOk(t, "w-a", 10_000); // never started, lease runs out
+    const c2 = await started(t, "w-b", 20_000); // started, then its worker vanished
     const c4 = await started(t, "w-d", HOUR); // alive and recent
-    expect(c4.jobId).toBe(fresh);
+    expect([c1.jobId, c2.jobId, c4.jobId]).toEqual([claimedExpired, runningExpired, fresh]);
     const pending = await enqueue(t);
     advance(MINUTE);
 
@@ -98,7 +100,7 @@ describe("listStuck", () => {
       [runningExpired, "lease_expired"],
     ]);
     const all = await t.query(api.operator.listStuck, { token: OPERATOR, runningLongerThanMs: HOUR });
-    // oldest first: the long runner started (T0) before the leases expired (T0 + 10 s, 20 s)
+    // oldest first: the long runner started (T0) before the leases expired (2 h later)
     expect(all.map((j) => [j.jobId, j.why])).toEqual([
       [longRunning, "running_too_long"],
       [claimedExpired, "lease_expired"],
@@ -164,13 +166,14 @@ describe("listStuck", () => {
 
   test("reads only the stuck jobs through indexes, whatever the table size", async () => {
     type Registered = { _handler: (ctx: unknown, args: unknown) => Promise<unknown[]> };
-    const t = makeT({ documentsRead: 200 });
+    const t = makeT({ documentsRead: 1_000 });
     for (let i = 0; i < 150; i++) await enqueue(t); // far more than the reads allowed below
-    for (let i = 0; i < 3; i++) await claimOk(t, "crashed", 5_000);
-    // Leases of an hour, the longest Convex accepts: the slow ones still hold theirs.
+    // Leases of an hour, the longest Convex accepts: the slow ones still hold theirs. (A
+    // claim runs a dispatcher tick, which reclaims expired leases: the crashed ones last.)
     for (let i = 0; i < 6; i++) await started(t, "slow", HOUR);
     advance(45 * MINUTE);
     for (let i = 0; i < 4; i++) await started(t, "recent", HOUR);
+    for (let i = 0; i < 3; i++) await claimOk(t, "crashed", 5_000);
     advance(MINUTE);
     const { stuck, reads } = await t.query(async (ctx) => {
       const stuck = await (listStuck as unknown as Registered)._handler(ctx, {

@@ -19,10 +19,10 @@ import {
 beforeEach(setupEnv);
 afterEach(teardownEnv);
 
-test("the cron is registered every 30 s on the internal reclaim mutation", () => {
+test("the upkeep cron (a dispatcher tick: reclaim, unaccepted assignments, counters) runs every 30 s", () => {
   const all = (crons as unknown as { crons: Record<string, { name: string; schedule: unknown }> }).crons;
-  expect(all["reclaim expired leases"]).toMatchObject({
-    name: "jobs:reclaimExpired",
+  expect(all["queue upkeep"]).toMatchObject({
+    name: "dispatch:maintain",
     schedule: { type: "interval", seconds: 30 },
   });
   expect(all["prune metrics buckets"]).toMatchObject({ name: "metrics:pruneStats" });

@@ -280,7 +280,7 @@ test("running -> pending: release gives the attempt back", async () => {
 test("running -> pending: the reclaim cron returns a job whose lease expired", async () => {
   const t = makeT();
   const { jobId } = await runningJob(t);
-  advance(60_001);
+  advance(60_100); // past the lease (the frozen clock creeps 1 ms per commit)
   const r = await t.mutation(internal.jobs.reclaimExpired, {});
   expect(r).toEqual({ moved: 1, dead: 0, canceled: 0 });
   const job = await getJob(t, jobId);
@@ -414,7 +414,7 @@ describe("cancel", () => {
     const t = makeT();
     const { jobId } = await runningJob(t);
     await t.mutation(api.jobs.cancel, { jobId, token: OPERATOR });
-    advance(60_001);
+    advance(60_100);
     expect(await t.mutation(internal.jobs.reclaimExpired, {})).toEqual({ moved: 0, dead: 0, canceled: 1 });
     expect((await getJob(t, jobId)).status).toBe("canceled");
   });

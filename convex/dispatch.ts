@@ -1,0 +1,181 @@
+// The dispatcher: one tick chain at a time pairs due jobs with idle worker slots, so every
+// job is handed to exactly one worker and no two claims ever read the queue's head.
+// A tick also does the queue's upkeep, as the one writer of what it touches: unaccepted
+// assignments and expired leases back to the queue, queue events folded into the counters.
+// docs/ARCHITECTURE.md ("Dispatch") explains the design, its failure modes and metrics.
+import { v } from "convex/values";
+import { internal } from "./_generated/api";
+import { internalMutation, type MutationCtx } from "./_generated/server";
+import { rollupEvents } from "./lib/aggregates";
+import { dispatcherState, park, tickNow } from "./lib/dispatcher";
+import { reclaimExpiredLeases, setStatus, type Job } from "./lib/model";
+import {
+  DISPATCH_BACKLOG_MAX_MS,
+  DISPATCH_BACKLOG_MS,
+  DISPATCH_BATCH,
+  DISPATCH_STARVE_AFTER_TICKS,
+  MAX_ACCEPT_MS,
+  RECLAIM_BATCH,
+  ROLLUP_BATCH,
+  ROLLUP_SETTLE_MS,
+} from "./lib/policy";
+import { holdsAssignment, returnAssignment, type Slot } from "./lib/slots";
+
+/** Up to `limit` queued jobs due by `now` (pending and failed), oldest runAt first. */
+async function dueJobs(ctx: MutationCtx, now: number, limit: number): Promise<Job[]> {
+  const [pending, failed] = await Promise.all(
+    (["pending", "failed"] as const).map((status) =>
+      ctx.db
+        .query("jobs")
+        .withIndex("by_status_runAt", (q) => q.eq("status", status).lte("runAt", now))
+        .take(limit),
+    ),
+  );
+  return [...pending, ...failed].sort((a, b) => a.runAt - b.runAt).slice(0, limit);
+}
+
+/** When the earliest queued job is due (after `now`), or null when nothing is queued. */
+async function nextRunAt(ctx: MutationCtx): Promise<number | null> {
+  const heads = await Promise.all(
+    (["pending", "failed"] as const).map((status) =>
+      ctx.db
+        .query("jobs")
+        .withIndex("by_status_runAt", (q) => q.eq("status", status))
+        .first(),
+    ),
+  );
+  const due = heads.filter((job) => job !== null).map((job) => job.runAt);
+  return due.length === 0 ? null : Math.min(...due);
+}
+
+/**
+ * Assignments not accepted in time go back to the queue (the worker is gone or cut off:
+ * its subscription shows the slot gone and it offers it again if alive), and slot rows
+ * left assigned to a job that moved on are dropped. Returns how many it handled.
+ */
+async function expireAssignments(ctx: MutationCtx, now: number): Promise<number> {
+  const late = await ctx.db
+    .query("jobs")
+    .withIndex("by_status_leaseUntil", (q) => q.eq("status", "assigned").lt("leaseUntil", now))
+    .take(DISPATCH_BATCH);
+  for (const job of late) {
+    const row = await ctx.db
+      .query("workerSlots")
+      .withIndex("by_worker_slot", (q) => q.eq("workerId", job.lockedBy ?? "").eq("slot", job.assignedSlot ?? -1))
+      .unique();
+    if (row !== null && row.jobId === job._id) await ctx.db.delete(row._id);
+    await returnAssignment(ctx, job, now, `assignment not accepted in time (worker ${job.lockedBy ?? "unknown"})`);
+  }
+  const stale = await ctx.db
+    .query("workerSlots")
+    .withIndex("by_state_since", (q) => q.eq("state", "assigned").lt("since", now - MAX_ACCEPT_MS))
+    .take(DISPATCH_BATCH);
+  for (const row of stale) {
+    const job = row.jobId === undefined ? null : await ctx.db.get(row.jobId);
+    if (holdsAssignment(row, job)) await returnAssignment(ctx, job, now, "assignment not accepted in time");
+    await ctx.db.delete(row._id);
+  }
+  return late.length + stale.length;
+}
+
+/** Pair due jobs with idle slots, longest idle first. */
+async function assignDue(
+  ctx: MutationCtx,
+  now: number,
+): Promise<{ assigned: number; dueLeft: boolean; slotsLeft: boolean }> {
+  const slots: Slot[] = await ctx.db
+    .query("workerSlots")
+    .withIndex("by_state_since", (q) => q.eq("state", "idle"))
+    .take(DISPATCH_BATCH);
+  // One more than can be paired: whether jobs remain due after this tick.
+  const due = await dueJobs(ctx, now, Math.max(slots.length, 0) + 1);
+  const n = Math.min(slots.length, due.length);
+  for (let i = 0; i < n; i++) {
+    const job = due[i];
+    const slot = slots[i];
+    await setStatus(
+      ctx,
+      job,
+      "assigned",
+      { lockedBy: slot.workerId, assignedSlot: slot.slot, leaseUntil: now + slot.acceptMs },
+      now,
+    );
+    await ctx.db.patch(slot._id, { state: "assigned", jobId: job._id, since: now });
+  }
+  return {
+    assigned: n,
+    dueLeft: due.length > n,
+    slotsLeft: slots.length > n || slots.length === DISPATCH_BATCH,
+  };
+}
+
+const vTickResult = v.object({
+  stale: v.boolean(),
+  assigned: v.number(),
+  expired: v.number(),
+  reclaimed: v.number(),
+  folded: v.number(),
+  next: v.union(
+    v.literal("now"),
+    v.literal("backlog"),
+    v.literal("starved"),
+    v.literal("sleeping"),
+    v.literal("idle"),
+    v.literal("none"),
+  ),
+});
+
+/**
+ * One tick of the chain of `epoch` (a newer epoch stops it). Upkeep first, then pairing;
+ * then the next tick: at once while a batch was full, after a back-off while jobs wait for
+ * a free slot, or none (sleeping until the next runAt, or idle) when nothing is due.
+ */
+export const tick = internalMutation({
+  args: { epoch: v.number(), idleTicks: v.number() },
+  returns: vTickResult,
+  handler: async (ctx, args) => {
+    const state = await dispatcherState(ctx);
+    const none = { stale: true, assigned: 0, expired: 0, reclaimed: 0, folded: 0, next: "none" as const };
+    if (state === null || state.epoch !== args.epoch) return none;
+    const now = Date.now();
+    const expired = await expireAssignments(ctx, now);
+    const reclaimed = (await reclaimExpiredLeases(ctx, now)).length;
+    const folded = await rollupEvents(ctx, now - ROLLUP_SETTLE_MS, ROLLUP_BATCH);
+    const { assigned, dueLeft, slotsLeft } = await assignDue(ctx, now);
+    const upkeepLeft = expired >= DISPATCH_BATCH || reclaimed >= RECLAIM_BATCH || folded >= ROLLUP_BATCH;
+    const result = { stale: false, assigned, expired, reclaimed, folded };
+    if ((dueLeft && slotsLeft) || upkeepLeft) {
+      await ctx.scheduler.runAfter(0, internal.dispatch.tick, { epoch: args.epoch, idleTicks: 0 });
+      return { ...result, next: "now" as const };
+    }
+    if (dueLeft) {
+      // Jobs wait for a slot: a finishing worker offers its slot in its last call; look again
+      // soon, less often while none frees up, and stop looking (starved) after a few empty
+      // ticks: the next offered slot starts the chain again.
+      const idleTicks = assigned > 0 ? 0 : args.idleTicks + 1;
+      if (idleTicks > DISPATCH_STARVE_AFTER_TICKS) {
+        await park(ctx, state, { starved: true }, now);
+        return { ...result, next: "starved" as const };
+      }
+      const delay = Math.min(DISPATCH_BACKLOG_MAX_MS, DISPATCH_BACKLOG_MS * 2 ** idleTicks);
+      await ctx.scheduler.runAfter(delay, internal.dispatch.tick, { epoch: args.epoch, idleTicks });
+      return { ...result, next: "backlog" as const };
+    }
+    const wakeAt = await nextRunAt(ctx);
+    await park(ctx, state, { wakeAt }, now);
+    return { ...result, next: wakeAt === null ? ("idle" as const) : ("sleeping" as const) };
+  },
+});
+
+/**
+ * Cron (crons.ts): the queue's upkeep runs at least this often, even when no job moves or
+ * the dispatcher is starved: a tick now, unless one is running or due.
+ */
+export const maintain = internalMutation({
+  args: {},
+  returns: v.null(),
+  handler: async (ctx) => {
+    await tickNow(ctx, Date.now());
+    return null;
+  },
+});
