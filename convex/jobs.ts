@@ -152,6 +152,7 @@ async function claimedJob(ctx: MutationCtx, job: Job) {
     branch: job.branch ?? null,
     userId: job.userId,
     ...(githubToken !== undefined ? { githubToken } : {}),
+    ...(job.assignedSlot !== undefined ? { slot: job.assignedSlot } : {}),
   };
 }
 

@@ -20,7 +20,7 @@ export default defineSchema({
     dedupeKey: v.optional(v.string()),
     // lease (fencing: leaseToken is new on every claim; leaseGeneration counts claims)
     lockedBy: v.optional(v.string()),
-    // assigned: the slot of lockedBy the dispatcher gave it to (cleared once accepted)
+    // the slot of lockedBy the dispatcher gave it to (kept while that worker holds it)
     assignedSlot: v.optional(v.number()),
     leaseUntil: v.optional(v.number()), // assigned: the deadline to accept it by
     leaseToken: v.optional(v.string()),

@@ -23,6 +23,8 @@ const ADMIN = process.env.DEV_BACKEND_ADMIN === "1";
 const OWNER_PID = process.env.DEV_BACKEND_OWNER_PID ? Number(process.env.DEV_BACKEND_OWNER_PID) : null;
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const RECLAIM_FUNCTION = "jobs:reclaimExpired";
+// The queue's upkeep cron (a dispatcher tick: reclaims expired leases): RECLAIM_INTERVAL_MS sets its pace.
+const UPKEEP_FUNCTION = "dispatch:maintain";
 
 const backend = new Backend();
 
@@ -155,7 +157,7 @@ function sendReply(res: ServerResponse, format: Format, body: Record<string, unk
   res.end(text);
 }
 
-// The WebSocket sync protocol (sync.ts): subscriptions pushed after every commit.
+// The WebSocket sync protocol (sync.ts): subscriptions re-run when a commit touches them.
 const sync = new SyncHub(
   backend,
   (path) => backend.resolvePublic(path),
@@ -169,6 +171,11 @@ const sync = new SyncHub(
   floatJson,
   log,
 );
+backend.onCommit = (writes) => sync.afterCommit(writes);
+backend.onScheduled = (path, result, ms) => {
+  // Scheduled ticks run many times a second in a burst: only failures are worth a line.
+  if (!result.ok) log(`scheduled ${path} error ${result.message.split("\n").slice(-1)[0]} ${ms}ms`);
+};
 
 function parseRequest(raw: string, pathFromUrl?: string): Parsed {
   let body: unknown;
@@ -234,7 +241,6 @@ async function handleFunction(
     return `${target.path} error(wrong kind)`;
   }
   const result = await backend.call(target.kind, target.path, args, identity);
-  if (result.ok && target.kind !== "query") sync.afterCommit();
   if (result.ok) {
     sendReply(res, format, { status: "success", value: exportValue((result.value ?? null) as Value, format), logLines: [] });
     return `${target.path} success`;
@@ -275,15 +281,23 @@ async function handleAdmin(req: IncomingMessage, res: ServerResponse, url: URL):
   }
   if (req.method === "POST" && url.pathname === "/_dev/reset") {
     await backend.reset();
-    sync.afterCommit();
     send(res, 200, { ok: true });
     return "reset";
   }
   if (req.method === "POST" && url.pathname === "/_dev/reclaim") {
     const r = await backend.runInternalMutation(RECLAIM_FUNCTION);
-    sync.afterCommit();
     send(res, 200, r.ok ? { ok: true, value: r.value } : { ok: false, error: r.message });
     return "reclaim";
+  }
+  if (req.method === "GET" && url.pathname === "/_dev/stats") {
+    send(res, 200, { ...backend.stats(), subscriptions: sync.stats() });
+    return "stats";
+  }
+  if (req.method === "POST" && url.pathname === "/_dev/stats/reset") {
+    backend.resetStats();
+    sync.resetStats();
+    send(res, 200, { ok: true });
+    return "stats reset";
   }
   if (req.method === "GET" && url.pathname === "/_dev/dump") {
     const table = url.searchParams.get("table") ?? "";
@@ -385,7 +399,7 @@ function startCrons(): void {
   const all = (crons as unknown as { crons: Record<string, { name: string; schedule: never }> }).crons;
   for (const [label, job] of Object.entries(all)) {
     let every = intervalMs(job.schedule);
-    if (job.name === RECLAIM_FUNCTION && RECLAIM_INTERVAL_MS !== null && Number.isFinite(RECLAIM_INTERVAL_MS) && RECLAIM_INTERVAL_MS > 0) {
+    if (job.name === UPKEEP_FUNCTION && RECLAIM_INTERVAL_MS !== null && Number.isFinite(RECLAIM_INTERVAL_MS) && RECLAIM_INTERVAL_MS > 0) {
       every = RECLAIM_INTERVAL_MS;
     }
     if (every === null || every <= 0) {
@@ -395,7 +409,6 @@ function startCrons(): void {
     const fire = () => {
       const started = Date.now();
       void backend.runInternalMutation(job.name).then((r) => {
-        sync.afterCommit();
         const value = r.ok ? JSON.stringify(r.value) : `error ${r.message}`;
         const busy = !r.ok || /[1-9]/.test(value);
         if (busy) log(`cron ${job.name} ${value} ${Date.now() - started}ms`);

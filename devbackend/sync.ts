@@ -4,16 +4,17 @@
 // ActionResponse, AuthError, FatalError and Ping from the server. Wire formats as in
 // convex-js src/browser/sync/protocol.ts and convex-rs sync_types/src/types/json.rs.
 //
-// Every subscribed query is re-run after each committed mutation (ours run one at a time)
-// and a Transition carries only the results that changed. A connection that sent a mutation
-// always gets a Transition at or past the mutation's timestamp: the clients resolve the
-// mutation only once they have seen it.
+// A subscribed query is re-run only when a committed write touches what it read (its read
+// set, recorded by the backend: occ.ts), as Convex does, and a Transition carries only the
+// results that changed. A connection that sent a mutation always gets a Transition at or
+// past the mutation's timestamp: the clients resolve the mutation only once they have seen it.
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { convexToJson, jsonToConvex, type Value } from "convex/values";
 import { WebSocketServer, type WebSocket } from "ws";
 import type { Identity } from "./auth";
 import type { Backend, CallResult, Kind } from "./backend";
+import { intersects, type ReadSet, type WriteSet } from "./occ";
 
 /** Both clients' paths: JS `/api/<client version>/sync`, Rust/Python `/api/sync`. */
 export const SYNC_PATH = /^\/api\/(?:[0-9][A-Za-z0-9.+-]*\/)?sync$/;
@@ -27,7 +28,8 @@ type Resolve = (path: string) => Promise<{ kind: Kind; path: string } | null>;
 type Authenticate = (token: string) => Promise<Identity>;
 type Log = (line: string) => void;
 
-type Query = { udfPath: string; args: Record<string, unknown>; last: string | null };
+// reads: what the last run read (null: never ran); stale: a commit touched it since.
+type Query = { udfPath: string; args: Record<string, unknown>; last: string | null; reads: ReadSet | null; stale: boolean };
 type Mod = Record<string, unknown>;
 
 class ProtocolError extends Error {}
@@ -159,7 +161,10 @@ class Session {
     this.identity = identity;
     this.identityVersion = baseVersion + 1;
     // The identity changed: every result may have.
-    for (const q of this.queries.values()) q.last = null;
+    for (const q of this.queries.values()) {
+      q.last = null;
+      q.stale = true;
+    }
     await this.transition(start, []);
   }
 
@@ -173,7 +178,7 @@ class Session {
       const queryId = Number(m.queryId);
       if (m.type === "Add") {
         if (this.queries.size >= MAX_QUERIES) throw new ProtocolError(`more than ${MAX_QUERIES} queries`);
-        this.queries.set(queryId, { udfPath: String(m.udfPath), args: argsOf(m.args), last: null });
+        this.queries.set(queryId, { udfPath: String(m.udfPath), args: argsOf(m.args), last: null, reads: null, stale: true });
       } else if (m.type === "Remove") {
         if (this.queries.delete(queryId)) removed.push({ type: "QueryRemoved", queryId });
       } else {
@@ -210,8 +215,7 @@ class Session {
         ...(ts !== undefined ? { ts: encodeTs(ts) } : {}),
         logLines: [],
       });
-      // Everyone's subscriptions may have changed (ours go out below).
-      this.hub.afterCommit(this);
+      // The backend told every session of the commit (ours refreshes below).
     } else {
       this.send({
         type: responseType,
@@ -227,7 +231,21 @@ class Session {
     await this.transition(this.version(), [], true);
   }
 
-  /** Re-run after someone else's commit (coalesced: one pending refresh at a time). */
+  /** Mark the queries a commit touched; true when one needs a re-run. */
+  invalidate(writes: WriteSet | "all"): boolean {
+    let any = false;
+    for (const q of this.queries.values()) {
+      if (q.stale || writes === "all" || q.reads === null || intersects(q.reads, writes)) {
+        q.stale = true;
+        any = true;
+      } else {
+        this.hub.counters.skipped++;
+      }
+    }
+    return any;
+  }
+
+  /** Re-run after a commit (coalesced: one pending refresh at a time). */
   scheduleRefresh(): void {
     if (this.refreshQueued) return;
     this.refreshQueued = true;
@@ -242,17 +260,20 @@ class Session {
   }
 
   /**
-   * Run every query whose result may differ and send one Transition with what changed.
-   * Nothing to say and not `always`: no message (an idle subscriber hears only Pings).
+   * Run every query a commit touched (or never run) and send one Transition with what
+   * changed. Nothing to say and not `always`: no message (an idle subscriber hears only Pings).
    */
   private async transition(start: Mod, extra: Mod[], always = false): Promise<void> {
     const mods: Mod[] = [...extra];
     for (const [queryId, q] of this.queries) {
+      if (!q.stale) continue;
+      q.stale = false;
       const mod = await this.run(queryId, q);
       if (mod !== null) mods.push(mod);
     }
     const versionChanged = start.querySet !== this.querySet || start.identity !== this.identityVersion;
     if (mods.length === 0 && !versionChanged && !always) return;
+    if (mods.length > 0) this.hub.counters.pushes++;
     const now = this.hub.now();
     this.ts = now > this.ts ? now : this.ts;
     this.send({ type: "Transition", startVersion: start, endVersion: this.version(), modifications: mods });
@@ -267,7 +288,10 @@ class Session {
       result = { ok: false, message: `Trying to execute ${target.path} as query, but it is defined as ${target.kind}.` };
     } else {
       result = await this.hub.backend.call("query", target.path, q.args, this.identity);
+      this.hub.counters.runs++;
     }
+    // A failed query reads nothing we know of: re-run it after any commit.
+    q.reads = result.ok ? (result.reads ?? null) : null;
     const mod: Mod = result.ok
       ? { type: "QueryUpdated", queryId, value: convexToJson((result.value ?? null) as Value), logLines: [], journal: null }
       : {
@@ -319,9 +343,22 @@ export class SyncHub {
     return this.now();
   }
 
-  /** A mutation committed (over HTTP, a socket or a cron): refresh every subscriber. */
-  afterCommit(except?: Session): void {
-    for (const s of this.sessions) if (s !== except && !s.frozen) s.scheduleRefresh();
+  /** Subscription work: queries run, queries a commit did not touch, Transitions with news. */
+  readonly counters = { runs: 0, skipped: 0, pushes: 0 };
+
+  /** A mutation committed (over HTTP, a socket, a cron or the scheduler): refresh what it touched. */
+  afterCommit(writes: WriteSet | "all"): void {
+    for (const s of this.sessions) if (!s.frozen && s.invalidate(writes)) s.scheduleRefresh();
+  }
+
+  stats() {
+    return { connections: this.sessions.size, ...this.counters };
+  }
+
+  resetStats(): void {
+    this.counters.runs = 0;
+    this.counters.skipped = 0;
+    this.counters.pushes = 0;
   }
 
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {

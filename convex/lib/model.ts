@@ -81,7 +81,7 @@ export async function setStatus(
     full.claimRequestId = undefined;
     full.leaseUntil = undefined;
   }
-  if (isAssigned(prev) && !isAssigned(next)) full.assignedSlot = undefined;
+  if (!isAssigned(next) && !isLeased(next)) full.assignedSlot = undefined;
   if (isTerminal(next)) {
     full.completedAt = now; // when the job ended, whatever the outcome
   }

@@ -83,6 +83,7 @@ export const vClaimedJob = v.object({
   branch: v.union(v.string(), v.null()),
   userId: v.string(),
   githubToken: v.optional(v.string()),
+  slot: v.optional(v.number()), // the worker's slot it runs in (what it offers back when done)
 });
 
 /** A job as clients see it: never the lease token, claim request id or GitHub token. */

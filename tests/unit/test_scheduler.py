@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -14,7 +14,7 @@ from fondation_worker.errors import ConvexUnavailable, Unauthorized
 from fondation_worker.health import HealthState
 from fondation_worker.job_runner import JobContext, JobOutcome
 from fondation_worker.metrics import Metrics
-from fondation_worker.models import ClaimedJob, HeartbeatReply, Progress
+from fondation_worker.models import ClaimedJob, HeartbeatReply, Progress, WithdrawReply
 from fondation_worker.scheduler import Scheduler
 from fondation_worker.workspace import DiskStatus
 from tests.support import make_settings, wait_until
@@ -44,21 +44,37 @@ class FakeQueue:
         self.heartbeats: list[tuple[str, Progress | None]] = []
         self.cancel: set[str] = set()
         self.claim_error: Exception | None = None
+        self.slots: list[tuple[int, ...]] = []
+        self.withdrawals: list[str] = []
         self.clock = clock or SystemClock()
         self.on_claim: Callable[[], None] | None = None
         self.lock = threading.Lock()
 
     def claim_one(
-        self, worker_id: str, lease_ms: int, request_id: str | None = None, *, start: bool = False
+        self,
+        worker_id: str,
+        lease_ms: int,
+        request_id: str | None = None,
+        *,
+        start: bool = False,
+        slots: Sequence[int] = (0,),
+        accept_ms: int | None = None,
     ) -> Any:
         with self.lock:
             self.claims.append(self.clock.monotonic())
             self.request_ids.append(request_id)
+            self.slots.append(tuple(slots))
             if self.on_claim:
                 self.on_claim()
             if self.claim_error is not None:
                 raise self.claim_error
-            return self.jobs.pop(0) if self.jobs else None
+            if not self.jobs:
+                return None
+            return self.jobs.pop(0).model_copy(update={"slot": slots[0]})
+
+    def withdraw(self, worker_id: str, reason: str, slots: Sequence[int] | None = None) -> Any:
+        self.withdrawals.append(reason)
+        return WithdrawReply(withdrawn=0, returned=0)
 
     def heartbeat(
         self,

@@ -27,7 +27,9 @@ def transition(*mods: dict[str, object]) -> str:
 
 @pytest.fixture
 def sub() -> WakeupSubscription:
-    return WakeupSubscription("https://happy-otter-123.convex.cloud", SecretStr("t"), Metrics())
+    return WakeupSubscription(
+        "https://happy-otter-123.convex.cloud", SecretStr("t"), "worker-1", Metrics()
+    )
 
 
 def test_sync_url_follows_the_deployment_url() -> None:
@@ -41,14 +43,15 @@ def test_sync_url_follows_the_deployment_url() -> None:
 
 def test_an_answer_is_read_from_our_query_only(sub: WakeupSubscription) -> None:
     updated = {"type": "QueryUpdated", "logLines": [], "journal": None}
-    answer = sub._handle(transition({**updated, "queryId": QUERY_ID, "value": {"nextRunAt": 5.0}}))
+    value = {"slots": [{"slot": 0.0, "state": "assigned", "jobId": "j1"}]}
+    answer = sub._handle(transition({**updated, "queryId": QUERY_ID, "value": value}))
     assert answer is not None
-    assert answer.nextRunAt == 5.0
-    other = transition({**updated, "queryId": QUERY_ID + 1, "value": {"nextRunAt": 1.0}})
+    assert [(v.slot, v.state, v.job_id) for v in answer.slots] == [(0, "assigned", "j1")]
+    other = transition({**updated, "queryId": QUERY_ID + 1, "value": {"slots": []}})
     assert sub._handle(other) is None
-    empty = sub._handle(transition({**updated, "queryId": QUERY_ID, "value": {"nextRunAt": None}}))
+    empty = sub._handle(transition({**updated, "queryId": QUERY_ID, "value": {"slots": []}}))
     assert empty is not None
-    assert empty.nextRunAt is None
+    assert empty.slots == ()
     assert sub._handle(json.dumps({"type": "Ping"})) is None
 
 
@@ -61,7 +64,7 @@ def test_a_refusal_or_a_broken_message_ends_the_session(sub: WakeupSubscription)
         "logLines": [],
         "journal": None,
     }
-    with pytest.raises(WakeupError, match="jobs:wakeup failed: UNAUTHORIZED"):
+    with pytest.raises(WakeupError, match="jobs:assignments failed: UNAUTHORIZED"):
         sub._handle(transition(failed))
     with pytest.raises(WakeupError, match="unexpected value"):
         sub._handle(
@@ -69,7 +72,7 @@ def test_a_refusal_or_a_broken_message_ends_the_session(sub: WakeupSubscription)
                 {
                     "type": "QueryUpdated",
                     "queryId": QUERY_ID,
-                    "value": {"nextRunAt": "soon"},
+                    "value": {"slots": [{"slot": 0, "state": "soon"}]},
                     "logLines": [],
                     "journal": None,
                 }

@@ -196,7 +196,9 @@ def build_worker(settings: Settings, redactor: Redactor) -> Worker:
         recover=lambda: recover_jobs(convex, settings.worker_id),
         probe=lambda: claude.probe_in(settings.temp_dir, PROBE_TIMEOUT_S),
         wakeup=(
-            WakeupSubscription(settings.convex_url, settings.worker_token, metrics)
+            WakeupSubscription(
+                settings.convex_url, settings.worker_token, settings.worker_id, metrics
+            )
             if settings.wakeup
             else None
         ),

@@ -44,6 +44,7 @@ from .models import (
     Doc,
     EnqueueReply,
     HeartbeatReply,
+    Offer,
     Progress,
     PublicJob,
     ReclaimCounts,
@@ -52,6 +53,7 @@ from .models import (
     StuckJob,
     Summary,
     UploadReply,
+    WithdrawReply,
 )
 from .units import milliseconds
 
@@ -255,23 +257,46 @@ class ConvexClient:
     # --- worker-facing ------------------------------------------------------------------
 
     def claim_one(
-        self, worker_id: str, lease_ms: int, request_id: str | None = None, *, start: bool = False
+        self,
+        worker_id: str,
+        lease_ms: int,
+        request_id: str | None = None,
+        *,
+        start: bool = False,
+        slots: Sequence[int] = (0,),
+        accept_ms: int | None = None,
     ) -> ClaimedJob | None:
+        """Accept a job assigned to one of ``slots`` (tried in order), else offer them for
+        dispatch and return None."""
         args: dict[str, Any] = {
             **self._auth(),
             "workerId": worker_id,
             "leaseMs": lease_ms,
             "requestId": request_id or str(uuid.uuid4()),
+            "slots": list(slots),
         }
+        if accept_ms is not None:
+            args["acceptMs"] = accept_ms
         if start:
             args["start"] = True  # straight to running: no separate jobs:start call
         # One retry, with the same request id (a repeated id returns the same claim): the
-        # scheduler's back-off does the rest, and a shutdown signal is not held up long.
+        # scheduler retries within seconds too, and a shutdown signal is not held up long.
         value = self.call("mutation", "jobs:claimOne", args, retries=1)
         if value is None:
             return None
         job: ClaimedJob = self._parse(ClaimedJob, "jobs:claimOne", value)
         return job
+
+    def withdraw(
+        self, worker_id: str, reason: str, slots: Sequence[int] | None = None
+    ) -> WithdrawReply:
+        """Take this worker's slots out of dispatch; what was assigned goes back unspent."""
+        args: dict[str, Any] = {**self._auth(), "workerId": worker_id, "reason": reason}
+        if slots is not None:
+            args["slots"] = list(slots)
+        value = self.call("mutation", "jobs:withdraw", args, retries=1)
+        reply: WithdrawReply = self._parse(WithdrawReply, "jobs:withdraw", value)
+        return reply
 
     def recover_worker(self, worker_id: str) -> ReclaimCounts:
         """Give back the jobs a previous process with this worker id still holds."""
@@ -320,8 +345,10 @@ class ConvexClient:
         run_id: str,
         summary: Summary,
         docs: Sequence[Doc] = (),
+        offer: Offer | None = None,
     ) -> None:
-        """Complete the run; ``docs`` is its last batch (at most one upload's worth)."""
+        """Complete the run; ``docs`` is its last batch (at most one upload's worth);
+        ``offer`` puts the freed slot back into dispatch in the same call."""
         args: dict[str, Any] = {
             **self._fenced(job_id, lease_token),
             "runId": run_id,
@@ -329,6 +356,8 @@ class ConvexClient:
         }
         if docs:
             args["docs"] = [d.wire() for d in docs]
+        if offer is not None:
+            args["offer"] = offer.wire()
         self.call("mutation", "jobs:complete", args)
 
     def retry_or_fail(
@@ -338,11 +367,14 @@ class ConvexClient:
         error: str,
         kind: ErrorKind,
         retry_after_ms: int | None = None,
+        offer: Offer | None = None,
     ) -> RetryReply:
         args: dict[str, Any] = {**self._fenced(job_id, lease_token), "error": error}
         args["errorKind"] = kind
         if retry_after_ms is not None:
             args["retryAfterMs"] = retry_after_ms
+        if offer is not None:
+            args["offer"] = offer.wire()
         value = self.call("mutation", "jobs:retryOrFail", args)
         reply: RetryReply = self._parse(RetryReply, "jobs:retryOrFail", value)
         return reply
@@ -353,8 +385,13 @@ class ConvexClient:
         # If it fails, the lease expires and the job comes back anyway.
         self.call("mutation", "jobs:release", args, retries=1, timeout_s=min(self._timeout_s, 5.0))
 
-    def acknowledge_cancel(self, job_id: str, lease_token: SecretStr) -> None:
-        self.call("mutation", "jobs:acknowledgeCancel", self._fenced(job_id, lease_token))
+    def acknowledge_cancel(
+        self, job_id: str, lease_token: SecretStr, offer: Offer | None = None
+    ) -> None:
+        args = self._fenced(job_id, lease_token)
+        if offer is not None:
+            args["offer"] = offer.wire()
+        self.call("mutation", "jobs:acknowledgeCancel", args)
 
     def _fenced(self, job_id: str, lease_token: SecretStr) -> dict[str, Any]:
         return {**self._auth(), "jobId": job_id, "leaseToken": lease_token.get_secret_value()}
@@ -447,8 +484,19 @@ class QueueApi(Protocol):
     """The worker-facing calls, as the job runner and scheduler use them (fakes in tests)."""
 
     def claim_one(
-        self, worker_id: str, lease_ms: int, request_id: str | None = None, *, start: bool = False
+        self,
+        worker_id: str,
+        lease_ms: int,
+        request_id: str | None = None,
+        *,
+        start: bool = False,
+        slots: Sequence[int] = (0,),
+        accept_ms: int | None = None,
     ) -> ClaimedJob | None: ...
+
+    def withdraw(
+        self, worker_id: str, reason: str, slots: Sequence[int] | None = None
+    ) -> WithdrawReply: ...
 
     def start(self, job_id: str, lease_token: SecretStr) -> None: ...
 
@@ -473,6 +521,7 @@ class QueueApi(Protocol):
         run_id: str,
         summary: Summary,
         docs: Sequence[Doc] = (),
+        offer: Offer | None = None,
     ) -> None: ...
 
     def retry_or_fail(
@@ -482,10 +531,13 @@ class QueueApi(Protocol):
         error: str,
         kind: ErrorKind,
         retry_after_ms: int | None = None,
+        offer: Offer | None = None,
     ) -> RetryReply: ...
 
     def release(self, job_id: str, lease_token: SecretStr, reason: str) -> None: ...
 
-    def acknowledge_cancel(self, job_id: str, lease_token: SecretStr) -> None: ...
+    def acknowledge_cancel(
+        self, job_id: str, lease_token: SecretStr, offer: Offer | None = None
+    ) -> None: ...
 
     def get_job(self, job_id: str, lease_token: SecretStr | None = None) -> PublicJob | None: ...

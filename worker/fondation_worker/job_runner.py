@@ -39,7 +39,7 @@ from .git_clone import CloneOptions, clone
 from .lease import LeaseFile, ProgressBox
 from .logging_setup import get_logger
 from .metrics import Metrics
-from .models import ClaimedJob, Doc, Dropped, Progress, Redaction, Summary
+from .models import ClaimedJob, Doc, Dropped, Offer, Progress, Redaction, Summary
 from .pause import claude_pause
 from .pipeline import STEPS, Step, render_prompt
 from .process import AbortSignal, ProcessRunner
@@ -72,6 +72,13 @@ class JobOutcome:
     message: str = ""
     retry_after_ms: int | None = None
     docs: int = 0
+    # The final call offered the job's slot for the next dispatch (it went through).
+    offered: bool = False
+
+
+def _no_offer(kind: ErrorKind | None) -> Offer | None:
+    del kind
+    return None
 
 
 @dataclass
@@ -83,6 +90,8 @@ class JobContext:
     stop_heartbeat: Callable[[], None]
     # Where the lease deadline is kept for the lease watchdog (lease.LeaseFile, watchdog.py).
     lease_file: LeaseFile | None = None
+    # The slot the final call offers back (None: none), given the error kind it reports.
+    offer: Callable[[ErrorKind | None], Offer | None] = _no_offer
 
 
 class JobRunner:
@@ -387,8 +396,11 @@ class JobRunner:
             # recorded on the job so its user sees what was left out, not only the worker log
             dropped=done.dropped if done.dropped is not None and done.dropped.count else None,
         )
+        offer = ctx.offer(None)
         try:
-            self._queue.complete(job.job_id, job.lease_token, done.run_id, summary, done.last_batch)
+            self._queue.complete(
+                job.job_id, job.lease_token, done.run_id, summary, done.last_batch, offer
+            )
         except (InvalidState, LeaseLost) as exc:
             if exc.after_retry and self._already(job, "completed"):
                 log.info("job.completed", docs=done.docs, note="confirmed after a retry")
@@ -404,7 +416,7 @@ class JobRunner:
             duration_ms=round(done.duration_ms),
             cost_usd=round(done.cost_usd, 4),
         )
-        return JobOutcome("completed", docs=done.docs)
+        return JobOutcome("completed", docs=done.docs, offered=offer is not None)
 
     def _finish_failed(self, job: ClaimedJob, ctx: JobContext, failed: JobFailed) -> JobOutcome:
         ctx.stop_heartbeat()
@@ -413,9 +425,10 @@ class JobRunner:
         message = self._scrub_paths(self._redactor.redact(failed.message))[:MAX_ERROR_CHARS]
         pause = claude_pause(failed.kind, failed.retry_after_ms, self._settings.auth_recheck_ms)
         retry_after = failed.retry_after_ms if pause is None else pause.defer_ms
+        offer = ctx.offer(failed.kind)
         try:
             reply = self._queue.retry_or_fail(
-                job.job_id, job.lease_token, message, failed.kind, retry_after
+                job.job_id, job.lease_token, message, failed.kind, retry_after, offer
             )
         except LeaseLost as exc:
             log.error("job.retry_refused", problem=str(exc), kind=failed.kind)
@@ -431,7 +444,7 @@ class JobRunner:
             status=reply.status,
             run_at=reply.run_at,
         )
-        return JobOutcome(outcome, failed.kind, message, retry_after)
+        return JobOutcome(outcome, failed.kind, message, retry_after, offered=offer is not None)
 
     def _finish_aborted(self, job: ClaimedJob, ctx: JobContext, reason: str) -> JobOutcome:
         ctx.stop_heartbeat()
@@ -449,9 +462,10 @@ class JobRunner:
             )
         try:
             if reason == "cancel":
-                self._queue.acknowledge_cancel(job.job_id, job.lease_token)
+                offer = ctx.offer(None)
+                self._queue.acknowledge_cancel(job.job_id, job.lease_token, offer)
                 log.info("job.canceled")
-                return JobOutcome("canceled")
+                return JobOutcome("canceled", offered=offer is not None)
             self._queue.release(job.job_id, job.lease_token, "shutdown")
             log.info("job.released", reason="shutdown")
             return JobOutcome("released", "shutdown")

@@ -7,7 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 DocKind = Literal["chapter", "tutorial", "toc", "yaml", "other"]
-JobStatus = Literal["pending", "claimed", "running", "completed", "failed", "dead", "canceled"]
+JobStatus = Literal[
+    "pending", "assigned", "claimed", "running", "completed", "failed", "dead", "canceled"
+]
 # "failed" is not terminal: the job waits for its retry (runAt), like "pending".
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "dead", "canceled"})
 
@@ -27,6 +29,39 @@ class ClaimedJob(_Reply):
     branch: str | None = None
     user_id: str | None = Field(default=None, alias="userId")
     github_token: SecretStr | None = Field(default=None, alias="githubToken")
+    # The worker's slot the job runs in: what the worker offers back when the job ends.
+    slot: int = 0
+
+
+class SlotView(_Reply):
+    """One of this worker's slots as the dispatcher sees it (jobs:assignments)."""
+
+    slot: int
+    state: Literal["idle", "assigned"]
+    job_id: str | None = Field(default=None, alias="jobId")
+
+
+class Assignments(_Reply):
+    """jobs:assignments: this worker's offered slots, and the jobs assigned to them."""
+
+    slots: tuple[SlotView, ...]
+
+
+class Offer(BaseModel):
+    """A slot the worker offers for dispatch in a final call (what it frees)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    slot: int
+    accept_ms: int
+
+    def wire(self) -> dict[str, Any]:
+        return {"slot": self.slot, "acceptMs": self.accept_ms}
+
+
+class WithdrawReply(_Reply):
+    withdrawn: int
+    returned: int
 
 
 class HeartbeatReply(_Reply):

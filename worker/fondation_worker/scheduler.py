@@ -1,9 +1,13 @@
-"""The worker loop: claim up to MAX_CONCURRENT_JOBS, heartbeat each, pause, drain.
+"""The worker loop: run up to MAX_CONCURRENT_JOBS, heartbeat each, pause, drain.
 
-- Polls at POLL_INTERVAL_MS while work is found and backs off to IDLE_POLL_MAX_MS when idle.
-- The wake path (wakeup.py): while the jobs:wakeup subscription is live, the loop claims as
-  soon as it says a job is due (a timer for a later runAt) and polls over HTTP only every
-  SAFETY_POLL_MS; while it is down, polling is as above.
+- Each of the MAX_CONCURRENT_JOBS slots is offered to Convex's dispatcher while free; the
+  dispatcher assigns a due job to one idle slot of the fleet and the worker accepts it
+  (jobs:claimOne). When to call is ClaimTiming's decision (claim_timing.py): at once when
+  this worker's assignments subscription (wakeup.py) shows a job for a free slot, else on
+  polls (every SAFETY_POLL_MS while subscribed, POLL_INTERVAL_MS backing off to
+  IDLE_POLL_MAX_MS while not).
+- A job's final call offers its slot again in the same call, unless the worker is pausing
+  or stopping; a pause or a drain withdraws the slots (jobs:withdraw).
 - One thread per job and one heartbeat thread per job (see lease.py for self-fencing).
 - Auth and usage-limit failures (the rule: pause.py) mark the worker not ready and pause
   claiming until a re-check (a tiny real Claude call) passes; low disk pauses claiming
@@ -30,22 +34,22 @@ from typing import Literal, Protocol
 
 import structlog
 
-from .backoff import idle_poll_delay_ms
+from .claim_timing import ClaimTiming, accept_ms
 from .classify import Classification
 from .clock import Clock
 from .config import Settings
 from .convex_client import QueueApi
-from .errors import ConvexUnavailable, OperatorActionNeeded, WorkerError
+from .errors import ConvexUnavailable, ErrorKind, OperatorActionNeeded, WorkerError
 from .health import STARTUP_CHECK_REASON, HealthState
 from .job_runner import JobContext, JobOutcome
 from .lease import Heartbeat, LeaseFile, ProgressBox
 from .logging_setup import get_logger
 from .metrics import Metrics
-from .models import ClaimedJob, HeartbeatReply, Progress
+from .models import ClaimedJob, HeartbeatReply, Offer, Progress
 from .pause import claude_pause
 from .process import AbortSignal
 from .units import seconds
-from .wakeup import WakeSource, WakeState
+from .wakeup import WakeSource
 from .workspace import DiskStatus
 
 log = get_logger(__name__)
@@ -58,8 +62,6 @@ DISK_RECHECK_S = 5.0
 # (release is bounded to about 11 s) before the worker exits anyway. With the default
 # DRAIN_TIMEOUT_MS of 90 s, the worker is gone within about 110 s of SIGTERM.
 ABORT_GRACE_S = 20.0
-# Safety polls while subscribed are shortened by up to this fraction, so a fleet spreads out.
-SAFETY_JITTER = 0.1
 
 PauseReason = Literal["auth", "usage_limit", "disk"]
 
@@ -71,6 +73,7 @@ class RunsJobs(Protocol):
 @dataclass
 class _Running:
     job: ClaimedJob
+    slot: int
     abort: AbortSignal
     heartbeat: Heartbeat
     thread: threading.Thread
@@ -116,9 +119,17 @@ class Scheduler:
         self._probe = probe
         self._rand = rand
         self._wakeup = wakeup
-        self._wake_state: WakeState | None = None
-        self._wake_retry_at = 0.0  # a due answer whose claim found nothing: not before this
-        self._wake_misses = 0
+        self._wake_version: int | None = None
+        self._wake_live: bool | None = None
+        self._timing = ClaimTiming(
+            poll_interval_ms=settings.poll_interval_ms,
+            idle_poll_max_ms=settings.idle_poll_max_ms,
+            safety_poll_ms=settings.safety_poll_ms,
+            rand=rand,
+        )
+        self._accept_ms = accept_ms(
+            settings.idle_poll_max_ms, settings.convex_timeout_ms, settings.lease_ms
+        )
 
         self._wake = threading.Event()
         self._done: queue.Queue[tuple[str, JobOutcome]] = queue.Queue()
@@ -127,8 +138,6 @@ class Scheduler:
         self._draining = False
         self._drain_deadline = 0.0
         self._released_at: float | None = None
-        self._next_poll = 0.0
-        self._empty_polls = 0
         self._pause: _Pause | None = None
         self._next_disk_check = 0.0
         self._convex_problem_logged: str | None = None
@@ -260,15 +269,10 @@ class Scheduler:
                 pass
             else:
                 events.append(pause.until)
-        elif len(self._running) < self._s.max_concurrent_jobs:
-            # At capacity there is no poll to wait for: a job's end wakes the loop.
-            events.append(self._next_poll)
-            due = self._wake_due_at(now)
-            if due is not None:
-                events.append(due)
+        else:
+            # At capacity there is nothing to claim for: a job's end wakes the loop.
+            events.append(self._timing.next_event_at(now, self._free_slots()))
         return max(0.0, min(events) - now)
-
-    # --- claiming ---------------------------------------------------------------------
 
     # --- the wake path ----------------------------------------------------------------
 
@@ -277,48 +281,29 @@ class Scheduler:
         if self._wakeup is None:
             return
         state = self._wakeup.state()
-        old = self._wake_state
-        if old is not None and old.version == state.version:
+        if state.version == self._wake_version:
             return
-        self._wake_state = state
-        self._wake_retry_at = 0.0
-        self._wake_misses = 0
-        if state.live and (old is None or not old.live):
+        self._wake_version = state.version
+        self._timing.wake_changed(state, now)
+        if state.live and self._wake_live is not True:
             self._health.clear_notice("wakeup")
-        elif not state.live and (old is None or old.live):
-            # Back to today's polling, from its first step (the next poll within POLL_INTERVAL_MS).
-            self._health.set_notice(
-                "wakeup", f"subscription down ({state.down_reason}); polling over HTTP"
-            )
-            self._empty_polls = 0
-            self._next_poll = min(self._next_poll, now + seconds(self._s.poll_interval_ms))
         elif not state.live:
             self._health.set_notice(
                 "wakeup", f"subscription down ({state.down_reason}); polling over HTTP"
             )
+        self._wake_live = state.live
 
-    def _wake_due_at(self, now: float) -> float | None:
-        """Monotonic time the subscription says to claim at, or None (nothing queued, down)."""
-        state = self._wake_state
-        if state is None or not state.live or state.next_run_at_ms is None:
-            return None
-        # runAt is Convex's wall clock: turned into our monotonic time through our wall clock.
-        due = now + (seconds(state.next_run_at_ms) - self._clock.time())
-        return max(due, self._wake_retry_at)
+    # --- claiming ---------------------------------------------------------------------
 
-    def _subscribed(self) -> bool:
-        return self._wake_state is not None and self._wake_state.live
+    def _free_slots(self) -> list[int]:
+        busy = {r.slot for r in self._running.values()}
+        return [s for s in range(self._s.max_concurrent_jobs) if s not in busy]
 
     def _maybe_claim(self, now: float) -> None:
         if self._pause is not None:
             return
-        due = self._wake_due_at(now)
-        woken = due is not None and due <= now
-        if now < self._next_poll and not woken:
-            return
-        if now < self._next_poll:
-            log.debug("claim.woken", next_poll_in_s=round(self._next_poll - now, 1))
-        if len(self._running) >= self._s.max_concurrent_jobs:
+        free = self._free_slots()
+        if not self._timing.due(now, free):
             return
         # A worker short of disk would only claim a job to defer it for minutes while a
         # healthy worker could run it now: check first (a statvfs, cheap), pause if short.
@@ -328,59 +313,69 @@ class Scheduler:
             self._pause_for("disk", now, f"not enough free disk: {disk.describe()}")
             return
         # The same request id until a reply arrives: a claim whose reply was lost is
-        # returned (not a second one, not another attempt) when a later poll repeats it.
+        # returned (not a second one, not another attempt) when the retry repeats it.
         if self._claim_request_id is None:
             self._claim_request_id = str(uuid.uuid4())
-        request_id = self._claim_request_id
+        slots = self._timing.order(free)
         sent = self._clock.monotonic()
         try:
             # start=True: the job is running from its claim on (one call fewer per job).
-            job = self._queue.claim_one(self._s.worker_id, self._s.lease_ms, request_id, start=True)
+            job = self._queue.claim_one(
+                self._s.worker_id,
+                self._s.lease_ms,
+                self._claim_request_id,
+                start=True,
+                slots=slots,
+                accept_ms=self._accept_ms,
+            )
         except OperatorActionNeeded as exc:
             self._claim_request_id = None
             self._convex_problem(f"worker token refused by Convex, operator action needed: {exc}")
-            self._schedule_idle(now, woken)
+            self._timing.empty(now, ())
             return
         except WorkerError as exc:
             if not isinstance(exc, ConvexUnavailable):
                 self._claim_request_id = None  # Convex answered: the request was not applied
             self._convex_problem(f"unreachable or failing: {exc}")
-            self._schedule_idle(now, woken)
+            self._timing.failed(now)
             return
         self._claim_request_id = None
         if self._health.clear_problem("convex"):
             log.info("convex.reachable_again")
             self._convex_problem_logged = None
         if job is None:
-            self._schedule_idle(now, woken)
+            self._timing.empty(now, slots)
             return
-        self._empty_polls = 0
-        self._wake_misses = 0
-        self._wake_retry_at = 0.0
-        self._next_poll = now + seconds(self._s.poll_interval_ms)
-        self._start_job(job, sent)
+        self._timing.claimed(now)
+        slot = job.slot if job.slot in free else free[0]
+        self._start_job(job, slot, sent)
         if self._stop_level:
             # The signal came while the claim was in flight: give the job straight back.
             self._running[job.job_id].abort.abort("shutdown")
 
-    def _schedule_idle(self, now: float, woken: bool = False) -> None:
-        if woken:
-            # The subscription said "due" and the claim found nothing (another worker won,
-            # or our clock runs ahead of Convex's): the same answer is not acted on again
-            # before a back-off; a new answer is, at once.
-            self._wake_misses += 1
-            miss_ms = idle_poll_delay_ms(
-                self._wake_misses, self._s.poll_interval_ms, self._s.idle_poll_max_ms, self._rand()
-            )
-            self._wake_retry_at = now + seconds(miss_ms)
-        self._empty_polls += 1
-        if self._subscribed():
-            delay_ms = self._s.safety_poll_ms * (1.0 - SAFETY_JITTER * self._rand())
+    def _offer(self, slot: int, kind: ErrorKind | None) -> Offer | None:
+        """What a job's final call offers back: its slot, unless the worker is stopping or
+        about to pause (on a Claude auth or usage-limit failure, or low disk). Called from
+        the job's thread: reads only flags the loop sets."""
+        if self._stop_level or self._pause is not None:
+            return None
+        if kind == "disk" or (
+            kind is not None and claude_pause(kind, None, self._s.auth_recheck_ms) is not None
+        ):
+            return None
+        return Offer(slot=slot, accept_ms=self._accept_ms)
+
+    def _withdraw(self, reason: str) -> None:
+        """Take our slots out of dispatch (a pause, a drain). If the call fails, whatever
+        gets assigned to them meanwhile goes back to the queue when its acceptMs runs out."""
+        try:
+            reply = self._queue.withdraw(self._s.worker_id, reason)
+        except WorkerError as exc:
+            log.warning("worker.withdraw_failed", problem=str(exc), fallback="acceptMs expiry")
         else:
-            delay_ms = idle_poll_delay_ms(
-                self._empty_polls, self._s.poll_interval_ms, self._s.idle_poll_max_ms, self._rand()
-            )
-        self._next_poll = now + seconds(delay_ms)
+            if reply.returned:
+                log.info("worker.withdrew", returned=reply.returned)
+        self._timing.withdrawn()
 
     def _convex_problem(self, reason: str) -> None:
         self._health.set_problem("convex", reason)
@@ -390,7 +385,7 @@ class Scheduler:
 
     # --- jobs -------------------------------------------------------------------------
 
-    def _start_job(self, job: ClaimedJob, claimed_at: float) -> None:
+    def _start_job(self, job: ClaimedJob, slot: int, claimed_at: float) -> None:
         abort = AbortSignal()
         progress = ProgressBox()
         lease_s = seconds(self._s.lease_ms)
@@ -418,7 +413,11 @@ class Scheduler:
             lease_file=lease_file,
         )
         ctx = JobContext(
-            abort=abort, progress=progress, stop_heartbeat=heartbeat.stop, lease_file=lease_file
+            abort=abort,
+            progress=progress,
+            stop_heartbeat=heartbeat.stop,
+            lease_file=lease_file,
+            offer=lambda kind: self._offer(slot, kind),
         )
         thread = threading.Thread(
             target=self._job_main,
@@ -429,6 +428,7 @@ class Scheduler:
         now = self._clock.monotonic()
         self._running[job.job_id] = _Running(
             job=job,
+            slot=slot,
             abort=abort,
             heartbeat=heartbeat,
             thread=thread,
@@ -475,10 +475,8 @@ class Scheduler:
             self._metrics.jobs_finished.labels(outcome=outcome.outcome).inc()
             self._metrics.job_duration.labels(outcome=outcome.outcome).observe(elapsed)
             self._metrics.in_flight.set(len(self._running))
+            self._timing.slot_freed(self._clock.monotonic(), running.slot, outcome.offered)
             self._after_outcome(outcome)
-            # A slot is free: look for more work soon (at POLL_INTERVAL_MS pace).
-            self._empty_polls = 0
-            self._next_poll = min(self._next_poll, self._clock.monotonic())
 
     def _enforce_deadlines(self, now: float) -> None:
         for running in self._running.values():
@@ -507,7 +505,10 @@ class Scheduler:
             self._health.clear_problem("claude")
 
     def _pause_for(self, reason: PauseReason, until: float, message: str) -> None:
+        was_paused = self._pause is not None
         self._pause = _Pause(reason=reason, until=until, message=message)
+        if not was_paused:
+            self._withdraw(f"worker paused: {reason}")
         self._health.set_problem("disk" if reason == "disk" else "claude", message)
         log.warning(
             "worker.paused",
@@ -571,8 +572,7 @@ class Scheduler:
     def _resume(self, key: str, why: str) -> None:
         self._pause = None
         self._health.clear_problem(key)
-        self._next_poll = self._clock.monotonic()
-        self._empty_polls = 0
+        self._timing.resumed(self._clock.monotonic())
         log.info("worker.resumed", why=why)
 
     # --- shutdown ---------------------------------------------------------------------
@@ -588,6 +588,7 @@ class Scheduler:
                 jobs=list(self._running),
                 drain_timeout_ms=self._s.drain_timeout_ms,
             )
+            self._withdraw("worker draining")
         if not self._running:
             return True
         if self._released_at is None and (self._stop_level >= 2 or now >= self._drain_deadline):

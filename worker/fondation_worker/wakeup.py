@@ -1,8 +1,10 @@
-"""The wake path: ``jobs:wakeup`` subscribed over Convex's WebSocket sync protocol.
+"""The wake path: ``jobs:assignments`` subscribed over Convex's WebSocket sync protocol.
 
-The query answers when the earliest queued job is due (``nextRunAt``, ms, or null); Convex
-pushes a new answer whenever it changes, so the loop claims within a round trip of an
-enqueue and sleeps with no HTTP calls in between. This is a lean client of the protocol's
+The query answers this worker's slots as the dispatcher sees them (offered and idle, or
+assigned a job to accept); Convex pushes a new answer whenever they change, so the loop
+accepts an assignment within a round trip of the dispatch and sleeps with no HTTP calls in
+between. A dispatch re-runs this one worker's query, not the fleet's. A lean client of the
+protocol's
 subset we need, on the ``websockets`` library (pure Python, no dependency): Connect, one
 ModifyQuerySet adding the query, then Transitions and Pings from the server. The wire
 formats are those of Convex's own clients (convex-js ``src/browser/sync/protocol.ts``,
@@ -26,18 +28,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
 from .backoff import retry_delay_s
 from .logging_setup import get_logger
 from .metrics import Metrics
+from .models import Assignments, SlotView
 from .units import milliseconds
 
 log = get_logger(__name__)
 
-WAKEUP_QUERY = "jobs:wakeup"
+WAKEUP_QUERY = "jobs:assignments"
 QUERY_ID = 0
 # Convex's Rust client gives up on a server silent for 30 s (the server Pings well within).
 INACTIVITY_S = 30.0
@@ -52,7 +55,7 @@ class WakeState:
     """What the subscription says now. ``version`` changes with every new answer or state."""
 
     live: bool
-    next_run_at_ms: float | None
+    slots: tuple[SlotView, ...] | None  # this worker's slots (None: no answer while down)
     version: int
     down_reason: str | None
     down_since: float | None  # wall time the subscription went (or started) down
@@ -64,10 +67,6 @@ class WakeSource(Protocol):
     def stop(self) -> None: ...
 
     def state(self) -> WakeState: ...
-
-
-class WakeupAnswer(BaseModel):
-    nextRunAt: float | None  # the query's field name
 
 
 class WakeupError(Exception):
@@ -90,6 +89,7 @@ class WakeupSubscription:
         self,
         convex_url: str,
         token: SecretStr,
+        worker_id: str,
         metrics: Metrics,
         *,
         inactivity_s: float = INACTIVITY_S,
@@ -98,6 +98,7 @@ class WakeupSubscription:
     ) -> None:
         self._url = sync_url(convex_url)
         self._token = token
+        self._worker_id = worker_id
         self._metrics = metrics
         self._inactivity_s = inactivity_s
         self._reconnect_max_s = reconnect_max_s
@@ -135,13 +136,13 @@ class WakeupSubscription:
 
     # --- state changes ----------------------------------------------------------------
 
-    def _set(self, *, live: bool, next_run_at_ms: float | None, reason: str | None) -> None:
+    def _set(self, *, live: bool, slots: tuple[SlotView, ...] | None, reason: str | None) -> None:
         with self._lock:
             old = self._state
-            if (old.live, old.next_run_at_ms, old.down_reason) == (live, next_run_at_ms, reason):
+            if (old.live, old.slots, old.down_reason) == (live, slots, reason):
                 return
             down_since = None if live else (old.down_since if not old.live else time.time())
-            self._state = WakeState(live, next_run_at_ms, old.version + 1, reason, down_since)
+            self._state = WakeState(live, slots, old.version + 1, reason, down_since)
         if live and not old.live:
             down_s = time.time() - old.down_since if old.down_since is not None else 0.0
             self._metrics.wakeup_subscribed.set(1)
@@ -167,7 +168,7 @@ class WakeupSubscription:
             if self._stop.is_set():
                 break
             self._last_close = reason[:100]
-            self._set(live=False, next_run_at_ms=None, reason=reason)
+            self._set(live=False, slots=None, reason=reason)
             failures = 1 if was_live else failures + 1
             delay = retry_delay_s(failures, RECONNECT_BASE_S, self._reconnect_max_s, self._rand())
             log.debug("wakeup.reconnect_in", delay_s=round(delay, 2), reason=reason)
@@ -213,7 +214,12 @@ class WakeupSubscription:
                             "type": "Add",
                             "queryId": QUERY_ID,
                             "udfPath": WAKEUP_QUERY,
-                            "args": [{"token": self._token.get_secret_value()}],
+                            "args": [
+                                {
+                                    "token": self._token.get_secret_value(),
+                                    "workerId": self._worker_id,
+                                }
+                            ],
                         }
                     ],
                 },
@@ -228,14 +234,14 @@ class WakeupSubscription:
                 answer = self._handle(text)
                 if answer is not None:
                     live = True
-                    self._set(live=True, next_run_at_ms=answer.nextRunAt, reason=None)
+                    self._set(live=True, slots=answer.slots, reason=None)
         return live
 
     @staticmethod
     def _send(ws: ClientConnection, message: dict[str, Any]) -> None:
         ws.send(json.dumps(message))
 
-    def _handle(self, text: str | bytes) -> WakeupAnswer | None:
+    def _handle(self, text: str | bytes) -> Assignments | None:
         """The new answer a server message carries, if any; raises when the session is over."""
         try:
             message = json.loads(text)
@@ -243,13 +249,13 @@ class WakeupSubscription:
             raise WakeupError("a message from Convex is not JSON") from None
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "Transition":
-            answer: WakeupAnswer | None = None
+            answer: Assignments | None = None
             for mod in message.get("modifications") or []:
                 if not isinstance(mod, dict) or mod.get("queryId") != QUERY_ID:
                     continue
                 if mod.get("type") == "QueryUpdated":
                     try:
-                        answer = WakeupAnswer.model_validate(mod.get("value"))
+                        answer = Assignments.model_validate(mod.get("value"))
                     except ValidationError:
                         raise WakeupError(f"{WAKEUP_QUERY} answered an unexpected value") from None
                 elif mod.get("type") == "QueryFailed":
