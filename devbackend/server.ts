@@ -32,6 +32,8 @@ const backend = new Backend();
 type PauseMode = "reset" | "hang" | "error";
 let paused: PauseMode | null = null;
 const held = new Set<Socket>();
+// Lost replies (tests): the next N calls of a function run, then their connection is cut.
+const loseReplies = new Map<string, number>();
 
 function log(line: string): void {
   process.stdout.write(`${new Date().toISOString()} ${line}\n`);
@@ -241,6 +243,12 @@ async function handleFunction(
     return `${target.path} error(wrong kind)`;
   }
   const result = await backend.call(target.kind, target.path, args, identity);
+  const lose = loseReplies.get(target.path) ?? 0;
+  if (lose > 0) {
+    loseReplies.set(target.path, lose - 1);
+    req.socket.destroy(); // applied, and the reply never arrives
+    return `${target.path} ${result.ok ? "success" : "error"} (reply lost)`;
+  }
   if (result.ok) {
     sendReply(res, format, { status: "success", value: exportValue((result.value ?? null) as Value, format), logLines: [] });
     return `${target.path} success`;
@@ -288,6 +296,15 @@ async function handleAdmin(req: IncomingMessage, res: ServerResponse, url: URL):
     const r = await backend.runInternalMutation(RECLAIM_FUNCTION);
     send(res, 200, r.ok ? { ok: true, value: r.value } : { ok: false, error: r.message });
     return "reclaim";
+  }
+  if (req.method === "POST" && url.pathname === "/_dev/lose-replies") {
+    const parsed = JSON.parse((await readBody(req)) || "{}") as { path?: unknown; count?: unknown };
+    if (typeof parsed.path !== "string" || !Number.isInteger(parsed.count) || (parsed.count as number) < 0) {
+      throw new RequestError(400, "BadRequest", "{path: string, count: integer >= 0}");
+    }
+    loseReplies.set(parsed.path, parsed.count as number);
+    send(res, 200, { ok: true });
+    return `lose-replies ${parsed.path} ${String(parsed.count)}`;
   }
   if (req.method === "GET" && url.pathname === "/_dev/stats") {
     send(res, 200, { ...backend.stats(), subscriptions: sync.stats() });

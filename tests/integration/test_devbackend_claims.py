@@ -1,10 +1,11 @@
 """Eight concurrent claimers against the dev backend over HTTP: every job claimed once.
 
 Self-contained (httpx + stdlib): starts ``devbackend/server.ts`` with tsx on a free port,
-enqueues 50 jobs with the operator token, runs 8 claimer threads until the queue is empty
-(each claim retried once with the same requestId, as after a lost reply: the same claim,
-lease renewed), completes every job, and checks that each job was claimed exactly once and
-ended completed.
+enqueues 50 jobs with the operator token, runs 8 claimer threads (each offers its slot and
+polls for the job the dispatcher assigns it, each claim retried once with the same
+requestId, as after a lost reply: the same claim, lease renewed) until every job is done,
+completes each one offering its slot back, and checks that each job was claimed exactly
+once and ended completed.
 """
 
 from __future__ import annotations
@@ -139,21 +140,25 @@ def test_concurrent_claimers_claim_every_job_exactly_once(backend: Backend) -> N
     errors: list[BaseException] = []
     barrier = threading.Barrier(CLAIMERS)
 
+    done = threading.Event()
+
     def claimer(n: int) -> None:
         worker_id = f"claimer-{n}"
         try:
             with httpx.Client(timeout=30) as client:
                 barrier.wait()
-                while True:
+                while not done.is_set():
                     args = {
                         "token": backend.token,
                         "workerId": worker_id,
                         "leaseMs": 600_000,
                         "requestId": str(uuid.uuid4()),
                     }
+                    # offers the slot, or accepts the job the dispatcher assigned to it
                     job = call(client, backend, "mutation", "jobs:claimOne", args)
                     if job is None:
-                        return
+                        time.sleep(0.05)
+                        continue
                     # a retried call (lost reply) must return the same claim, not a new one;
                     # only its lease is renewed (from the repeated request, never shortened)
                     again = call(client, backend, "mutation", "jobs:claimOne", args)
@@ -177,10 +182,15 @@ def test_concurrent_claimers_claim_every_job_exactly_once(backend: Backend) -> N
                             **fenced,
                             "runId": f"run-{n}",
                             "summary": {"docsCount": 0, "durationMs": 1},
+                            "offer": {"slot": 0, "acceptMs": 30_000},
                         },
                     )
+                    with lock:
+                        if len(claims) == JOBS:
+                            done.set()
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
+            done.set()
 
     threads = [threading.Thread(target=claimer, args=(n,), daemon=True) for n in range(CLAIMERS)]
     for thread in threads:

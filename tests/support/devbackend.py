@@ -108,6 +108,29 @@ class DevBackend:
                 f"job {job_id} not in {statuses} within {timeout} s: {last}"
             ) from None
 
+    def lose_replies(self, path: str, count: int) -> None:
+        """The next ``count`` calls of ``path`` are applied and their replies lost."""
+        self.admin("lose-replies", {"path": path, "count": count})
+
+    def stats(self) -> dict[str, Any]:
+        """What Convex would have met (/_dev/stats): calls, conflicts, hot documents."""
+        reply = httpx.get(f"{self.url}/_dev/stats", timeout=10)
+        reply.raise_for_status()
+        stats: dict[str, Any] = reply.json()
+        return stats
+
+    def offer_slot(self, worker_id: str, slot: int = 0) -> None:
+        """Offer ``worker_id``'s slot for dispatch (a claim that finds nothing assigned)."""
+        with self.client() as client:
+            job = client.claim_one(worker_id, 60_000, slots=(slot,))
+        assert job is None, f"{worker_id}'s slot {slot} held an assignment already"
+
+    def assigned_to(self, worker_id: str, job_id: str, timeout: float = 20) -> None:
+        """Offer ``worker_id``'s slot 0 and wait until the dispatcher assigns ``job_id`` to it."""
+        self.offer_slot(worker_id)
+        job = self.wait_status(job_id, {"assigned"}, timeout)
+        assert job["lockedBy"] == worker_id, f"{job_id} went to {job['lockedBy']}"
+
     # --- the process ---------------------------------------------------------------------
 
     def stop(self) -> None:

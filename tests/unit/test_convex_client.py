@@ -93,7 +93,13 @@ def test_request_shape_and_claim_reply() -> None:
     assert seen == [
         {
             "path": "jobs:claimOne",
-            "args": {"token": TOKEN, "workerId": "w1", "leaseMs": 90000, "requestId": "req-1"},
+            "args": {
+                "token": TOKEN,
+                "workerId": "w1",
+                "leaseMs": 90000,
+                "requestId": "req-1",
+                "slots": [0],
+            },
             "format": "json",
         }
     ]

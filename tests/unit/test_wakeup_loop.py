@@ -81,7 +81,9 @@ class FakeDispatch(FakeQueue):
             SlotView(slot=s, state="idle" if j is None else "assigned", jobId=j)
             for s, j in sorted(self.rows.items())
         )
-        return WakeState(self.live, slots if self.live else None, self.version, self.down_reason, None)
+        return WakeState(
+            self.live, slots if self.live else None, self.version, self.down_reason, None
+        )
 
     def _push(self) -> None:
         self.version += 1
@@ -207,7 +209,11 @@ def test_a_failed_claim_is_retried_within_seconds_with_the_same_request_id() -> 
     clock.at(assigned_at, assign_and_cut)
     clock.at(assigned_at + 30, scheduler.request_stop)
     scheduler.run()
-    tries = [(t, r) for t, r in zip(dispatch.claims, dispatch.request_ids, strict=True) if t >= assigned_at]
+    tries = [
+        (t, r)
+        for t, r in zip(dispatch.claims, dispatch.request_ids, strict=True)
+        if t >= assigned_at
+    ]
     assert len(tries) >= 3
     times = [t - assigned_at for t, _ in tries[:3]]
     # at once, then 1 s and 2 s back-offs (equal jitter at rand 0.5: 0.75 s and 1.5 s)
@@ -281,7 +287,8 @@ def test_subscription_down_falls_back_to_polling_and_back() -> None:
     assert len(down) >= 300 / 32
     # the assignment made while the socket was down is taken by the next poll
     taken = [t for t in down if t >= assigned_at]
-    assert taken and taken[0] - assigned_at <= 32.0
+    assert taken
+    assert taken[0] - assigned_at <= 32.0
     readyz = seen["readyz"]
     assert isinstance(readyz, dict)
     assert readyz["ready"] is True

@@ -2,7 +2,8 @@
 
 The client retries; Convex must recognise the retry as the same call (claimOne by its
 request id, the final calls by their lease token) instead of burning an attempt or
-answering LEASE_LOST, which the worker would report as a fence.
+answering LEASE_LOST, which the worker would report as a fence. A whole worker whose
+claim replies are lost is in tests/worker/test_integration.py.
 """
 
 from __future__ import annotations
@@ -51,13 +52,14 @@ def test_a_claim_repeated_across_polls_after_lost_replies_burns_no_attempt(
     dev_backend: DevBackend,
 ) -> None:
     job_id = enqueue(dev_backend, REPO, max_attempts=1)
+    dev_backend.assigned_to("w1", job_id)
     transport = LosingTransport()
-    transport.lose["jobs:claimOne"] = 4  # two polls of two tries each lose their reply
+    transport.lose["jobs:claimOne"] = 4  # two claims of two tries each lose their reply
     with client(dev_backend, transport) as convex:
         for _ in range(2):
             with pytest.raises(Exception, match="claimOne"):
                 convex.claim_one("w1", 60_000, "poll-request-1")
-        job = convex.claim_one("w1", 60_000, "poll-request-1")  # the third poll, same id
+        job = convex.claim_one("w1", 60_000, "poll-request-1")  # the third claim, same id
     assert job is not None
     assert job.job_id == job_id
     assert job.attempt == 1
@@ -71,6 +73,7 @@ def test_a_final_call_whose_reply_was_lost_is_not_a_fence(
     dev_backend: DevBackend, call: str
 ) -> None:
     job_id = enqueue(dev_backend, REPO)
+    dev_backend.assigned_to("w1", job_id)
     transport = LosingTransport()
     with client(dev_backend, transport) as convex:
         job = convex.claim_one("w1", 60_000, "r-1")

@@ -157,6 +157,16 @@ class ClaimTiming:
             return True
         return now >= self.next_poll
 
+    def why(self, now: float, free: Sequence[int]) -> str:
+        """Why a claim is due now (for the logs): assignment, offer, retry or poll."""
+        if self.retry_at is not None:
+            return "retry"
+        if self.subscribed and self._assigned(free):
+            return "assignment"
+        if self.subscribed and self._missing_since(free, now) <= now:
+            return "offer"
+        return "poll"
+
     def next_event_at(self, now: float, free: Sequence[int]) -> float:
         """When ``due`` may turn true without news from outside (inf: never)."""
         if not free:

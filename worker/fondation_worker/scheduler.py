@@ -317,6 +317,7 @@ class Scheduler:
         if self._claim_request_id is None:
             self._claim_request_id = str(uuid.uuid4())
         slots = self._timing.order(free)
+        why = self._timing.why(now, free)
         sent = self._clock.monotonic()
         try:
             # start=True: the job is running from its claim on (one call fewer per job).
@@ -348,7 +349,7 @@ class Scheduler:
             return
         self._timing.claimed(now)
         slot = job.slot if job.slot in free else free[0]
-        self._start_job(job, slot, sent)
+        self._start_job(job, slot, sent, why)
         if self._stop_level:
             # The signal came while the claim was in flight: give the job straight back.
             self._running[job.job_id].abort.abort("shutdown")
@@ -385,7 +386,7 @@ class Scheduler:
 
     # --- jobs -------------------------------------------------------------------------
 
-    def _start_job(self, job: ClaimedJob, slot: int, claimed_at: float) -> None:
+    def _start_job(self, job: ClaimedJob, slot: int, claimed_at: float, why: str) -> None:
         abort = AbortSignal()
         progress = ProgressBox()
         lease_s = seconds(self._s.lease_ms)
@@ -444,6 +445,8 @@ class Scheduler:
             attempt=job.attempt,
             max_attempts=job.max_attempts,
             lease_until=job.lease_until,
+            slot=slot,
+            via=why,
         )
         thread.start()
 
