@@ -1,5 +1,6 @@
 // The official JS ConvexClient (npm `convex`, WebSocket sync protocol) subscribed to
-// jobs:wakeup on the dev backend. Reads {url, workerToken, operatorToken, repoUrl} on stdin
+// jobs:listByUser on the dev backend, as a web app's useQuery would be. Reads {url,
+// workerToken, operatorToken, repoUrl} on stdin
 // (tokens never in argv) and prints one JSON line per step:
 //   subscribe -> first result; enqueue over HTTP (ConvexHttpClient) -> pushed result;
 //   cancel over the socket (client.mutation) -> pushed result; a wrong token -> onError.
@@ -12,14 +13,14 @@ const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);
 const plan = JSON.parse(Buffer.concat(chunks).toString("utf8"));
 
-const wakeup = makeFunctionReference("jobs:wakeup");
+const listByUser = makeFunctionReference("jobs:listByUser");
 const client = new ConvexClient(plan.url, { logger: false });
 const http = new ConvexHttpClient(plan.url, { logger: false });
 const out = (line) => process.stdout.write(`${JSON.stringify(line)}\n`);
 
 const updates = [];
 let waiter = null;
-const unsubscribe = client.onUpdate(wakeup, { token: plan.workerToken }, (value) => {
+const unsubscribe = client.onUpdate(listByUser, { userId: "ada", token: plan.operatorToken }, (value) => {
   updates.push({ value, at: Date.now() });
   if (waiter !== null) waiter();
 });
@@ -69,8 +70,8 @@ try {
   const refused = await new Promise((resolve) => {
     const timer = setTimeout(() => resolve({ timeout: true }), WAIT_MS);
     client.onUpdate(
-      wakeup,
-      { token: "wrong" },
+      listByUser,
+      { userId: "ada", token: "wrong" },
       (value) => {
         clearTimeout(timer);
         resolve({ value });

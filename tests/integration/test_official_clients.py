@@ -21,7 +21,7 @@ from convex import ConvexError
 from fondation_worker.convex_client import ConvexClient
 from fondation_worker.errors import NotFound, Unauthorized
 from fondation_worker.models import Dropped, DropReason, Summary
-from tests.support import TEST_OPERATOR_TOKEN, TEST_WORKER_TOKEN, DevBackend
+from tests.support import TEST_OPERATOR_TOKEN, TEST_WORKER_TOKEN, DevBackend, claim
 
 pytestmark = pytest.mark.integration
 
@@ -164,7 +164,7 @@ def test_dropped_docs_reach_the_job_and_the_metrics(dev_backend: DevBackend) -> 
     with dev_backend.operator_client() as operator:
         job_id = operator.enqueue(REPO, user_id="ada").job_id
     with ConvexClient(dev_backend.url, SecretStr(TEST_WORKER_TOKEN), timeout_s=5) as client:
-        claimed = client.claim_one("w1", 60_000)
+        claimed = claim(client, "w1", 60_000)
         assert claimed is not None
         client.start(job_id, claimed.lease_token)
         dropped = Dropped(

@@ -28,6 +28,7 @@ from tests.support import (
     TEST_WORKER_TOKEN,
     WORKER_BIN,
     DevBackend,
+    claim,
     start_dev_backend,
 )
 
@@ -90,7 +91,7 @@ def completed_job(backend: DevBackend) -> str:
     with backend.operator_client() as operator:
         job_id = operator.enqueue(REPO, user_id="ada").job_id
     with backend.client() as worker:
-        claimed = worker.claim_one("w1", 60_000)
+        claimed = claim(worker, "w1", 60_000)
         assert claimed is not None
         assert claimed.job_id == job_id
         doc = Doc(slug="index", title="Index", kind="toc", order=0, content="# Index\n")
@@ -170,7 +171,7 @@ def test_without_an_operator_token_the_worker_still_works(without_operator: DevB
     without_operator.reset()
     job_id = call_as_dev_user(without_operator, "ada")
     with ConvexClient(without_operator.url, SecretStr(TEST_WORKER_TOKEN), timeout_s=5) as worker:
-        claimed = worker.claim_one("w1", 60_000)
+        claimed = claim(worker, "w1", 60_000)
         assert claimed is not None
         assert claimed.job_id == job_id
         worker.start(job_id, claimed.lease_token)

@@ -3,8 +3,10 @@
 The JS ``ConvexClient`` (what a web app's ``useQuery`` runs on) and the Python ``convex``
 client's ``subscribe`` (its Rust core) speak Convex's sync protocol: connect, query-set
 changes, transitions after each committed mutation, mutations over the socket, keep-alive.
-Each one subscribes to ``jobs:wakeup`` and must receive the result pushed after an enqueue
-made by someone else over HTTP and after its own mutation over the socket.
+Each one subscribes to ``jobs:listByUser`` (what a web app's ``useQuery`` would) and must
+receive the result pushed after an enqueue made by someone else over HTTP and after its own
+mutation over the socket. A commit that touches nothing a subscription read does not even
+re-run it (the dev backend tracks read sets, as Convex does).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from convex import ConvexClient, ConvexError
-from tests.support import TEST_OPERATOR_TOKEN, TEST_WORKER_TOKEN, DevBackend, wait_until
+from tests.support import TEST_OPERATOR_TOKEN, TEST_WORKER_TOKEN, DevBackend
 
 pytestmark = pytest.mark.integration
 
@@ -48,16 +50,16 @@ def test_official_js_client_receives_pushed_updates(dev_backend: DevBackend) -> 
     )
     assert done.returncode == 0, done.stderr[-2000:] + "\n" + dev_backend.log_tail()
     steps = {s["step"]: s for s in map(json.loads, done.stdout.splitlines())}
-    assert steps["subscribed"] == {"step": "subscribed", "value": {"nextRunAt": None}}
+    assert steps["subscribed"] == {"step": "subscribed", "value": []}
     enqueued = steps["enqueued"]
     assert "timeout" not in enqueued, dev_backend.log_tail()
     job = dev_backend.dump("jobs")[0]
-    assert enqueued["value"] == {"nextRunAt": job["runAt"]}
+    assert [(j["jobId"], j["status"]) for j in enqueued["value"]] == [(job["_id"], "pending")]
     assert enqueued["afterMs"] < 2000  # pushed, not polled
     # Its own mutation over the socket resolves (a transition at or past its timestamp
-    # arrived) and the subscription sees the queue empty again.
+    # arrived) and the subscription sees the job canceled.
     assert steps["canceled"]["reply"] == {"status": "canceled"}
-    assert steps["canceled"]["value"] == {"nextRunAt": None}
+    assert [j["status"] for j in steps["canceled"]["value"]] == ["canceled"]
     assert steps["wrong token"]["error"] == "ConvexError"
     assert steps["wrong token"]["data"]["code"] == "UNAUTHORIZED"
 
@@ -73,21 +75,20 @@ def py_client(dev_backend: DevBackend) -> ConvexClient:
 def test_official_python_client_subscribe_receives_pushed_updates(
     dev_backend: DevBackend, py_client: ConvexClient
 ) -> None:
-    sub = py_client.subscribe("jobs:wakeup", {"token": TEST_WORKER_TOKEN})
-    assert next(sub) == {"nextRunAt": None}
+    sub = py_client.subscribe("jobs:listByUser", {"userId": "ada", "token": TEST_OPERATOR_TOKEN})
+    assert next(sub) == []
 
     sent = time.monotonic()
     with dev_backend.operator_client() as operator:
         job_id = operator.enqueue(REPO, user_id="ada").job_id
     pushed = next(sub)
     assert time.monotonic() - sent < 2.0
-    job = dev_backend.dump("jobs")[0]
-    assert pushed == {"nextRunAt": job["runAt"]}
+    assert [(j["jobId"], j["status"]) for j in pushed] == [(job_id, "pending")]
 
     # A mutation over the socket: its reply, then the subscription's new result.
     reply = py_client.mutation("jobs:cancel", {"jobId": job_id, "token": TEST_OPERATOR_TOKEN})
     assert reply == {"status": "canceled"}
-    assert next(sub) == {"nextRunAt": None}
+    assert [j["status"] for j in next(sub)] == ["canceled"]
     # A one-off query over the socket, and a function error as the client's ConvexError.
     got = py_client.query("jobs:get", {"jobId": job_id, "token": TEST_OPERATOR_TOKEN})
     assert got["status"] == "canceled"
@@ -98,10 +99,11 @@ def test_official_python_client_subscribe_receives_pushed_updates(
     sub.unsubscribe()
 
 
-def test_unchanged_results_are_not_pushed_and_pings_keep_it_alive(
+def test_a_commit_re_runs_only_the_subscriptions_it_touches(
     dev_backend: DevBackend,
 ) -> None:
-    """A raw socket: one transition per change of the answer, nothing for other commits."""
+    """A raw socket: one transition per change of the answer; a commit outside what the
+    query read neither re-runs it nor pushes anything."""
     from websockets.sync.client import connect
 
     url = dev_backend.url.replace("http://", "ws://") + "/api/sync"
@@ -117,8 +119,8 @@ def test_unchanged_results_are_not_pushed_and_pings_keep_it_alive(
                         {
                             "type": "Add",
                             "queryId": 7,
-                            "udfPath": "jobs:wakeup",
-                            "args": [{"token": TEST_WORKER_TOKEN}],
+                            "udfPath": "jobs:listByUser",
+                            "args": [{"userId": "ada", "token": TEST_OPERATOR_TOKEN}],
                         }
                     ],
                 }
@@ -129,39 +131,27 @@ def test_unchanged_results_are_not_pushed_and_pings_keep_it_alive(
         assert first["startVersion"]["querySet"] == 0
         assert first["endVersion"]["querySet"] == 1
         assert first["modifications"] == [
-            {
-                "type": "QueryUpdated",
-                "queryId": 7,
-                "value": {"nextRunAt": None},
-                "logLines": [],
-                "journal": None,
-            }
+            {"type": "QueryUpdated", "queryId": 7, "value": [], "logLines": [], "journal": None}
         ]
         with dev_backend.operator_client() as operator:
             job_id = operator.enqueue(REPO, user_id="ada").job_id
             second = json.loads(ws.recv(timeout=WAIT_S))
             assert second["startVersion"] == first["endVersion"]
-            first_due = second["modifications"][0]["value"]["nextRunAt"]
-            assert first_due == dev_backend.dump("jobs")[0]["runAt"]
-            # The second job must be due strictly later (runAt is in ms).
-            wait_until(lambda: time.time() * 1000 > first_due + 2, timeout=1, interval=0.001)
-            # Commits that leave the answer as it is push nothing: a second job due later,
-            # then a read. The next message is the answer's next change (the cancel).
+            assert [j["jobId"] for j in second["modifications"][0]["value"]] == [job_id]
+            # Commits outside what it read (another user's job, and the dispatcher's ticks
+            # for it) do not re-run it. The next message is the answer's next change.
+            runs = dev_backend.stats()["subscriptions"]["runs"]
             operator.enqueue("https://github.com/acme/other", user_id="bob")
+            time.sleep(0.5)  # and the dispatcher's ticks for it
+            assert dev_backend.stats()["subscriptions"]["runs"] == runs
+            assert dev_backend.stats()["subscriptions"]["skipped"] >= 1
             operator.cancel(job_id)
         third = json.loads(ws.recv(timeout=WAIT_S))
         assert third["type"] == "Transition"
         assert third["startVersion"] == second["endVersion"]
-        other = next(j for j in dev_backend.dump("jobs") if j["_id"] != job_id)
-        assert third["modifications"] == [
-            {
-                "type": "QueryUpdated",
-                "queryId": 7,
-                "value": {"nextRunAt": other["runAt"]},
-                "logLines": [],
-                "journal": None,
-            }
-        ]
+        [change] = third["modifications"]
+        assert change["queryId"] == 7
+        assert [(j["jobId"], j["status"]) for j in change["value"]] == [(job_id, "canceled")]
         # An unknown message type is a FatalError, then the server closes the socket.
         ws.send(json.dumps({"type": "Bogus"}))
         fatal = json.loads(ws.recv(timeout=WAIT_S))

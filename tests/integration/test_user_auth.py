@@ -34,6 +34,7 @@ from tests.support import (
     TEST_OPERATOR_TOKEN,
     TEST_WORKER_TOKEN,
     DevBackend,
+    claim,
     free_port,
     start_dev_backend,
 )
@@ -151,7 +152,7 @@ def as_user(backend: DevBackend, token: str | None) -> ConvexHttpClient:
 def complete_with_docs(backend: DevBackend, job_id: str) -> None:
     """The worker runs the job: claim, start, upload one doc, complete."""
     with ConvexClient(backend.url, SecretStr(TEST_WORKER_TOKEN), timeout_s=5) as worker:
-        claimed = worker.claim_one("w1", 60_000)
+        claimed = claim(worker, "w1", 60_000)
         assert claimed is not None
         assert claimed.job_id == job_id
         worker.start(job_id, claimed.lease_token)

@@ -16,6 +16,7 @@ from fondation_worker.config import Settings
 from .devbackend import (
     DevBackend,
     DevBackendError,
+    claim,
     enqueue,
     get_job,
     start_dev_backend,
@@ -82,6 +83,7 @@ __all__ = [
     "DevBackend",
     "DevBackendError",
     "WorkerProcess",
+    "claim",
     "enqueue",
     "free_port",
     "get_job",

@@ -20,6 +20,7 @@ import httpx
 from pydantic import SecretStr
 
 from fondation_worker.convex_client import ConvexClient
+from fondation_worker.models import ClaimedJob
 
 from .paths import DEV_BACKEND, REPO_ROOT, TEST_OPERATOR_TOKEN, TEST_WORKER_TOKEN, TSX
 from .waiting import free_port, wait_until
@@ -220,6 +221,20 @@ def start_dev_backend(
         time.sleep(0.2)
     backend.stop()
     raise DevBackendError(f"dev backend not healthy within {timeout_s} s:\n{backend.log_tail()}")
+
+
+def claim(
+    client: ConvexClient, worker_id: str = "w1", lease_ms: int = 60_000, timeout: float = 20
+) -> ClaimedJob:
+    """A worker's claim as the worker makes it: offer slot 0, then accept the job the
+    dispatcher assigns to it (the dispatcher runs a moment after the offer or the enqueue)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.claim_one(worker_id, lease_ms)
+        if job is not None:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"no job assigned to {worker_id} within {timeout} s")
 
 
 def get_job(backend: DevBackend, job_id: str) -> dict[str, Any]:
