@@ -598,3 +598,38 @@ def test_a_failed_give_back_at_start_does_not_stop_the_worker() -> None:
     loop = Loop(scheduler)
     wait_until(lambda: runner.started == ["job0"], 5)  # lease expiry remains the fallback
     assert loop.stop() == 0
+
+
+def test_a_final_call_offers_the_slot_back_unless_the_worker_pauses_or_stops() -> None:
+    queue = FakeQueue(jobs=2)
+    offers: dict[str, object] = {}
+
+    class OfferingRunner(FakeRunner):
+        def run(self, job: ClaimedJob, ctx: JobContext) -> JobOutcome:
+            for kind in (None, "transient", "permanent", "auth", "usage_limit", "disk"):
+                offers[f"{job.job_id}:{kind}"] = ctx.offer(kind)  # type: ignore[arg-type]
+            if job.job_id == "job0":
+                return JobOutcome("completed", docs=1, offered=True)
+            while not ctx.abort.is_set():
+                time.sleep(0.01)
+            offers[f"{job.job_id}:draining"] = ctx.offer(None)
+            return JobOutcome("released", "shutdown")
+
+    scheduler, _, _ = make(queue, OfferingRunner(), max_concurrent_jobs=1)
+    loop = Loop(scheduler)
+    wait_until(lambda: "job1:disk" in offers, 10)
+    loop.stop(times=2)
+    first = offers["job0:None"]
+    assert first is not None
+    # acceptMs: bounded by this worker's 2 s lease, and by Convex's 5 s floor
+    assert (first.slot, first.accept_ms) == (0, 5_000)  # type: ignore[attr-defined]
+    assert offers["job0:transient"] == first
+    assert offers["job0:permanent"] == first
+    # the worker pauses on these: the slot must not take a job it would only defer
+    assert offers["job0:auth"] is None
+    assert offers["job0:usage_limit"] is None
+    assert offers["job0:disk"] is None
+    assert offers["job1:draining"] is None
+    # the second job ran in the slot the first one offered back
+    assert queue.slots[1][0] == 0
+    assert queue.withdrawals == ["worker draining"]

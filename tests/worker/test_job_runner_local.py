@@ -21,7 +21,7 @@ from fondation_worker.errors import ConvexLeaseLost
 from fondation_worker.job_runner import JobContext, JobOutcome, JobRunner
 from fondation_worker.lease import ProgressBox
 from fondation_worker.metrics import Metrics
-from fondation_worker.models import ClaimedJob, Doc, PublicJob, RetryReply, Summary
+from fondation_worker.models import ClaimedJob, Doc, Offer, PublicJob, RetryReply, Summary
 from fondation_worker.pipeline import STEPS
 from fondation_worker.process import AbortSignal, SubprocessRunner
 from fondation_worker.redact import Redactor
@@ -60,11 +60,12 @@ class RecordingQueue:
         run_id: str,
         summary: Summary,
         docs: Any = (),
+        offer: Offer | None = None,
     ) -> None:
         if self.fail_upload:
             raise self.fail_upload
         self.docs.extend(docs)
-        self._record("complete", run_id=run_id, summary=summary, n=len(docs))
+        self._record("complete", run_id=run_id, summary=summary, n=len(docs), offer=offer)
 
     def retry_or_fail(
         self,
@@ -73,8 +74,11 @@ class RecordingQueue:
         error: str,
         kind: str,
         retry_after_ms: int | None = None,
+        offer: Offer | None = None,
     ) -> RetryReply:
-        self._record("retry_or_fail", error=error, kind=kind, retry_after_ms=retry_after_ms)
+        self._record(
+            "retry_or_fail", error=error, kind=kind, retry_after_ms=retry_after_ms, offer=offer
+        )
         status = "pending" if kind in ("auth", "usage_limit", "disk", "shutdown") else "failed"
         if kind in ("permanent", "invalid_repository", "repository_not_found"):
             status = "dead"
@@ -83,8 +87,10 @@ class RecordingQueue:
     def release(self, job_id: str, lease_token: SecretStr, reason: str) -> None:
         self._record("release", reason=reason)
 
-    def acknowledge_cancel(self, job_id: str, lease_token: SecretStr) -> None:
-        self._record("acknowledge_cancel")
+    def acknowledge_cancel(
+        self, job_id: str, lease_token: SecretStr, offer: Offer | None = None
+    ) -> None:
+        self._record("acknowledge_cancel", offer=offer)
 
     def get_job(self, job_id: str, lease_token: SecretStr | None = None) -> PublicJob | None:
         return None
