@@ -144,21 +144,21 @@ def iso_to_epoch(stamp: str) -> float:
 class Stack:
     """A dev backend and a loopback git server, plus the workers started against them."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, admin: bool = False) -> None:
         self.workdir = workdir
         self.token = SecretStr("bench-" + secrets.token_hex(16))
         self.operator_token = SecretStr("bench-op-" + secrets.token_hex(16))
         self.git = GitServer(workdir / "git")
         self.git.start()
-        # Production's reclaim schedule and no admin endpoints: the bench measures the real
-        # functions as they run.
+        # Production's reclaim schedule; admin endpoints only for a bench that reads the
+        # backend's counters (/_dev/stats) or tables: the functions run the same either way.
         self.backend = start_dev_backend(
             workdir,
             f"github.com,{self.git.host}",
             reclaim_ms=None,
             worker_token=self.token.get_secret_value(),
             operator_token=self.operator_token.get_secret_value(),
-            admin=False,
+            admin=admin,
             timeout_s=90,
             client_timeout_s=10,
         )
@@ -202,10 +202,10 @@ class Stack:
 
 
 @contextlib.contextmanager
-def stack(prefix: str) -> Iterator[Stack]:
+def stack(prefix: str, admin: bool = False) -> Iterator[Stack]:
     BENCH_BUILD.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"bench-{prefix}-") as tmp:
-        s = Stack(Path(tmp))
+        s = Stack(Path(tmp), admin)
         try:
             yield s
         finally:

@@ -18,6 +18,7 @@ import {
   RECLAIM_BATCH,
   ROLLUP_BATCH,
   ROLLUP_SETTLE_MS,
+  isLeased,
 } from "./lib/policy";
 import { holdsAssignment, returnAssignment, type Slot } from "./lib/slots";
 
@@ -51,7 +52,8 @@ async function nextRunAt(ctx: MutationCtx): Promise<number | null> {
 /**
  * Assignments not accepted in time go back to the queue (the worker is gone or cut off:
  * its subscription shows the slot gone and it offers it again if alive), and slot rows
- * left assigned to a job that moved on are dropped. Returns how many it handled.
+ * left naming a job that moved on (and no longer runs in them) are dropped. Returns how
+ * many it handled.
  */
 async function expireAssignments(ctx: MutationCtx, now: number): Promise<number> {
   const late = await ctx.db
@@ -70,12 +72,16 @@ async function expireAssignments(ctx: MutationCtx, now: number): Promise<number>
     .query("workerSlots")
     .withIndex("by_state_since", (q) => q.eq("state", "assigned").lt("since", now - MAX_ACCEPT_MS))
     .take(DISPATCH_BATCH);
+  let dropped = 0;
   for (const row of stale) {
     const job = row.jobId === undefined ? null : await ctx.db.get(row.jobId);
+    // A row naming the job its worker runs now stays until the job's final call.
+    if (job !== null && isLeased(job.status) && job.lockedBy === row.workerId) continue;
     if (holdsAssignment(row, job)) await returnAssignment(ctx, job, now, "assignment not accepted in time");
     await ctx.db.delete(row._id);
+    dropped++;
   }
-  return late.length + stale.length;
+  return late.length + dropped;
 }
 
 /** Pair due jobs with idle slots, longest idle first. */

@@ -236,7 +236,8 @@ async function offerFreedSlot(
 /**
  * The worker's claim: accept a job the dispatcher assigned to one of `slots` (default
  * slot 0), else offer those slots for dispatch and return null. Reads only this worker's
- * slot rows and the job assigned to it: no two workers' claims touch the same document.
+ * slot rows and the job assigned to it: no two workers' claims touch the same document,
+ * and an accept writes only the job.
  * Accepting consumes an attempt and starts the lease (a new token); with `start` the job is
  * running at once (what jobs:start does). A repeated requestId returns the claim it made
  * (lease renewed from now), so a retried call, even a later one, cannot claim twice or
@@ -305,7 +306,8 @@ export const claimOne = workerMutation({
         },
         now,
       );
-      await ctx.db.delete(row._id);
+      // The row stays as it is (it names the job now running in the slot): writing it would
+      // re-run this worker's subscription for nothing. The final call's offer makes it idle.
       return await claimedJob(ctx, claimed);
     }
     return null;

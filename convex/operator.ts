@@ -174,6 +174,7 @@ export const requeue = mutation({
         releaseReason: undefined,
         uploadRunId: undefined,
         uploadCount: 0,
+        staleRuns: undefined,
         startedAt: undefined,
         completedAt: undefined,
       },

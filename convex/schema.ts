@@ -42,6 +42,8 @@ export default defineSchema({
     docsRunId: v.optional(v.string()),
     uploadRunId: v.optional(v.string()),
     uploadCount: v.number(),
+    // an earlier run staged documents too: the job's end has another run's to purge
+    staleRuns: v.optional(v.boolean()),
     // timestamps (ms)
     createdAt: v.number(),
     startedAt: v.optional(v.number()),

@@ -143,7 +143,13 @@ export class Backend {
    * (a commit after its arrival wrote into what it read) is counted: what runs here is what
    * Convex's re-run would do, since it runs after that commit.
    */
-  call(kind: Kind, udfPath: string, args: Record<string, unknown>, identity?: Partial<UserIdentity>): Promise<CallResult> {
+  call(
+    kind: Kind,
+    udfPath: string,
+    args: Record<string, unknown>,
+    identity?: Partial<UserIdentity>,
+    opts: { subscription?: boolean } = {},
+  ): Promise<CallResult> {
     const arrived = this.commitSeq;
     this.waiting.set(arrived, (this.waiting.get(arrived) ?? 0) + 1);
     return this.serialize(async () => {
@@ -160,12 +166,15 @@ export class Backend {
         if (n === 0) this.waiting.delete(arrived);
         else this.waiting.set(arrived, n);
       }
-      const stats = this.statsOf(udfPath);
-      stats.calls++;
-      if (!result.ok) stats.errors++;
+      // A subscription's re-run is counted by the sync hub, apart from the calls clients make.
+      const stats = opts.subscription === true ? null : this.statsOf(udfPath);
+      if (stats !== null) {
+        stats.calls++;
+        if (!result.ok) stats.errors++;
+      }
       if (kind === "mutation" && result.ok) {
         const concurrent = this.commits.filter((c) => c.seq > arrived);
-        if (concurrent.some((c) => intersects(recorder.reads, c.writes))) stats.conflicts++;
+        if (stats !== null && concurrent.some((c) => intersects(recorder.reads, c.writes))) stats.conflicts++;
         for (const c of concurrent) {
           for (const id of sharedDocs(recorder.writes, c.writes)) {
             const table = recorder.writes.docs.get(id)!.table;

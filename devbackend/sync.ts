@@ -287,7 +287,7 @@ class Session {
     } else if (target.kind !== "query") {
       result = { ok: false, message: `Trying to execute ${target.path} as query, but it is defined as ${target.kind}.` };
     } else {
-      result = await this.hub.backend.call("query", target.path, q.args, this.identity);
+      result = await this.hub.backend.call("query", target.path, q.args, this.identity, { subscription: true });
       this.hub.counters.runs++;
     }
     // A failed query reads nothing we know of: re-run it after any commit.

@@ -113,8 +113,10 @@ export async function setStatus(
       full.hasSecret = false;
     }
     // Documents go in scheduled batches (docs:purgeStale), never in this transaction: a
-    // job's leftovers can be far larger than one transaction may read.
-    await ctx.scheduler.runAfter(0, internal.docs.purgeStale, { jobId: job._id });
+    // job's leftovers can be far larger than one transaction may read. Only when there are
+    // any: a job completed by its only run leaves none (one call per job saved).
+    const leftovers = next === "completed" ? job.staleRuns === true : job.uploadRunId !== undefined || job.staleRuns === true;
+    if (leftovers) await ctx.scheduler.runAfter(0, internal.docs.purgeStale, { jobId: job._id });
   }
   await ctx.db.patch(job._id, full);
   return { ...job, ...full } as Job;

@@ -1,7 +1,8 @@
 // Worker slots (the workerSlots table): a worker offers each free slot; the dispatcher
 // assigns a due job to the longest-idle slot; the worker, told by its own subscription
-// (jobs:assignments), accepts it (jobs:claimOne). A worker reads and writes only its own
-// rows, so claims never meet another worker's writes.
+// (jobs:assignments), accepts it (jobs:claimOne). The row keeps naming the job while it
+// runs; the job's final call offers the slot again (idle). A worker reads and writes only
+// its own rows, so claims never meet another worker's writes.
 import type { Doc } from "../_generated/dataModel";
 import type { MutationCtx, QueryCtx } from "../_generated/server";
 import { wakeForSlot } from "./dispatcher";
@@ -62,6 +63,14 @@ export async function offerSlot(
 ): Promise<Slot> {
   const row = await slotRow(ctx, workerId, slot);
   if (row !== null) {
+    // Still naming the job that just ended in it (accepted jobs keep their row): idle again.
+    if (row.state === "assigned") {
+      const job = row.jobId === undefined ? null : await ctx.db.get(row.jobId);
+      if (!holdsAssignment(row, job)) {
+        await idleAgain(ctx, row, acceptMs, now);
+        return { ...row, state: "idle", jobId: undefined, since: now, acceptMs };
+      }
+    }
     if (row.acceptMs !== acceptMs) await ctx.db.patch(row._id, { acceptMs });
     return { ...row, acceptMs };
   }

@@ -87,7 +87,13 @@ export async function stageDocs(
       await ctx.db.insert("docContents", { docId, content: doc.content });
     }
   }
-  const patch = { uploadRunId: runId, uploadCount: count, updatedAt: now };
+  const patch = {
+    uploadRunId: runId,
+    uploadCount: count,
+    updatedAt: now,
+    // a new run while another one's documents are staged: purge them when the job ends
+    ...(job.uploadRunId !== undefined && job.uploadRunId !== runId ? { staleRuns: true } : {}),
+  };
   await ctx.db.patch(job._id, patch);
   return { ...job, ...patch };
 }

@@ -75,8 +75,14 @@ describe("assignment", () => {
     const c = await accept(t, "w1");
     expect(c).toMatchObject({ jobId, attempt: 1, githubToken: "ghp_notForTheSubscription0123" });
     expect(await getJob(t, jobId)).toMatchObject({ status: "running", attempts: 1, lockedBy: "w1" });
-    // a slot being worked on has no row
-    expect(await assignments(t, "w1")).toEqual({ slots: [] });
+    // The accept wrote the job only: the slot's row still names it (no re-run of the
+    // worker's subscription), until the job's final call offers the slot again.
+    expect(await assignments(t, "w1")).toEqual(seen);
+    await t.mutation(api.jobs.complete, {
+      token: TOKEN, jobId, leaseToken: c!.leaseToken, runId: "r",
+      summary: { docsCount: 0, durationMs: 1 }, offer: { slot: 0, acceptMs: 30_000 },
+    });
+    expect(await assignments(t, "w1")).toEqual({ slots: [{ slot: 0, state: "idle" }] });
     await expectAggregatesExact(t);
   });
 
@@ -245,9 +251,9 @@ describe("the final call offers the freed slot", () => {
     const b = await claimOk(t, "w1"); // its idle slot takes the other job
     await t.mutation(api.jobs.cancel, { jobId: b.jobId, token: OPERATOR });
     await t.mutation(api.jobs.acknowledgeCancel, {
-      token: TOKEN, jobId: b.jobId, leaseToken: b.leaseToken, offer: { slot: 3, acceptMs: 30_000 },
+      token: TOKEN, jobId: b.jobId, leaseToken: b.leaseToken, offer: { slot: 0, acceptMs: 45_000 },
     });
-    expect(await assignments(t, "w1")).toEqual({ slots: [{ slot: 3, state: "idle" }] });
+    expect(await assignments(t, "w1")).toEqual({ slots: [{ slot: 0, state: "idle" }] });
   });
 });
 

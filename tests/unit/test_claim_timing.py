@@ -33,7 +33,7 @@ def test_polling_backs_off_while_empty_and_keeps_pace_while_work_is_found() -> N
     assert t.next_event_at(0.0, [0]) == pytest.approx(5 * 0.975)
     t.empty(5.0, [0])
     assert t.next_event_at(5.0, [0]) == pytest.approx(5.0 + 10 * 0.975)
-    t.claimed(20.0)
+    t.claimed(20.0, 0, "j1")
     assert t.next_event_at(20.0, [0]) == 25.0
     assert not t.due(24.9, [0])
     assert t.due(25.0, [0])
@@ -62,6 +62,26 @@ def test_assignments_come_first_in_the_claim_order() -> None:
     assert t.order([0, 1, 2]) == [2, 0, 1]
     # a busy slot's stale view is not ours to claim for
     assert t.order([0, 1]) == [0, 1]
+
+
+def test_the_job_a_slot_ran_is_no_new_assignment_when_the_slot_frees() -> None:
+    t = timing()
+    t.wake_changed(live(1, (0, "assigned", "j1")), 0.0)
+    assert t.due(0.0, [0])
+    t.claimed(0.0, 0, "j1")
+    # the job ended; the final call's offer is on its way, the view still names j1
+    t.slot_freed(30.0, 0, offered=True)
+    assert not t.due(30.0, [0])
+    # ...unless the offer never shows: then the slot is offered again
+    assert t.due(30.0 + OFFER_SETTLE_S, [0])
+    t.wake_changed(live(2, (0, "assigned", "j2")), 31.0)  # and this one is new
+    assert t.due(31.0, [0])
+    # a final call that could not offer: the stale row is offered again at once
+    t2 = timing()
+    t2.wake_changed(live(1, (0, "assigned", "j1")), 0.0)
+    t2.claimed(0.0, 0, "j1")
+    t2.slot_freed(9.0, 0, offered=False)
+    assert t2.due(9.0, [0])
 
 
 def test_a_stale_assignment_view_is_acted_on_once() -> None:
@@ -101,7 +121,7 @@ def test_failures_are_retried_within_seconds_then_every_ten_at_most() -> None:
         assert t.due(nxt, [0])
         now = nxt
     assert waits == pytest.approx([0.75, 1.5, 3.0, 6.0, 7.5, 7.5])
-    t.claimed(now)
+    t.claimed(now, 0, "j")
     assert t.retry_at is None
 
 

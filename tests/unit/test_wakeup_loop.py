@@ -136,12 +136,12 @@ class FakeDispatch(FakeQueue):
             if job_id == "missing":
                 self.rows[slot] = None
                 changed = True
+            elif job_id is not None and self.jobs and self.jobs[0].job_id == job_id:
+                # accepted: the row keeps naming the job (Convex writes only the job)
+                return self.jobs.pop(0).model_copy(update={"slot": slot})
             elif job_id is not None:
-                del self.rows[slot]
-                job = self.jobs.pop(0)
-                if self.live:
-                    self._push()
-                return job.model_copy(update={"slot": slot})
+                self.rows[slot] = None  # naming a job that moved on: idle again
+                changed = True
         if changed and self.live:
             self._push()
         return None
@@ -219,7 +219,7 @@ def test_a_failed_claim_is_retried_within_seconds_with_the_same_request_id() -> 
     # at once, then 1 s and 2 s back-offs (equal jitter at rand 0.5: 0.75 s and 1.5 s)
     assert times == pytest.approx([0.0, 0.75, 0.75 + 1.5])
     assert len({r for _, r in tries[:3]}) == 1, "every try repeats the same request id"
-    assert dispatch.rows == {}  # the third took the job
+    assert not dispatch.jobs  # the third took the job
 
 
 def test_a_slot_the_dispatcher_dropped_is_offered_again() -> None:

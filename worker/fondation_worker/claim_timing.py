@@ -69,6 +69,9 @@ class ClaimTiming:
     offered_at: dict[int, float] = field(default_factory=dict)
     # The answer a claim already acted on and found nothing for (a stale view): not again.
     spent_version: int | None = None
+    # The job each slot last accepted: its row keeps naming it until the final call's offer
+    # shows, and that is no new assignment.
+    taken: dict[int, str] = field(default_factory=dict)
 
     # --- what the scheduler tells it --------------------------------------------------
 
@@ -84,9 +87,10 @@ class ClaimTiming:
             self.empty_polls = 0
             self.next_poll = min(self.next_poll, now + seconds(self.poll_interval_ms))
 
-    def claimed(self, now: float) -> None:
-        """A claim call came back with a job."""
+    def claimed(self, now: float, slot: int, job_id: str) -> None:
+        """A claim call came back with a job, to run in ``slot``."""
         self._answered()
+        self.taken[slot] = job_id
         self.empty_polls = 0
         self.next_poll = now + (
             self._safety_delay() if self.subscribed else seconds(self.poll_interval_ms)
@@ -190,15 +194,24 @@ class ClaimTiming:
     def _assigned(self, free: Sequence[int]) -> set[int]:
         if self.wake is None or self.wake.slots is None or self.wake.version == self.spent_version:
             return set()
-        return {v.slot for v in self.wake.slots if v.state == "assigned" and v.slot in free}
+        return {
+            v.slot
+            for v in self.wake.slots
+            if v.state == "assigned" and v.slot in free and v.job_id != self.taken.get(v.slot)
+        }
 
     def _missing_since(self, free: Sequence[int], now: float) -> float:
-        """When a free slot the subscription does not show is to be offered again (inf:
-        none is missing)."""
+        """When a free slot the subscription does not show as offered (no row, or its row
+        still naming the job that ran in it) is to be offered again (inf: none)."""
         if self.wake is None or self.wake.slots is None:
             return math.inf
-        shown = {v.slot for v in self.wake.slots}
-        missing = [s for s in free if s not in shown]
+        shown = {v.slot: v for v in self.wake.slots}
+        missing = [
+            s
+            for s in free
+            if (view := shown.get(s)) is None
+            or (view.state == "assigned" and view.job_id == self.taken.get(s))
+        ]
         if not missing:
             return math.inf
         return min(self.offered_at.get(s, -math.inf) + OFFER_SETTLE_S for s in missing)

@@ -347,8 +347,8 @@ class Scheduler:
         if job is None:
             self._timing.empty(now, slots)
             return
-        self._timing.claimed(now)
         slot = job.slot if job.slot in free else free[0]
+        self._timing.claimed(now, slot, job.job_id)
         self._start_job(job, slot, sent, why)
         if self._stop_level:
             # The signal came while the claim was in flight: give the job straight back.
