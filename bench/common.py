@@ -33,6 +33,7 @@ import structlog
 from pydantic import SecretStr
 
 from tests.support import (
+    FAKE_CLAUDE,
     REPO_ROOT,
     WorkerProcess,
     free_port,
@@ -168,7 +169,9 @@ class Stack:
         url: str = self.git.add_repo("bench", name, files)
         return url
 
-    def start_worker(self, name: str, wait_healthy: bool = True, **env: str) -> Worker:
+    def start_worker(
+        self, name: str, wait_healthy: bool = True, claude_bin: Path = FAKE_CLAUDE, **env: str
+    ) -> Worker:
         health_port = free_port()
         home = self.workdir / f"home-{name}"
         home.mkdir(exist_ok=True)
@@ -181,6 +184,7 @@ class Stack:
             allowed_repo_hosts=f"github.com,{self.git.host}",
             git_ca_bundle=self.git.cert,
             health_port=health_port,
+            claude_bin=claude_bin,
         )
         base.update(env)
         worker = launch_worker(

@@ -1,7 +1,8 @@
 """Fleet scale: what one job costs Convex as the fleet grows, and how fast a burst drains.
 
 N native workers (production timings, MAX_CONCURRENT_JOBS=1, subscribed to their own
-``jobs:assignments``) on one dev backend, which counts every function call and what Convex
+``jobs:assignments``, the light fake claude: tests/support/fakes/light_claude) on one dev
+backend, which counts every function call and what Convex
 would have met running them concurrently (``/_dev/stats``: devbackend/occ.ts).
 
 - idle, N = 1, 10 and 50: jobs enqueued one at a time into an idle fleet (each done before
@@ -34,11 +35,12 @@ import httpx
 
 from bench.common import Row, Stack, emit, log, met_at_most, percentile, small_repo, stack
 from tests.support import wait_until
+from tests.support.paths import LIGHT_CLAUDE
 
 # Production timings; quiet logs (50 workers at debug cost the machine more than the jobs).
 WORKER_ENV = {"LOG_LEVEL": "info", "LEASE_MS": "90000"}
 # A short job: five fake Claude steps of this many seconds (plus clone, collect, upload).
-STEP_S = "2"
+STEP_S = "4"
 TARGET_CLAIMS_PER_JOB = 1.2
 TARGET_CALLS_PER_JOB = 4.0
 TARGET_PICKUP_P95_S = 1.0
@@ -77,7 +79,10 @@ def reset_stats(s: Stack) -> None:
 
 
 def start_fleet(s: Stack, n: int, **env: str) -> list[Any]:
-    workers = [s.start_worker(f"w{i}", wait_healthy=False, **WORKER_ENV, **env) for i in range(n)]
+    workers = [
+        s.start_worker(f"w{i}", wait_healthy=False, claude_bin=LIGHT_CLAUDE, **WORKER_ENV, **env)
+        for i in range(n)
+    ]
     deadline = time.monotonic() + 120 + n * 3
     for worker in workers:
         wait_until(worker.healthy, max(1.0, deadline - time.monotonic()))

@@ -12,6 +12,8 @@ FAKES = SUPPORT / "fakes"
 # The fake `claude` of the process tests and bench, and the one mounted into chaos containers.
 FAKE_CLAUDE = FAKES / "claude"
 CHAOS_CLAUDE = FAKES / "chaos_claude"
+# The success path only, in sh: for load benches (bench/scale.py).
+LIGHT_CLAUDE = FAKES / "light_claude"
 VENV_BIN = Path(sys.executable).parent
 WORKER_BIN = VENV_BIN / "fondation-worker"
 DEV_BACKEND = REPO_ROOT / "devbackend" / "server.ts"
