@@ -89,6 +89,7 @@ export class Backend {
   private readonly waiting = new Map<number, number>(); // arrival seq -> calls waiting
   private functions = new Map<string, FunctionStats>();
   private hot = new Map<string, number>(); // table -> documents written by two concurrent mutations
+  private hotPairs = new Map<string, number>(); // "table: earlier <- later" -> count
   private scheduledRuns = 0;
 
   /** Told of every commit (HTTP, socket, cron or scheduled): the sync protocol's refresh. */
@@ -179,6 +180,8 @@ export class Backend {
           for (const id of sharedDocs(recorder.writes, c.writes)) {
             const table = recorder.writes.docs.get(id)!.table;
             this.hot.set(table, (this.hot.get(table) ?? 0) + 1);
+            const pair = `${table}: ${c.path} <- ${udfPath}`;
+            this.hotPairs.set(pair, (this.hotPairs.get(pair) ?? 0) + 1);
           }
         }
         if (recorder.writes.size > 0) {
@@ -232,6 +235,7 @@ export class Backend {
       conflicts: total("conflicts"),
       functions,
       hotDocuments: Object.fromEntries(this.hot),
+      hotDocumentsBy: Object.fromEntries(this.hotPairs),
       scheduledRuns: this.scheduledRuns,
     };
   }
@@ -239,6 +243,7 @@ export class Backend {
   resetStats(): void {
     this.functions = new Map();
     this.hot = new Map();
+    this.hotPairs = new Map();
     this.scheduledRuns = 0;
   }
 

@@ -34,6 +34,8 @@ export class ReadSet {
 /** Every version (before, after) of each document a call wrote, by id. */
 export class WriteSet {
   readonly docs = new Map<string, { table: string; versions: Doc[] }>();
+  /** Documents this call created (a write of them by a later call is not contention). */
+  readonly inserted = new Set<string>();
 
   add(id: string, table: string, version: Doc | null): void {
     let entry = this.docs.get(id);
@@ -177,9 +179,13 @@ export function intersects(reads: ReadSet, writes: WriteSet): boolean {
   return false;
 }
 
-/** Documents both write sets wrote (the hot documents two concurrent mutations share). */
-export function sharedDocs(a: WriteSet, b: WriteSet): string[] {
-  return [...a.docs.keys()].filter((id) => b.docs.has(id));
+/**
+ * Documents that existed before `earlier` and that both wrote: the hot documents two
+ * concurrent mutations share (a document `earlier` created, `later` could only write
+ * because it saw it).
+ */
+export function sharedDocs(later: WriteSet, earlier: WriteSet): string[] {
+  return [...later.docs.keys()].filter((id) => earlier.docs.has(id) && !earlier.inserted.has(id));
 }
 
 // ------------------------------------------------------------------ one call's recorder
@@ -244,6 +250,7 @@ export class Recorder {
   }
 
   docWritten(id: string, table: string, before: Doc | null, after: Doc | null): void {
+    if (before === null && !this.writes.docs.has(id)) this.writes.inserted.add(id);
     this.writes.add(id, table, before);
     this.writes.add(id, table, after);
   }
