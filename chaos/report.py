@@ -94,7 +94,7 @@ def job_mix(jobs: list[EnqueuedJob], latest: dict[str, Observation]) -> list[dic
 
 
 def subscription_downtime(log_paths: dict[str, Path], end: float) -> dict[str, dict[str, Any]]:
-    """How long each worker ran without its jobs:wakeup subscription, from its own log.
+    """How long each worker ran without its jobs:assignments subscription, from its own log.
 
     ``wakeup.subscribed`` carries the gap it ends (``down_s``, start-up included); a
     ``wakeup.down`` with no later ``wakeup.subscribed`` counts until ``end``. Outages are
@@ -199,7 +199,7 @@ def render_markdown(data: dict[str, Any]) -> str:
             "",
             "## Wake subscription",
             "",
-            "Time each worker ran without its jobs:wakeup subscription (polling over HTTP "
+            "Time each worker ran without its jobs:assignments subscription (polling over HTTP "
             "instead): start-ups, restarts and the sockets the faults cut.",
             "",
             "| worker | socket outages | without subscription (s) |",

@@ -206,12 +206,13 @@ class Settings(BaseSettings):
         description="ceiling of the idle back-off between polls",
         json_schema_extra=_doc("ms", "fondation_worker_idle_poll_max_ms"),
     )
-    # The wake path (wakeup.py): subscribe to jobs:wakeup over Convex's WebSocket protocol
+    # The wake path (wakeup.py): subscribe to this worker's jobs:assignments over Convex's
+    # WebSocket protocol
     # and claim when it says a job is due. While subscribed, the HTTP poll only runs every
     # SAFETY_POLL_MS; while the subscription is down, polling is as above.
     wakeup: bool = Field(
         True,
-        description="subscribe to jobs:wakeup (WebSocket) and claim when a job is due",
+        description="subscribe to this worker's jobs:assignments (WebSocket) and accept at once",
         json_schema_extra=_doc(role="fondation_worker_wakeup"),
     )
     safety_poll_ms: int = Field(

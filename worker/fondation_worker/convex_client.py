@@ -462,7 +462,7 @@ class ConvexClient:
         return [self._parse(StuckJob, "operator:listStuck", item) for item in value]
 
     def reclaim_now(self) -> ReclaimReply:
-        """The reclaim cron's pass, now (safe to repeat: it only takes expired leases)."""
+        """The dispatcher's reclaim pass, now (safe to repeat: it only takes expired leases)."""
         value = self.call("mutation", "operator:reclaimNow", self._auth())
         reply: ReclaimReply = self._parse(ReclaimReply, "operator:reclaimNow", value)
         return reply

@@ -66,16 +66,16 @@ class Metrics:
             registry=r,
         )
 
-        # The wake path (wakeup.py): 1 while jobs:wakeup is subscribed and current; 0 while
+        # The wake path (wakeup.py): 1 while jobs:assignments is subscribed and current; 0 while
         # the worker falls back to HTTP polling.
         self.wakeup_subscribed = Gauge(
             "fondation_worker_wakeup_subscribed",
-            "1 while the jobs:wakeup subscription is live, 0 while polling instead",
+            "1 while the jobs:assignments subscription is live, 0 while polling instead",
             registry=r,
         )
         self.wakeup_connects = Counter(
             "fondation_worker_wakeup_connects",
-            "WebSocket connections opened for the jobs:wakeup subscription",
+            "WebSocket connections opened for the jobs:assignments subscription",
             registry=r,
         )
         self.wakeup_down_seconds = Counter(
