@@ -1,12 +1,13 @@
 """Crash recovery time: kill -9 of a worker mid-job until the job runs again on another worker.
 
 Production timings throughout (LEASE_MS 90 s, HEARTBEAT_MS 20 s, POLL_INTERVAL_MS 5 s,
-IDLE_POLL_MAX_MS 30 s). Worker A claims a job whose fake Claude step takes minutes; worker B
-starts, and once B's back-off has reached its 30 s ceiling A and its children are killed with
-SIGKILL at a random moment. ``claimOne`` hands out expired leases directly, so the job comes
-back when A's last lease runs out and B next polls. Measured on one clock (this host's): the
-kill, and B's claim (``leaseUntil - LEASE_MS`` of B's claim) and ``startedAt`` (the job running
-again). Expected: the lease left at the kill (70-90 s) plus up to 30 s of B's idle polling.
+IDLE_POLL_MAX_MS 30 s, the upkeep cron every 30 s). Worker A claims a job whose fake Claude
+step takes minutes; worker B starts and idles, and A and its children are killed with
+SIGKILL at a random moment. The first dispatcher tick after A's last lease ran out (the
+upkeep cron's, at least every 30 s) returns the job to the queue and hands it to B's idle
+slot, which B accepts at once. Measured on one clock (this host's): the kill, and B's claim
+(``leaseUntil - LEASE_MS`` of B's claim) and ``startedAt`` (the job running again). Expected:
+the lease left at the kill (70-90 s) plus up to 30 s until the next tick.
 
 Second case, the host survives (``--mode restart``): A holds the job under a fixed WORKER_ID
 and is killed the same way; 5 s later (systemd's RestartSec) a new process starts with the

@@ -23,7 +23,9 @@ JobKind = Literal[
 ]
 FaultKind = Literal["sigkill", "netcut", "pause", "disk", "rolling", "auth"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("sigkill", "netcut", "pause", "disk", "rolling", "auth")
-Status = Literal["pending", "claimed", "running", "completed", "failed", "dead", "canceled"]
+Status = Literal[
+    "pending", "assigned", "claimed", "running", "completed", "failed", "dead", "canceled"
+]
 TERMINAL: frozenset[str] = frozenset({"completed", "dead", "canceled"})
 
 

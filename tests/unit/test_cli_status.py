@@ -22,6 +22,7 @@ METRICS: dict[str, Any] = {
     "now": 1_767_000_000_000,
     "counts": {
         "pending": 3,
+        "assigned": 1,
         "claimed": 1,
         "running": 2,
         "completed": 120,
@@ -31,7 +32,8 @@ METRICS: dict[str, Any] = {
     },
     "ready": 2,
     "scheduled": 1,
-    "inProgress": 3,
+    "inProgress": 4,
+    "idleSlots": 7,
     "oldestReadyAgeMs": 245_000,
     "oldestExpiredLeaseAgeMs": None,
     "lastHour": {
@@ -150,8 +152,9 @@ def test_counts_come_first_then_the_hour_and_day_side_by_side() -> None:
     blank = lines.index("")
     queue, windows = lines[:blank], lines[blank + 1 :]
     assert cells(queue[0]) == ["QUEUE", "NOW"]
-    assert [cells(line)[0].strip() for line in queue[1:8]] == [
+    assert [cells(line)[0].strip() for line in queue[1:9]] == [
         "pending",
+        "assigned",
         "claimed",
         "running",
         "completed",
@@ -160,7 +163,8 @@ def test_counts_come_first_then_the_hour_and_day_side_by_side() -> None:
         "canceled",
     ]
     assert rows(queue)["completed"] == ["120"]
-    assert rows(queue)["in progress"] == ["3"]
+    assert rows(queue)["in progress"] == ["4"]
+    assert rows(queue)["idle worker slots"] == ["7"]
     assert cells(windows[0]) == ["OUTCOMES", "LAST HOUR", "LAST DAY"]
     table = rows(windows)
     assert table["completed"] == ["4", "120"]
@@ -182,9 +186,11 @@ def test_durations_and_rates_are_humanised() -> None:
 
 
 def test_figures_line_up_in_columns() -> None:
-    lines = [line for line in render.render_status(METRICS) if line]
+    printed = render.render_status(METRICS)
+    lines = [line for line in printed if line]
     # Every figure ends at its column's right edge: the lines of a table have one length.
-    queue, windows = lines[:13], lines[13:]
+    blank = printed.index("")
+    queue, windows = printed[:blank], printed[blank + 1 :]
     assert len({len(line) for line in queue}) == 1, queue
     assert len({len(line) for line in windows}) == 1, windows
     # One label column for both tables, as wide as the longest label, then the gap.

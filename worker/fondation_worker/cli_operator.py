@@ -265,7 +265,7 @@ def cancel(
         except WorkerError as exc:
             raise convex_failure(exc) from None
     if reply.status == "canceled":
-        typer.echo(f"job {job_id} canceled")
+        typer.echo(f"job {job_id} canceled")  # queued, or assigned and not accepted yet
     elif reply.status in ("claimed", "running"):
         typer.echo(
             f"job {job_id} is {reply.status}: cancel requested, its worker stops it at the next "

@@ -6,9 +6,9 @@ Pure functions of Convex's replies (no I/O), so every layout is tested without a
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, get_args
 
-from .models import PublicJob, StuckJob
+from .models import JobStatus, PublicJob, StuckJob
 from .units import seconds as to_seconds
 
 
@@ -35,12 +35,13 @@ def dropped_note(job: PublicJob) -> str:
     return f" ({dropped.count} generated file(s) left out: {reasons})"
 
 
-_STATUS_COUNTS = ("pending", "claimed", "running", "completed", "failed", "dead", "canceled")
+_STATUS_COUNTS: tuple[str, ...] = get_args(JobStatus)
 # (label, key in metrics:queue) of the queue's other figures; ages are in ms.
 _STATUS_QUEUE = (
     ("ready", "ready"),
     ("scheduled", "scheduled"),
     ("in progress", "inProgress"),
+    ("idle worker slots", "idleSlots"),
 )
 _STATUS_AGES = (
     ("oldest ready job waiting", "oldestReadyAgeMs"),
