@@ -37,6 +37,7 @@ PARALLEL = [
     ("crash.py", [], 900),
 ]
 SEQUENTIAL = [
+    ("scale.py", [], 3600),
     ("pickup.py", ["--mode", "busy"], 600),
     ("overhead.py", [], 600),
     ("cpu.py", [], 600),
