@@ -185,7 +185,11 @@ class BurstResult:
     conflicts: int
     claim_conflicts: int
     conflicts_by_function: dict[str, int]
+    conflicts_by_pair: dict[str, int]
     hot_documents: dict[str, int]
+    hot_documents_by: dict[str, int]
+    turnaround_p50_s: float | None
+    turnaround_p95_s: float | None
     worker_cpu_s: float
     backend_cpu_s: float
 
@@ -225,6 +229,16 @@ def burst(n: int, jobs: int, clients: int = 10) -> BurstResult:
         rows = dump(s, "jobs")
     done = [r for r in rows if r["status"] == "completed"]
     durations = [(r["completedAt"] - r["startedAt"]) / 1000 for r in done]
+    # A worker's turnaround: from its job's completion to its next job's start (the final
+    # call's offer, a tick, the push, the claim), while jobs were waiting.
+    by_worker: dict[str, list[dict[str, Any]]] = {}
+    for r in done:
+        by_worker.setdefault(r["lockedBy"], []).append(r)
+    turnarounds = []
+    for runs in by_worker.values():
+        runs.sort(key=lambda r: r["startedAt"])
+        for before, after in zip(runs, runs[1:], strict=False):
+            turnarounds.append((after["startedAt"] - before["completedAt"]) / 1000)
     mean_job_s = sum(durations) / len(durations)
     ideal_s = jobs * mean_job_s / n
     client, internal, per = call_counts(st)
@@ -243,7 +257,11 @@ def burst(n: int, jobs: int, clients: int = 10) -> BurstResult:
         conflicts_by_function={
             name: f["conflicts"] for name, f in st["functions"].items() if f["conflicts"]
         },
+        conflicts_by_pair=st["conflictsBy"],
         hot_documents=st["hotDocuments"],
+        hot_documents_by=st["hotDocumentsBy"],
+        turnaround_p50_s=percentile(turnarounds, 50),
+        turnaround_p95_s=percentile(turnarounds, 95),
         worker_cpu_s=worker_cpu,
         backend_cpu_s=backend_cpu,
     )
@@ -312,6 +330,12 @@ def rows_of(idles: list[IdleResult], b: BurstResult | None) -> list[Row]:
                 f"({b.jobs} x {b.mean_job_s:.1f} s mean job / {b.n})",
             ),
             Row(
+                f"{tag}: turnaround p50",
+                b.turnaround_p50_s,
+                "s",
+                note=f"a worker's job end to its next job's start; p95 {b.turnaround_p95_s} s",
+            ),
+            Row(
                 f"{tag}: claim calls per job",
                 b.claims_per_job,
                 "",
@@ -326,7 +350,7 @@ def rows_of(idles: list[IdleResult], b: BurstResult | None) -> list[Row]:
                 "",
                 "claim path 0",
                 b.claim_conflicts == 0,
-                note=f"by function {b.conflicts_by_function}",
+                note=f"by function {b.conflicts_by_function}; by pair {b.conflicts_by_pair}",
             ),
             Row(
                 f"{tag}: hot documents",

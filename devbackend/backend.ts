@@ -90,6 +90,7 @@ export class Backend {
   private functions = new Map<string, FunctionStats>();
   private hot = new Map<string, number>(); // table -> documents written by two concurrent mutations
   private hotPairs = new Map<string, number>(); // "table: earlier <- later" -> count
+  private conflictPairs = new Map<string, number>(); // "later <- earlier" -> count
   private scheduledRuns = 0;
 
   /** Told of every commit (HTTP, socket, cron or scheduled): the sync protocol's refresh. */
@@ -175,9 +176,14 @@ export class Backend {
       }
       if (kind === "mutation" && result.ok) {
         const concurrent = this.commits.filter((c) => c.seq > arrived);
-        if (stats !== null && concurrent.some((c) => intersects(recorder.reads, c.writes))) stats.conflicts++;
+        const met = concurrent.find((c) => intersects(recorder.reads, c.writes));
+        if (stats !== null && met !== undefined) {
+          stats.conflicts++;
+          const pair = `${udfPath} <- ${met.path}`;
+          this.conflictPairs.set(pair, (this.conflictPairs.get(pair) ?? 0) + 1);
+        }
         for (const c of concurrent) {
-          for (const id of sharedDocs(recorder.writes, c.writes)) {
+          for (const id of sharedDocs(recorder.writes, recorder.reads, c.writes)) {
             const table = recorder.writes.docs.get(id)!.table;
             this.hot.set(table, (this.hot.get(table) ?? 0) + 1);
             const pair = `${table}: ${c.path} <- ${udfPath}`;
@@ -236,6 +242,7 @@ export class Backend {
       functions,
       hotDocuments: Object.fromEntries(this.hot),
       hotDocumentsBy: Object.fromEntries(this.hotPairs),
+      conflictsBy: Object.fromEntries(this.conflictPairs),
       scheduledRuns: this.scheduledRuns,
     };
   }
@@ -244,6 +251,7 @@ export class Backend {
     this.functions = new Map();
     this.hot = new Map();
     this.hotPairs = new Map();
+    this.conflictPairs = new Map();
     this.scheduledRuns = 0;
   }
 

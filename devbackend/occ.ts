@@ -36,6 +36,8 @@ export class WriteSet {
   readonly docs = new Map<string, { table: string; versions: Doc[] }>();
   /** Documents this call created (a write of them by a later call is not contention). */
   readonly inserted = new Set<string>();
+  /** Each written document as it was before this call (absent: created by it). */
+  readonly before = new Map<string, Doc>();
 
   add(id: string, table: string, version: Doc | null): void {
     let entry = this.docs.get(id);
@@ -180,12 +182,21 @@ export function intersects(reads: ReadSet, writes: WriteSet): boolean {
 }
 
 /**
- * Documents that existed before `earlier` and that both wrote: the hot documents two
- * concurrent mutations share (a document `earlier` created, `later` could only write
- * because it saw it).
+ * The hot documents two overlapping mutations share: documents both wrote that `later`
+ * would have met whatever `earlier` did, because it read them as they were before
+ * `earlier` wrote them (by id, or in an index range it walked). A counter every enqueue
+ * bumps is one. A document `later` wrote only because `earlier`'s write brought it into
+ * what it read (a slot a worker just offered, a job just enqueued) is not: with Convex,
+ * `later` conflicts, is re-run and then writes it, one after the other.
  */
-export function sharedDocs(later: WriteSet, earlier: WriteSet): string[] {
-  return [...later.docs.keys()].filter((id) => earlier.docs.has(id) && !earlier.inserted.has(id));
+export function sharedDocs(later: WriteSet, laterReads: ReadSet, earlier: WriteSet): string[] {
+  return [...later.docs.keys()].filter((id) => {
+    const old = earlier.before.get(id);
+    if (old === undefined || !earlier.docs.has(id)) return false; // created by `earlier`
+    if (laterReads.docs.has(id)) return true;
+    const table = earlier.docs.get(id)!.table;
+    return laterReads.ranges.some((r) => r.table === table && inRange(r, keyOf(old, r.fields)));
+  });
 }
 
 // ------------------------------------------------------------------ one call's recorder
@@ -250,7 +261,10 @@ export class Recorder {
   }
 
   docWritten(id: string, table: string, before: Doc | null, after: Doc | null): void {
-    if (before === null && !this.writes.docs.has(id)) this.writes.inserted.add(id);
+    if (!this.writes.docs.has(id)) {
+      if (before === null) this.writes.inserted.add(id);
+      else this.writes.before.set(id, before);
+    }
     this.writes.add(id, table, before);
     this.writes.add(id, table, after);
   }
