@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import itertools
 import os
 import random
 import time
@@ -237,7 +238,7 @@ def burst(n: int, jobs: int, clients: int = 10) -> BurstResult:
     turnarounds = []
     for runs in by_worker.values():
         runs.sort(key=lambda r: r["startedAt"])
-        for before, after in zip(runs, runs[1:], strict=False):
+        for before, after in itertools.pairwise(runs):
             turnarounds.append((after["startedAt"] - before["completedAt"]) / 1000)
     mean_job_s = sum(durations) / len(durations)
     ideal_s = jobs * mean_job_s / n
