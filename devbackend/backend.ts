@@ -92,6 +92,7 @@ export class Backend {
   private hotPairs = new Map<string, number>(); // "table: earlier <- later" -> count
   private conflictPairs = new Map<string, number>(); // "later <- earlier" -> count
   private scheduledRuns = 0;
+  private waits: number[] = []; // ms each call waited for the calls before it (bounded sample)
 
   /** Told of every commit (HTTP, socket, cron or scheduled): the sync protocol's refresh. */
   onCommit: (writes: WriteSet | "all") => void = () => undefined;
@@ -153,8 +154,10 @@ export class Backend {
     opts: { subscription?: boolean } = {},
   ): Promise<CallResult> {
     const arrived = this.commitSeq;
+    const arrivedAt = Date.now();
     this.waiting.set(arrived, (this.waiting.get(arrived) ?? 0) + 1);
     return this.serialize(async () => {
+      if (this.waits.length < 100_000) this.waits.push(Date.now() - arrivedAt);
       const recorder = new Recorder(this.indexes);
       this.recorder = recorder;
       this.scheduling = [];
@@ -235,9 +238,13 @@ export class Backend {
   stats() {
     const functions = Object.fromEntries([...this.functions.entries()].sort(([a], [b]) => a.localeCompare(b)));
     const total = (k: keyof FunctionStats) => [...this.functions.values()].reduce((a, f) => a + f[k], 0);
+    const waits = [...this.waits].sort((a, b) => a - b);
+    const pct = (q: number) => (waits.length === 0 ? null : waits[Math.min(waits.length - 1, Math.floor(q * waits.length))]);
     return {
       commits: this.commitSeq,
       calls: total("calls"),
+      // How long calls waited for the ones before them: the one-at-a-time backend's load.
+      queueWaitMs: { p50: pct(0.5), p95: pct(0.95), max: waits.length === 0 ? null : waits[waits.length - 1] },
       conflicts: total("conflicts"),
       functions,
       hotDocuments: Object.fromEntries(this.hot),
@@ -253,6 +260,7 @@ export class Backend {
     this.hotPairs = new Map();
     this.conflictPairs = new Map();
     this.scheduledRuns = 0;
+    this.waits = [];
   }
 
   private statsOf(path: string): FunctionStats {
@@ -334,7 +342,7 @@ export class Backend {
       jsonToConvex(JSON.parse(await next("1.0/get", JSON.stringify({ id })))) as Record<string, Value> | null;
     switch (op) {
       case "1.0/get": {
-        rec.docRead(String(args.id));
+        rec.docRead(String(args.id), true);
         return await next(op, json);
       }
       case "1.0/queryStreamNext": {
@@ -353,7 +361,7 @@ export class Backend {
       case "1.0/replace":
       case "1.0/remove": {
         const id = String(args.id);
-        rec.docRead(id); // a write reads the document first
+        rec.docRead(id, false); // a write reads the document first
         const before = await get(id);
         const reply = await next(op, json);
         rec.docWritten(id, tableOf(id), before, op === "1.0/remove" ? null : await get(id));

@@ -24,7 +24,10 @@ export type RangeRead = {
 };
 
 export class ReadSet {
+  /** Documents read by id: fetched (a get), or read by a write to them. */
   readonly docs = new Set<string>();
+  /** Documents fetched with a get (not only written). */
+  readonly fetched = new Set<string>();
   readonly ranges: RangeRead[] = [];
   get size(): number {
     return this.docs.size + this.ranges.length;
@@ -184,7 +187,7 @@ export function intersects(reads: ReadSet, writes: WriteSet): boolean {
 /**
  * The hot documents two overlapping mutations share: documents both wrote that `later`
  * would have met whatever `earlier` did, because it read them as they were before
- * `earlier` wrote them (by id, or in an index range it walked). A counter every enqueue
+ * `earlier` wrote them (fetched by id, or in an index range it walked). A counter every enqueue
  * bumps is one. A document `later` wrote only because `earlier`'s write brought it into
  * what it read (a slot a worker just offered, a job just enqueued) is not: with Convex,
  * `later` conflicts, is re-run and then writes it, one after the other.
@@ -193,7 +196,7 @@ export function sharedDocs(later: WriteSet, laterReads: ReadSet, earlier: WriteS
   return [...later.docs.keys()].filter((id) => {
     const old = earlier.before.get(id);
     if (old === undefined || !earlier.docs.has(id)) return false; // created by `earlier`
-    if (laterReads.docs.has(id)) return true;
+    if (laterReads.fetched.has(id)) return true;
     const table = earlier.docs.get(id)!.table;
     return laterReads.ranges.some((r) => r.table === table && inRange(r, keyOf(old, r.fields)));
   });
@@ -255,9 +258,10 @@ export class Recorder {
     }
   }
 
-  /** A document read by id (1.0/get, and the read every write makes). */
-  docRead(id: string): void {
+  /** A document read by id: a get (`fetched`), or the read every write makes. */
+  docRead(id: string, fetched: boolean): void {
     this.reads.docs.add(id);
+    if (fetched) this.reads.fetched.add(id);
   }
 
   docWritten(id: string, table: string, before: Doc | null, after: Doc | null): void {

@@ -1,6 +1,6 @@
 // Staging a run's documents: shared by docs:uploadDocs and jobs:complete (its last batch).
 import type { Infer } from "convex/values";
-import type { Id } from "../_generated/dataModel";
+import type { Doc, Id } from "../_generated/dataModel";
 import type { MutationCtx } from "../_generated/server";
 import { invalid, must } from "./errors";
 import type { Job } from "./model";
@@ -14,7 +14,7 @@ const MAX_TITLE_LENGTH = 500;
 export type DocInput = Infer<typeof vDocInput>;
 
 /** A document's content lives in docContents, apart from its metadata (listings read none). */
-async function putContent(ctx: MutationCtx, docId: Id<"docs">, content: string): Promise<void> {
+async function replaceContent(ctx: MutationCtx, docId: Id<"docs">, content: string): Promise<void> {
   const row = await ctx.db
     .query("docContents")
     .withIndex("by_doc", (q) => q.eq("docId", docId))
@@ -54,6 +54,19 @@ export async function stageDocs(
 
   const now = Date.now();
   let count = job.uploadRunId === runId ? job.uploadCount : 0;
+  // The run's documents staged so far, read once (a run holds at most MAX_DOCS_PER_RUN):
+  // a new run has none, and a retried batch finds its slugs here instead of one lookup each.
+  const staged =
+    count === 0
+      ? new Map<string, Doc<"docs">>()
+      : new Map(
+          (
+            await ctx.db
+              .query("docs")
+              .withIndex("by_job_run_order", (q) => q.eq("jobId", job._id).eq("runId", runId))
+              .take(MAX_DOCS_PER_RUN)
+          ).map((d) => [d.slug, d]),
+        );
   for (let i = 0; i < docs.length; i++) {
     const doc = docs[i];
     const fields = {
@@ -64,16 +77,11 @@ export async function stageDocs(
       hash: sha256Hex(doc.content),
       createdAt: now,
     };
-    const existing = await ctx.db
-      .query("docs")
-      .withIndex("by_job_run_slug", (q) =>
-        q.eq("jobId", job._id).eq("runId", runId).eq("slug", doc.slug),
-      )
-      .unique();
-    if (existing !== null) {
+    const existing = staged.get(doc.slug);
+    if (existing !== undefined) {
       const { content: _legacy, ...meta } = existing;
       await ctx.db.replace(existing._id, { ...meta, ...fields });
-      await putContent(ctx, existing._id, doc.content);
+      await replaceContent(ctx, existing._id, doc.content);
     } else {
       count++;
       if (count > MAX_DOCS_PER_RUN) invalid(`a run stores at most ${MAX_DOCS_PER_RUN} documents`);

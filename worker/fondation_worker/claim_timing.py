@@ -11,7 +11,7 @@ dispatcher's business, on Convex's clock.
 - Subscribed (the assignments subscription is live): claim when it shows a job assigned to
   one of our free slots, or one of our free slots missing (the final call that should have
   offered it failed, or an assignment we could not take in time was taken back), and as a
-  safety poll every SAFETY_POLL_MS.
+  safety poll once it has said nothing for SAFETY_POLL_MS.
 - Not subscribed: poll at POLL_INTERVAL_MS while work is found, backing off to
   IDLE_POLL_MAX_MS while none is: each poll offers the free slots and accepts what is
   assigned to them.
@@ -35,9 +35,10 @@ SAFETY_JITTER = 0.1
 # A failed claim call is retried after 1, 2, 4, 8 s, then every 10 s (jittered).
 CLAIM_RETRY_BASE_S = 1.0
 CLAIM_RETRY_MAX_S = 10.0
-# An offer (a claim's, or a final call's) shows in the subscription's next answer; a free
-# slot still missing from it this long after our last offer is offered again.
-OFFER_SETTLE_S = 5.0
+# An offer (a claim's, or a final call's) shows in the subscription's next answer, within a
+# second normally; a free slot still missing from it this long after our last offer is
+# offered again (a claim then, racing the dispatcher, would be wasted most of the time).
+OFFER_SETTLE_S = 10.0
 # How long an assignment may wait for this worker to accept it: covers a poll at the idle
 # back-off's ceiling while the subscription is down, bounded by the lease (what a dead
 # worker's job already waits for today) and Convex's bounds (MIN/MAX_ACCEPT_MS).
@@ -79,9 +80,10 @@ class ClaimTiming:
         """The subscription has a new answer or state."""
         was_live = self.subscribed
         self.wake = state
-        if state.live and not was_live:
-            # The answer covers us now (a missing slot is offered at once): only safety polls.
-            self.next_poll = now + self._safety_delay()
+        if state.live:
+            # The answer covers us (a missing slot is offered by itself): the safety poll is
+            # for a subscription silent that long, so each answer puts it off again.
+            self.next_poll = max(self.next_poll if was_live else now, now + self._safety_delay())
         elif was_live and not state.live:
             # Back to polling, from its first step (a poll within POLL_INTERVAL_MS).
             self.empty_polls = 0
