@@ -191,6 +191,7 @@ class BurstResult:
     hot_documents_by: dict[str, int]
     turnaround_p50_s: float | None
     turnaround_p95_s: float | None
+    queue_wait_ms: dict[str, float | None]
     worker_cpu_s: float
     backend_cpu_s: float
 
@@ -263,6 +264,7 @@ def burst(n: int, jobs: int, clients: int = 10) -> BurstResult:
         hot_documents_by=st["hotDocumentsBy"],
         turnaround_p50_s=percentile(turnarounds, 50),
         turnaround_p95_s=percentile(turnarounds, 95),
+        queue_wait_ms=st["queueWaitMs"],
         worker_cpu_s=worker_cpu,
         backend_cpu_s=backend_cpu,
     )
@@ -334,7 +336,8 @@ def rows_of(idles: list[IdleResult], b: BurstResult | None) -> list[Row]:
                 f"{tag}: turnaround p50",
                 b.turnaround_p50_s,
                 "s",
-                note=f"a worker's job end to its next job's start; p95 {b.turnaround_p95_s} s",
+                note=f"a worker's job end to its next job's start; p95 "
+                f"{b.turnaround_p95_s} s; the dev backend's queue wait (ms) {b.queue_wait_ms}",
             ),
             Row(
                 f"{tag}: claim calls per job",
