@@ -13,6 +13,8 @@ import {
   DISPATCH_BACKLOG_MAX_MS,
   DISPATCH_BACKLOG_MS,
   DISPATCH_BATCH,
+  DISPATCH_LINGER_AFTER,
+  DISPATCH_LINGER_TICKS,
   DISPATCH_STARVE_AFTER_TICKS,
   MAX_ACCEPT_MS,
   RECLAIM_BATCH,
@@ -124,6 +126,7 @@ const vTickResult = v.object({
   next: v.union(
     v.literal("now"),
     v.literal("backlog"),
+    v.literal("linger"),
     v.literal("starved"),
     v.literal("sleeping"),
     v.literal("idle"),
@@ -134,10 +137,14 @@ const vTickResult = v.object({
 /**
  * One tick of the chain of `epoch` (a newer epoch stops it). Upkeep first, then pairing;
  * then the next tick: at once while a batch was full, after a back-off while jobs wait for
- * a free slot, or none (sleeping until the next runAt, or idle) when nothing is due.
+ * a free slot, or none (sleeping until the next runAt, or idle) when nothing is due. A
+ * chain that has handed out several jobs (a burst is arriving) lingers a little before it
+ * parks: jobs still coming in then find it running, and none of them has to wake it (a
+ * write of the dispatcher's row that every enqueue in flight would meet). `assigned`
+ * counts the chain's assignments so far.
  */
 export const tick = internalMutation({
-  args: { epoch: v.number(), idleTicks: v.number() },
+  args: { epoch: v.number(), idleTicks: v.number(), assigned: v.optional(v.number()) },
   returns: vTickResult,
   handler: async (ctx, args) => {
     const state = await dispatcherState(ctx);
@@ -150,8 +157,15 @@ export const tick = internalMutation({
     const { assigned, dueLeft, slotsLeft } = await assignDue(ctx, now);
     const upkeepLeft = expired >= DISPATCH_BATCH || reclaimed >= RECLAIM_BATCH || folded >= ROLLUP_BATCH;
     const result = { stale: false, assigned, expired, reclaimed, folded };
+    const chainAssigned = Math.min((args.assigned ?? 0) + assigned, 1_000_000);
+    const next = (delay: number, idleTicks: number) =>
+      ctx.scheduler.runAfter(delay, internal.dispatch.tick, {
+        epoch: args.epoch,
+        idleTicks,
+        assigned: chainAssigned,
+      });
     if ((dueLeft && slotsLeft) || upkeepLeft) {
-      await ctx.scheduler.runAfter(0, internal.dispatch.tick, { epoch: args.epoch, idleTicks: 0 });
+      await next(0, 0);
       return { ...result, next: "now" as const };
     }
     if (dueLeft) {
@@ -163,9 +177,13 @@ export const tick = internalMutation({
         await park(ctx, state, { starved: true }, now);
         return { ...result, next: "starved" as const };
       }
-      const delay = Math.min(DISPATCH_BACKLOG_MAX_MS, DISPATCH_BACKLOG_MS * 2 ** idleTicks);
-      await ctx.scheduler.runAfter(delay, internal.dispatch.tick, { epoch: args.epoch, idleTicks });
+      await next(Math.min(DISPATCH_BACKLOG_MAX_MS, DISPATCH_BACKLOG_MS * 2 ** idleTicks), idleTicks);
       return { ...result, next: "backlog" as const };
+    }
+    const lingered = assigned > 0 ? 0 : args.idleTicks + 1;
+    if (chainAssigned >= DISPATCH_LINGER_AFTER && lingered <= DISPATCH_LINGER_TICKS) {
+      await next(DISPATCH_BACKLOG_MS * 2 ** lingered, lingered);
+      return { ...result, next: "linger" as const };
     }
     const wakeAt = await nextRunAt(ctx);
     await park(ctx, state, { wakeAt }, now);

@@ -114,6 +114,13 @@ export const DISPATCH_BACKLOG_MAX_MS = 2_000;
  * long jobs, or no fleet at all, costs no calls.
  */
 export const DISPATCH_STARVE_AFTER_TICKS = 4;
+/**
+ * A chain that has handed out this many jobs lingers when nothing is due any more, ticking
+ * after 0.5, 1 and 2 s (DISPATCH_LINGER_TICKS) before it parks: a burst's next jobs find
+ * it running. A single job's chain parks at once.
+ */
+export const DISPATCH_LINGER_AFTER = 2;
+export const DISPATCH_LINGER_TICKS = 3;
 /** What the dispatcher is doing (the dispatcher table). */
 export const DISPATCHER_MODES = ["idle", "sleeping", "active", "starved"] as const;
 export type DispatcherMode = (typeof DISPATCHER_MODES)[number];

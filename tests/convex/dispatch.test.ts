@@ -294,6 +294,29 @@ describe("the dispatcher's modes", () => {
     expect((await assignments(t, "w1")).slots[0].state).toBe("assigned");
   });
 
+  test("a chain that handed out several jobs lingers before it parks; a single job's does not", async () => {
+    const t = makeT();
+    for (const w of ["w1", "w2"]) await offer(t, w);
+    await enqueue(t);
+    await enqueue(t);
+    const state = await t.run(async (ctx) => (await ctx.db.query("dispatcher").first())!);
+    const first = await t.mutation(internal.dispatch.tick, { epoch: state.epoch, idleTicks: 0 });
+    expect(first).toMatchObject({ assigned: 2, next: "linger" });
+    // a job arriving meanwhile finds it running: the enqueue wrote nothing of the dispatcher's
+    await offer(t, "w3");
+    await enqueue(t);
+    expect(await mode(t)).toBe("active");
+    const lingering = [];
+    for (let i = 1; i <= 4; i++) {
+      lingering.push(
+        await t.mutation(internal.dispatch.tick, { epoch: state.epoch, idleTicks: i - 1, assigned: 2 }),
+      );
+    }
+    expect(lingering.map((r) => r.next)).toEqual(["linger", "linger", "linger", "idle"]);
+    expect(lingering[0].assigned).toBe(1); // the job that came in meanwhile
+    expect(await mode(t)).toBe("idle");
+  });
+
   test("a tick of an older epoch stops at once", async () => {
     const t = makeT();
     await enqueue(t);
