@@ -111,8 +111,14 @@ class Settings(BaseSettings):
         json_schema_extra=_doc(role="fondation_worker_convex_url"),
     )
     worker_token: SecretStr = Field(
-        description="shared worker token (Convex env WORKER_TOKEN)",
-        json_schema_extra=_doc(role="fondation_worker_token"),
+        description=(
+            "this worker's own credential (fwc_..., bound to WORKER_ID), or the shared "
+            "WORKER_TOKEN during the migration"
+        ),
+        json_schema_extra=_doc(
+            role="fondation_worker_token",
+            note="with per-worker credentials the deploy issues one per replica instead",
+        ),
     )
     # Only the CLI's operator commands use it, and they need it (Convex accepts no other
     # token for them); a running worker never needs it.
