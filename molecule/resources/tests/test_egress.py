@@ -100,7 +100,7 @@ def test_any_other_name_is_refused(host: Any) -> None:
     # release's tinyproxy writes there instead).
     log = host.run(
         "tail -n 200 /var/log/tinyproxy/tinyproxy.log; "
-        "journalctl --no-pager -n 200 -u tinyproxy"
+        "journalctl --no-pager -n 200 -u tinyproxy; ls -la /var/log/tinyproxy"
     ).stdout
     assert 'refused on filtered domain "other.fondation.test"' in log, log
 
