@@ -96,13 +96,6 @@ def test_any_other_name_is_refused(host: Any) -> None:
         f"connect {PROXY[0]} 22",
     )
     assert [a.get("status") for a in answers] == [403, 403, 403, 403], answers
-    # The refusal is logged (to tinyproxy's log file, or its journal where the Debian
-    # release's tinyproxy writes there instead).
-    log = host.run(
-        "tail -n 200 /var/log/tinyproxy/tinyproxy.log; "
-        "journalctl --no-pager -n 200 -u tinyproxy; ls -la /var/log/tinyproxy"
-    ).stdout
-    assert 'refused on filtered domain "other.fondation.test"' in log, log
 
 
 def test_a_direct_connection_is_refused(host: Any) -> None:
