@@ -110,7 +110,7 @@ export const queue = query({
     lastDay: vWindow,
   }),
   handler: async (ctx, args) => {
-    requireWorkerOrOperator(args.token);
+    await requireWorkerOrOperator(ctx, args.token);
     const now = Date.now();
     const values = await Promise.all(JOB_STATUSES.map((s) => readCounter(ctx, statusKey(s))));
     const counts = Object.fromEntries(JOB_STATUSES.map((s, i) => [s, values[i]])) as Record<

@@ -86,6 +86,20 @@ export default defineSchema({
     content: v.string(),
   }).index("by_doc", ["docId"]),
 
+  // Per-worker credentials (convex/credentials.ts, lib/auth.ts): one row per issued
+  // credential, bound to one worker id. Only the SHA-256 of the secret is stored; a revoked
+  // row stays (revokedAt) so `credentials:list` shows what was revoked and when.
+  workerCredentials: defineTable({
+    workerId: v.string(),
+    host: v.optional(v.string()), // the inventory host it was issued for (revoke a host at once)
+    secretHash: v.string(), // SHA-256 hex of the whole credential (fwc_...)
+    createdAt: v.number(),
+    revokedAt: v.optional(v.number()),
+  })
+    .index("by_secretHash", ["secretHash"])
+    .index("by_workerId", ["workerId"])
+    .index("by_host", ["host"]),
+
   // Exact per-status job counts ("status:<name>"), maintained on every transition.
   counters: defineTable({
     key: v.string(),

@@ -13,6 +13,7 @@ import type {
   FilterApi,
   FunctionReference,
 } from "convex/server";
+import type * as credentials from "../credentials.js";
 import type * as crons from "../crons.js";
 import type * as docs from "../docs.js";
 import type * as jobs from "../jobs.js";
@@ -34,6 +35,7 @@ import type * as operator from "../operator.js";
  * ```
  */
 declare const fullApi: ApiFromModules<{
+  credentials: typeof credentials;
   crons: typeof crons;
   docs: typeof docs;
   jobs: typeof jobs;

@@ -44,8 +44,8 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
         "fondation_worker_convex_url must be the deployment URL",
     ),
     "short-token": (
-        {"fondation_worker_token": SHORT_TOKEN},
-        "fondation_worker_token the deployment's WORKER_TOKEN (16 characters or more",
+        {"fondation_worker_credentials": "shared", "fondation_worker_token": SHORT_TOKEN},
+        "fondation_worker_token is the deployment's WORKER_TOKEN (16 characters or more",
     ),
     "operator-is-worker": (
         {"fondation_worker_operator_token": TOKEN},

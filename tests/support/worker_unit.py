@@ -41,6 +41,7 @@ class ContainerFlags:
     environment: dict[str, str] = field(default_factory=dict)
     env_files: list[str] = field(default_factory=list)
     publish: list[str] = field(default_factory=list)
+    network: str | None = None  # the egress network (roles/egress_proxy), when on
     labels: dict[str, str] = field(default_factory=dict)
     log_config: dict[str, Any] = field(default_factory=dict)
     # --rm, --name, --pull, --attach: how systemd runs it, not what the container is.
@@ -148,6 +149,8 @@ def container_flags(replica: str = "1", **overrides: Any) -> ContainerFlags:
                 flags.volumes[source] = {"bind": target, "mode": mode[0] if mode else "rw"}
             case "--publish":
                 flags.publish.append(next(args))
+            case "--network":
+                flags.network = next(args)
             case "--env-file":
                 flags.env_files.append(next(args))
             case "--env":

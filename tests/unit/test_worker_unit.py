@@ -23,6 +23,21 @@ def test_the_unit_s_hardening_flags_are_read_from_the_template() -> None:
     assert flags.labels == {"org.fondation.replica": "3"}
     assert flags.log_config == {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}}
     assert flags.image == "${FONDATION_WORKER_IMAGE}"
+    # One credential per replica, behind the egress proxy (both on by default).
+    assert flags.env_files[-1] == "/etc/fondation-worker/replica-3.credential"
+    assert flags.network == "fondation-egress"
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        assert flags.environment[name] == "http://172.30.253.1:8888"
+    assert flags.environment["NO_PROXY"] == "localhost,127.0.0.1"
+
+
+def test_without_egress_or_per_worker_credentials_the_unit_has_neither() -> None:
+    flags = container_flags(
+        "2", fondation_worker_egress=False, fondation_worker_credentials="shared"
+    )
+    assert flags.network is None
+    assert "HTTPS_PROXY" not in flags.environment
+    assert not any(f.endswith(".credential") for f in flags.env_files)
 
 
 def test_role_variables_set_the_host_side_as_an_inventory_would() -> None:

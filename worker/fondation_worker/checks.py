@@ -130,7 +130,7 @@ def _fail(name: str, message: str) -> CheckResult:
     return CheckResult("FAIL", name, message)
 
 
-def check_convex(convex: ConvexClient) -> CheckResult:
+def check_convex(convex: ConvexClient, worker_id: str | None = None) -> CheckResult:
     try:
         queue = convex.queue_metrics()
     except OperatorActionNeeded:
@@ -138,7 +138,25 @@ def check_convex(convex: ConvexClient) -> CheckResult:
     except WorkerError as exc:
         return _fail("convex", f"not reachable: {exc}")
     counts = queue.get("counts", {})
-    return _ok("convex", f"reachable, token accepted (queue counts: {counts})")
+    whose = "token accepted"
+    if worker_id is not None:
+        # A per-worker credential is bound to one worker id: Convex refuses every claim
+        # made under another WORKER_ID, so say so here rather than as a silent idle worker.
+        try:
+            identity = convex.whoami()
+        except WorkerError as exc:
+            return _fail("convex", f"reachable, but credentials:whoami failed: {exc}")
+        if identity.kind == "shared":
+            whose = "token accepted (the shared WORKER_TOKEN: issue this worker a credential)"
+        elif identity.worker_id != worker_id:
+            return _fail(
+                "convex",
+                f"reachable, but the credential belongs to worker {identity.worker_id}, "
+                f"not WORKER_ID {worker_id}: Convex refuses its claims",
+            )
+        else:
+            whose = f"token accepted (credential of worker {worker_id})"
+    return _ok("convex", f"reachable, {whose} (queue counts: {counts})")
 
 
 def check_disk(settings: Settings) -> CheckResult:
@@ -198,7 +216,7 @@ def check_all(
     """Every check of ``fondation-worker check``, in order, each as soon as it is known."""
     yield _ok("config", f"valid (worker {settings.worker_id}, Convex {settings.convex_url})")
     with connect() as convex:
-        convex_result = check_convex(convex)
+        convex_result = check_convex(convex, settings.worker_id)
     yield convex_result
     yield check_disk(settings)
     yield check_git(settings)

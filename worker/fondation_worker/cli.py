@@ -1,5 +1,5 @@
 """``fondation-worker``: run, check, enqueue, status, stuck, reclaim, requeue, cancel,
-healthcheck.
+credentials, healthcheck.
 
 A thin layer of typer commands: the worker is built by assembly.py, the checks live in
 checks.py, the operator commands in cli_operator.py. Configuration problems print one line
@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from . import __version__, cli_operator
+from . import __version__, cli_credentials, cli_operator
 from .assembly import StartupError, build_worker
 from .checks import check_all, runtime_problems
 from .claude_runner import PROBE_TIMEOUT_S
@@ -74,6 +74,7 @@ def check(
 # Registered here so `--help` lists the commands in the order above and below.
 for command in cli_operator.COMMANDS:
     app.command()(command)
+app.add_typer(cli_credentials.app, name="credentials")
 
 
 @app.command()

@@ -128,11 +128,12 @@ CREDENTIALS = (
         "the worker commands",
         ("run", "check"),
         ("worker_token",),
-        "set it to the Convex deployment's WORKER_TOKEN",
+        "set it to this worker's own credential (the deploy issues one per replica), or the "
+        "deployment's shared WORKER_TOKEN during the migration",
     ),
     Credential(
         "the operator commands",
-        ("enqueue", "stuck", "reclaim", "requeue", "cancel"),
+        ("enqueue", "stuck", "reclaim", "requeue", "cancel", "credentials"),
         ("operator_token",),
         "set it to the Convex deployment's OPERATOR_TOKEN; the worker token has no operator rights",
     ),
@@ -170,8 +171,14 @@ class Settings(BaseSettings):
     # Required by the commands CREDENTIALS says (run, check), not by the operator's.
     worker_token: SecretStr | None = Field(
         None,
-        description="shared worker token (Convex env WORKER_TOKEN), required by run and check",
-        json_schema_extra=_doc(role="fondation_worker_token"),
+        description=(
+            "this worker's own credential (fwc_..., bound to WORKER_ID), or the shared "
+            "WORKER_TOKEN during the migration; required by run and check"
+        ),
+        json_schema_extra=_doc(
+            role="fondation_worker_token",
+            note="with per-worker credentials the deploy issues one per replica instead",
+        ),
     )
     # Only the CLI's operator commands use it, and they need it (Convex accepts no other
     # token for them); a running worker never needs it.

@@ -209,3 +209,39 @@ class ReclaimCounts(_Reply):
     @property
     def total(self) -> int:
         return self.moved + self.dead + self.canceled
+
+
+# --- per-worker credentials (convex/credentials.ts) --------------------------------------
+
+
+class Credential(_Reply):
+    """One row of ``credentials:list``: never the secret, only its hash's first 12 digits."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    credential_id: str = Field(alias="credentialId")
+    worker_id: str = Field(alias="workerId")
+    host: str | None = None
+    fingerprint: str
+    created_at: float = Field(alias="createdAt")
+    revoked_at: float | None = Field(default=None, alias="revokedAt")
+
+
+class IssueReply(_Reply):
+    """``credentials:issue``: the credential (``created`` False when already registered)."""
+
+    credential: Credential
+    created: bool
+    replaced: int  # the worker's previous credentials, revoked by this issue
+
+
+class RevokeReply(_Reply):
+    revoked: list[Credential]
+
+
+class WorkerIdentity(_Reply):
+    """``credentials:whoami``: the caller's own credential, or the shared token."""
+
+    kind: Literal["credential", "shared"]
+    worker_id: str | None = Field(default=None, alias="workerId")
+    credential_id: str | None = Field(default=None, alias="credentialId")
