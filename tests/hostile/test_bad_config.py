@@ -24,8 +24,8 @@ import pytest
 from pydantic.fields import FieldInfo
 from typer.testing import CliRunner
 
-from fondation_worker.checks import runtime_problems
 from fondation_worker.cli import app
+from fondation_worker.cli.checks import runtime_problems
 from fondation_worker.config import SECRET_FIELDS, Settings, load_settings
 from tests.support import FAKE_CLAUDE, WORKER_BIN, free_port
 

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from fondation_worker import assembly, cli, render
+from fondation_worker import assembly, cli
+from fondation_worker.cli import render
 from fondation_worker.convex_client import ConvexClient
 
 TOKEN = "cli-unit-test-token-0123456789"

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from fondation_worker import assembly, cli, cli_operator
+from fondation_worker import assembly, cli
+from fondation_worker.cli import operator
 from fondation_worker.convex_client import ConvexClient
 
 TOKEN = "cli-unit-test-token-0123456789"  # the worker token
@@ -165,7 +166,7 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> FakeConvex:
             ConvexClient, transport=httpx.MockTransport(fake.handle), sleep=lambda _s: None
         ),
     )
-    monkeypatch.setattr(cli_operator.time, "time", lambda: NOW_MS / 1000)
+    monkeypatch.setattr(operator.time, "time", lambda: NOW_MS / 1000)
     return fake
 
 

@@ -1,9 +1,9 @@
 """``fondation-worker``: run, check, enqueue, status, stuck, reclaim, requeue, cancel,
 healthcheck.
 
-A thin layer of typer commands: the worker is built by assembly.py, the checks live in
-checks.py, the operator commands in cli_operator.py. Configuration problems print one line
-each to stderr and exit 2, never a traceback.
+A thin layer of typer commands: the worker is built by ``fondation_worker.assembly``, the
+checks live in ``checks``, the operator commands in ``operator``. Configuration problems
+print one line each to stderr and exit 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from typing import Annotated
 
 import typer
 
-from . import __version__, cli_operator
-from .assembly import StartupError, build_worker
+from .. import __version__
+from ..assembly import StartupError, build_worker
+from ..claude_runner import PROBE_TIMEOUT_S
+from ..logging_setup import configure_logging
+from ..redact import Redactor
+from . import operator
 from .checks import check_all, runtime_problems
-from .claude_runner import PROBE_TIMEOUT_S
-from .cli_support import EXIT_CONFIG, convex_or_exit, fail_config, settings_or_exit
-from .logging_setup import configure_logging
-from .redact import Redactor
+from .support import EXIT_CONFIG, convex_or_exit, fail_config, settings_or_exit
 
 app = typer.Typer(
     add_completion=False,
@@ -72,7 +73,7 @@ def check(
 
 
 # Registered here so `--help` lists the commands in the order above and below.
-for command in cli_operator.COMMANDS:
+for command in operator.COMMANDS:
     app.command()(command)
 
 
@@ -82,7 +83,7 @@ def healthcheck(
 ) -> None:
     """GET /healthz on HEALTH_BIND; exit 0 when healthy (for Docker HEALTHCHECK)."""
     # The console script answers this before loading the CLI (entry.py); same code here.
-    from .healthcheck import healthcheck as check
+    from ..healthcheck import healthcheck as check
 
     raise typer.Exit(check(timeout))
 

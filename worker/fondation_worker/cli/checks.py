@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .assembly import stage_login
-from .classify import Classification
-from .claude_runner import ClaudeRunner
-from .clock import SystemClock
-from .config import Settings
-from .convex_client import ConvexClient
-from .errors import OperatorActionNeeded, WorkerError
-from .process import SubprocessRunner
-from .sandbox import landlock_abi
-from .workspace import disk_status
+from ..assembly import stage_login
+from ..classify import Classification
+from ..claude_runner import ClaudeRunner
+from ..clock import SystemClock
+from ..config import Settings
+from ..convex_client import ConvexClient
+from ..errors import OperatorActionNeeded, WorkerError
+from ..process import SubprocessRunner
+from ..sandbox import landlock_abi
+from ..workspace import disk_status
 
 MIN_GIT = (2, 32)  # GIT_CONFIG_GLOBAL
 GIT_VERSION_TIMEOUT_S = 20

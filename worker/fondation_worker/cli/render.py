@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .models import PublicJob, StuckJob
-from .units import seconds as to_seconds
+from ..models import PublicJob, StuckJob
+from ..units import seconds as to_seconds
 
 
 def progress_line(job: PublicJob) -> str:

@@ -1,7 +1,7 @@
 """The operator commands: enqueue, status, stuck, reclaim, requeue, cancel.
 
 Each one reads Settings, calls one or two Convex functions with OPERATOR_TOKEN (``status``
-with either token) and prints what ``render`` makes of the reply. cli.py registers them.
+with either token) and prints what ``render`` makes of the reply. ``app`` registers them.
 See docs/RUNBOOK.md and playbooks/runbook-stuck-jobs.yml for how operators use them.
 """
 
@@ -16,12 +16,12 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr
 
+from ..convex_client import ConvexClient
+from ..errors import ConvexCodedError, InvalidState, NotFound, WorkerError
+from ..models import TERMINAL_STATUSES, PublicJob
+from ..units import milliseconds
 from . import render
-from .cli_support import EXIT_CONFIG, convex_or_exit, settings_or_exit
-from .convex_client import ConvexClient
-from .errors import ConvexCodedError, InvalidState, NotFound, WorkerError
-from .models import TERMINAL_STATUSES, PublicJob
-from .units import milliseconds
+from .support import EXIT_CONFIG, convex_or_exit, settings_or_exit
 
 
 def enqueue(

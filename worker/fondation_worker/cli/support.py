@@ -7,12 +7,12 @@ import sys
 
 import typer
 
-from .assembly import connect
-from .config import Settings, load_settings
-from .convex_client import ConvexClient
-from .errors import ConfigError
-from .logging_setup import configure_logging
-from .redact import Redactor
+from ..assembly import connect
+from ..config import Settings, load_settings
+from ..convex_client import ConvexClient
+from ..errors import ConfigError
+from ..logging_setup import configure_logging
+from ..redact import Redactor
 
 EXIT_CONFIG = 2
 
