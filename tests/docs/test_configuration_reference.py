@@ -1,7 +1,7 @@
 """One source for every setting: the worker's Settings.
 
 - docs/CONFIGURATION.md and the bounds block of the role's vars/main.yml are exactly what
-  ``python -m fondation_worker.reference`` writes from Settings.
+  ``python -m scripts.reference`` writes from Settings.
 - Every setting names the role variable that sets it in production, or says what does.
 - Each such role variable is public (defaults/main.yml, meta/argument_specs.yml, at the
   worker's default) and the env template writes it under the setting's name; the env
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fondation_worker import reference
+from scripts import reference
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "fondation_worker"
@@ -49,12 +49,12 @@ def _main_options() -> dict[str, Any]:
 
 def test_the_reference_and_the_role_bounds_are_generated_and_fresh() -> None:
     assert (ROOT / reference.DOC_PATH).read_text(encoding="utf-8") == reference.markdown(), (
-        "docs/CONFIGURATION.md is stale: run `python -m fondation_worker.reference`"
+        "docs/CONFIGURATION.md is stale: run `python -m scripts.reference`"
     )
     vars_text = (ROOT / reference.VARS_PATH).read_text(encoding="utf-8")
     assert reference.with_bounds_block(vars_text) == vars_text, (
         "the bounds in roles/fondation_worker/vars/main.yml are stale: run "
-        "`python -m fondation_worker.reference`"
+        "`python -m scripts.reference`"
     )
     assert reference.main(["--check", str(ROOT)]) == 0
 

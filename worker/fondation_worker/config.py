@@ -3,9 +3,10 @@
 Every duration is in milliseconds and its name ends in ``_MS``, every size in MiB (``_MB``);
 ``units.seconds`` turns milliseconds into seconds. Each field names, in ``json_schema_extra``,
 its unit and the Ansible role variable that sets it in production (or what sets it instead):
-``python -m fondation_worker.reference`` writes docs/CONFIGURATION.md and the role's bounds
-from them. ``load_settings`` returns valid settings or raises ``ConfigError`` with one message
-per problem; the CLI prints them one per line and exits 2.
+``python -m scripts.reference`` (a development tool, not in the package) writes
+docs/CONFIGURATION.md and the role's bounds from them. ``load_settings`` returns valid
+settings or raises ``ConfigError`` with one message per problem; the CLI prints them one per
+line and exits 2.
 """
 
 from __future__ import annotations
