@@ -269,6 +269,14 @@ class Settings(BaseSettings):
         description="Claude Code CLI program",
         json_schema_extra=_doc(note="fixed: the image sets it to its pinned CLI"),
     )
+    claude_cli_version: str | None = Field(
+        None,
+        description="the pinned Claude CLI's version, reported by /healthz and /readyz",
+        json_schema_extra=_doc(
+            note="fixed: the image sets it from the build argument of its "
+            "org.fondation.claude-cli.version label (worker/claude-cli.lock)"
+        ),
+    )
     claude_model: str | None = Field(
         None,
         description="--model for every claude run (default: the CLI's)",
