@@ -18,7 +18,7 @@ from ..claude_runner import PROBE_TIMEOUT_S
 from ..logging_setup import configure_logging
 from ..redact import Redactor
 from . import operator
-from .checks import check_all, runtime_problems
+from .checks import CHECKS, Check, check_all, runtime_problems
 from .support import EXIT_CONFIG, convex_or_exit, fail_config, settings_or_exit
 
 app = typer.Typer(
@@ -58,6 +58,13 @@ def check(
     claude_timeout: Annotated[
         float, typer.Option(help="Seconds for the Claude call")
     ] = PROBE_TIMEOUT_S,
+    only: Annotated[
+        list[Check] | None,
+        typer.Option(
+            "--only",
+            help="Run this check only (repeatable); the exit code then says whether it passed",
+        ),
+    ] = None,
 ) -> None:
     """Check config, Convex, Claude auth (a tiny real call), disk and git; non-zero on failure."""
     settings = settings_or_exit()
@@ -66,7 +73,8 @@ def check(
         # The same configuration would stop `run`: say so the same way.
         raise fail_config(problems)
     failed = False
-    for result in check_all(settings, lambda: convex_or_exit(settings), claude_timeout):
+    chosen = tuple(only) if only else CHECKS
+    for result in check_all(settings, lambda: convex_or_exit(settings), claude_timeout, chosen):
         failed = failed or result.failed
         typer.echo(result.line())
     raise typer.Exit(1 if failed else 0)

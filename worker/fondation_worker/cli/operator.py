@@ -21,7 +21,7 @@ from ..errors import ConvexCodedError, InvalidState, NotFound, WorkerError
 from ..models import TERMINAL_STATUSES, PublicJob
 from ..units import milliseconds
 from . import render
-from .support import EXIT_CONFIG, convex_or_exit, settings_or_exit
+from .support import EXIT_CONFIG, EXIT_NOTHING_TO_DO, convex_or_exit, settings_or_exit
 
 
 def enqueue(
@@ -208,7 +208,8 @@ def requeue(
     job_id: Annotated[str, typer.Argument(help="The dead job's id")],
     yes: Annotated[bool, typer.Option("--yes", help="Requeue without asking")] = False,
 ) -> None:
-    """Put a dead job back in the queue (attempts reset, last error kept); needs --yes."""
+    """Put a dead job back in the queue (attempts reset, last error kept); needs --yes.
+    Exit 0 requeued, 3 the job is not dead (nothing to do), 1 otherwise."""
     settings = settings_or_exit()
     with convex_or_exit(settings, operator=True) as convex:
         job = job_or_exit(convex, job_id)
@@ -217,7 +218,7 @@ def requeue(
                 f"fondation-worker: job {job_id} is {job.status}: only a dead job can be requeued",
                 err=True,
             )
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_NOTHING_TO_DO)
         for line in render.describe(job):
             typer.echo(line)
         if not yes:

@@ -15,6 +15,9 @@ from ..logging_setup import configure_logging
 from ..redact import Redactor
 
 EXIT_CONFIG = 2
+# The job is not in a state the command acts on (``requeue`` of a job that is not dead): nothing
+# was done, and nothing went wrong. Plays tell it from a failure by this code alone.
+EXIT_NOTHING_TO_DO = 3
 
 
 def fail_config(problems: list[str]) -> typer.Exit:
