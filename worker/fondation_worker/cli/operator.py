@@ -16,9 +16,10 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr
 
+from ..contract import LEASED_STATUSES, TERMINAL_STATUSES
 from ..convex_client import ConvexClient
 from ..errors import ConvexCodedError, InvalidState, NotFound, WorkerError
-from ..models import TERMINAL_STATUSES, PublicJob
+from ..models import PublicJob
 from ..units import milliseconds
 from . import render
 from .support import EXIT_CONFIG, EXIT_NOTHING_TO_DO, convex_or_exit, settings_or_exit
@@ -266,7 +267,7 @@ def cancel(
             raise convex_failure(exc) from None
     if reply.status == "canceled":
         typer.echo(f"job {job_id} canceled")
-    elif reply.status in ("claimed", "running"):
+    elif reply.status in LEASED_STATUSES:
         typer.echo(
             f"job {job_id} is {reply.status}: cancel requested, its worker stops it at the next "
             "heartbeat (check with `fondation-worker status`)"
