@@ -43,6 +43,7 @@ HAND_PICKED: dict[str, list[str]] = {
     "git_bin": ["--upload-pack=x", "no-such-git-binary-here"],
     "git_ca_bundle": ["/nonexistent/ca.pem"],
     "claude_bin": ["claude --dangerously-skip-permissions", "no-such-claude-binary-here"],
+    "claude_cli_version": ["latest", "2.1", "2.1.0 beta"],
     "claude_model": ["bad model!"],
     "claude_config_dir": [f"{NOT_A_DIR}/claude"],
     "claude_env_passthrough": ["1BAD", "WORKER_TOKEN", "FONDATION_GIT_TOKEN"],

@@ -271,6 +271,7 @@ class Settings(BaseSettings):
     )
     claude_cli_version: str | None = Field(
         None,
+        pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$",
         description="the pinned Claude CLI's version, reported by /healthz and /readyz",
         json_schema_extra=_doc(
             note="fixed: the image sets it from the build argument of its "
