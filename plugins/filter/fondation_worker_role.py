@@ -117,8 +117,9 @@ def status_rows(
     ``healthz`` and ``readyz`` are the registered ``uri`` results, one per replica in the
     order of ``replicas`` (``status`` -1 and a ``msg`` when nothing answered). A replica
     still running its start-up checks is ``starting``, not failed. ``current_job``,
-    ``version`` and ``claude_cli_version`` come from the worker's JSON; workers that do not
-    send them fall back on the image's labels (the job is then "unknown").
+    ``version`` and ``claude_cli`` (the worker's ``claude_cli_version``) come from the
+    worker's JSON; workers that do not send them fall back on the image's labels (the job is
+    then "unknown").
     """
     if not (len(replicas) == len(healthz) == len(readyz)):
         raise ValueError("one /healthz and one /readyz result per replica")
@@ -152,7 +153,7 @@ def status_rows(
                 "version": _first(
                     (hjson, "version"), (rjson, "version"), default=container[3] or "unknown"
                 ),
-                "claude_cli_version": _first(
+                "claude_cli": _first(
                     (hjson, "claude_cli_version"),
                     (rjson, "claude_cli_version"),
                     default=container[4] or "unknown",
@@ -187,7 +188,7 @@ def status_report(rows: Sequence[Mapping[str, Any]], host: str, current_image: s
         lines.append(
             f"[{row['replica']}] unit {row['unit']}, container {row['container']}{image}, "
             f"health {row['health']}, {_readiness(row)}, job {job}, version {row['version']}, "
-            f"Claude CLI {row['claude_cli_version']}."
+            f"Claude CLI {row['claude_cli']}."
         )
     return lines
 

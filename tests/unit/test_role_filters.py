@@ -106,7 +106,7 @@ def test_a_healthy_ready_replica() -> None:
         "reasons": [],
         "current_job": "job-a",
         "version": "0.1.0",
-        "claude_cli_version": "2.9.9",
+        "claude_cli": "2.9.9",
     }
 
 
@@ -145,7 +145,7 @@ def test_a_replica_that_does_not_answer_falls_back_on_the_image_labels() -> None
     assert row["health"] == refused
     assert row["reasons"] == [refused]
     assert row["current_job"] == "unknown"
-    assert (row["version"], row["claude_cli_version"]) == ("0.0.9", "2.8.0")
+    assert (row["version"], row["claude_cli"]) == ("0.0.9", "2.8.0")
     assert (row["image"], row["current_image"]) == ("fedcba987654", False)
     line = filters.status_report([row], "host-a", IMAGE)[1]
     assert "(image fedcba987654, NOT the one image.env names)" in line
@@ -163,7 +163,7 @@ def test_an_older_worker_that_does_not_report_its_job_or_cli() -> None:
     )
     assert row["health"] == "stale"
     assert row["current_job"] == "unknown (not reported)"
-    assert (row["version"], row["claude_cli_version"]) == ("0.0.8", "unknown")
+    assert (row["version"], row["claude_cli"]) == ("0.0.8", "unknown")
 
 
 def test_a_replica_systemd_knows_without_a_container_and_a_container_without_unit() -> None:
