@@ -36,7 +36,7 @@ from .models import RunConfig
 # uid, TEMP_DIR volume and Claude config tmpfs are.
 UNIT = container_flags(fondation_worker_egress=False)
 WORKER_UID = int(UNIT.user.partition(":")[0])
-TEMP_DIR = next(v["bind"] for k, v in UNIT.volumes.items() if k.startswith("fondation-work-"))
+TEMP_DIR = UNIT.volume_at("fondation-work-")
 CLAUDE_CONFIG = next(path for path in UNIT.tmpfs if path.endswith("/.claude"))
 # A whole run's `docker logs` are kept for the report: more than production's rotation size.
 CONTAINER_LOG_MAX_SIZE = "50m"

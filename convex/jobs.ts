@@ -56,6 +56,7 @@ import {
   vErrorKind,
   vProgress,
   vPublicJob,
+  vRetryOutcome,
   vStatus,
   vSummary,
 } from "./lib/validators";
@@ -398,12 +399,7 @@ export const retryOrFail = workerMutation({
     retryAfterMs: v.optional(v.number()),
   },
   returns: v.object({
-    status: v.union(
-      v.literal("failed"),
-      v.literal("dead"),
-      v.literal("pending"),
-      v.literal("canceled"),
-    ),
+    status: vRetryOutcome,
     runAt: v.optional(v.number()),
   }),
   handler: async (ctx, args) => {

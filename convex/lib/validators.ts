@@ -1,28 +1,26 @@
 // Convex validators shared by the schema and the functions' `args` / `returns`.
 import { v } from "convex/values";
-import { DROP_REASONS, ERROR_KINDS, JOB_STATUSES } from "./policy";
+import {
+  DOC_KINDS,
+  DROP_REASONS,
+  ERROR_KINDS,
+  JOB_STATUSES,
+  LEASED_STATUSES,
+  RECLAIM_OUTCOMES,
+  RETRY_OUTCOMES,
+  STUCK_REASONS,
+} from "./policy";
 
-export const vStatus = v.union(
-  v.literal(JOB_STATUSES[0]),
-  v.literal(JOB_STATUSES[1]),
-  v.literal(JOB_STATUSES[2]),
-  v.literal(JOB_STATUSES[3]),
-  v.literal(JOB_STATUSES[4]),
-  v.literal(JOB_STATUSES[5]),
-  v.literal(JOB_STATUSES[6]),
-);
+/** One of the values of an enumeration of policy.ts (its one source). */
+function oneOf<T extends string>(values: readonly T[]) {
+  return v.union(...values.map((value) => v.literal(value)));
+}
 
-export const vErrorKind = v.union(
-  v.literal(ERROR_KINDS[0]),
-  v.literal(ERROR_KINDS[1]),
-  v.literal(ERROR_KINDS[2]),
-  v.literal(ERROR_KINDS[3]),
-  v.literal(ERROR_KINDS[4]),
-  v.literal(ERROR_KINDS[5]),
-  v.literal(ERROR_KINDS[6]),
-  v.literal(ERROR_KINDS[7]),
-  v.literal(ERROR_KINDS[8]),
-);
+export const vStatus = oneOf(JOB_STATUSES);
+
+export const vErrorKind = oneOf(ERROR_KINDS);
+
+export const vRetryOutcome = oneOf(RETRY_OUTCOMES);
 
 export const vProgress = v.object({
   step: v.optional(v.string()),
@@ -37,15 +35,7 @@ export const vRedaction = v.object({
   count: v.number(),
 });
 
-export const vDropReason = v.union(
-  v.literal(DROP_REASONS[0]),
-  v.literal(DROP_REASONS[1]),
-  v.literal(DROP_REASONS[2]),
-  v.literal(DROP_REASONS[3]),
-  v.literal(DROP_REASONS[4]),
-  v.literal(DROP_REASONS[5]),
-  v.literal(DROP_REASONS[6]),
-);
+export const vDropReason = oneOf(DROP_REASONS);
 
 /** Generated files the worker left out of the job's documents, by reason. */
 export const vDropped = v.object({
@@ -61,13 +51,7 @@ export const vSummary = v.object({
   dropped: v.optional(vDropped),
 });
 
-export const vDocKind = v.union(
-  v.literal("chapter"),
-  v.literal("tutorial"),
-  v.literal("toc"),
-  v.literal("yaml"),
-  v.literal("other"),
-);
+export const vDocKind = oneOf(DOC_KINDS);
 
 export const vDocInput = v.object({
   slug: v.string(),
@@ -126,12 +110,12 @@ export const vPublicJob = v.object({
 });
 
 /** Why operator:listStuck reports a job. */
-export const vStuckReason = v.union(v.literal("lease_expired"), v.literal("running_too_long"));
+export const vStuckReason = oneOf(STUCK_REASONS);
 
 /** A claimed/running job that looks stuck (operator:listStuck): no secrets, no lease token. */
 export const vStuckJob = v.object({
   jobId: v.string(),
-  status: v.union(v.literal("claimed"), v.literal("running")),
+  status: oneOf(LEASED_STATUSES),
   why: vStuckReason,
   attempts: v.number(),
   maxAttempts: v.number(),
@@ -144,4 +128,4 @@ export const vStuckJob = v.object({
 });
 
 /** What one expired lease became in a reclaim pass. */
-export const vReclaimOutcome = v.union(v.literal("pending"), v.literal("dead"), v.literal("canceled"));
+export const vReclaimOutcome = oneOf(RECLAIM_OUTCOMES);

@@ -62,6 +62,28 @@ class ContainerFlags:
             kwargs["mem_limit"] = self.mem_limit
         return kwargs
 
+    def hardening_argv(self) -> list[str]:
+        """The same confinement as ``docker run`` flags (for callers of the docker CLI)."""
+        argv = ["--user", self.user]
+        if self.read_only:
+            argv.append("--read-only")
+        for capability in self.cap_drop:
+            argv += ["--cap-drop", capability]
+        for option in self.security_opt:
+            argv += ["--security-opt", option]
+        if self.pids_limit is not None:
+            argv += ["--pids-limit", str(self.pids_limit)]
+        if self.mem_limit is not None:
+            argv += ["--memory", self.mem_limit]
+        for path, options in self.tmpfs.items():
+            argv += ["--tmpfs", f"{path}:{options}" if options else path]
+        return argv
+
+    def volume_at(self, prefix: str) -> str:
+        """Where the volume whose name starts with ``prefix`` is mounted (``fondation-work-``:
+        the worker's TEMP_DIR)."""
+        return next(v["bind"] for k, v in self.volumes.items() if k.startswith(prefix))
+
 
 def _role_variables(overrides: dict[str, Any]) -> dict[str, Any]:
     """defaults/main.yml and vars/main.yml, with the overrides on top. Values that are
@@ -113,7 +135,11 @@ def exec_start_argv(replica: str = "1", **overrides: Any) -> list[str]:
 
 def container_flags(replica: str = "1", **overrides: Any) -> ContainerFlags:
     """The unit's ``docker run`` flags for ``replica``, with role variables ``overrides``."""
-    argv = exec_start_argv(replica, **overrides)
+    return parse_docker_run(exec_start_argv(replica, **overrides))
+
+
+def parse_docker_run(argv: list[str]) -> ContainerFlags:
+    """A ``/usr/bin/docker run ... IMAGE`` argv as ContainerFlags."""
     if argv[:2] != ["/usr/bin/docker", "run"]:
         raise ValueError(f"ExecStart is not a docker run: {argv[:3]}")
     flags = ContainerFlags()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.worker_unit import container_flags, exec_start_argv
+from tests.support.worker_unit import container_flags, exec_start_argv, parse_docker_run
 
 
 def test_the_unit_s_hardening_flags_are_read_from_the_template() -> None:
@@ -64,3 +64,14 @@ def test_an_unknown_flag_in_the_unit_is_refused(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(worker_unit, "exec_start_argv", lambda *_a, **_k: argv)
     with pytest.raises(ValueError, match="--privileged"):
         worker_unit.container_flags("1")
+
+
+def test_the_hardening_as_docker_cli_flags_is_the_unit_s() -> None:
+    """bench/idle.py runs `docker run` with these: read back, they confine as the unit does."""
+    flags = container_flags("1", fondation_worker_memory_limit="2g")
+    argv = flags.hardening_argv()
+    assert argv[:3] == ["--user", "10001:10001", "--read-only"]
+    assert "--privileged" not in argv
+    again = parse_docker_run(["/usr/bin/docker", "run", *argv, "image"])
+    assert again.hardening() == flags.hardening()
+    assert flags.volume_at("fondation-work-") == "/tmp/fondation"

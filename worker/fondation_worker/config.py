@@ -3,9 +3,10 @@
 Every duration is in milliseconds and its name ends in ``_MS``, every size in MiB (``_MB``);
 ``units.seconds`` turns milliseconds into seconds. Each field names, in ``json_schema_extra``,
 its unit and the Ansible role variable that sets it in production (or what sets it instead):
-``python -m fondation_worker.reference`` writes docs/CONFIGURATION.md and the role's bounds
-from them. ``load_settings`` returns valid settings or raises ``ConfigError`` with one message
-per problem; the CLI prints them one per line and exits 2.
+``python -m scripts.reference`` (a development tool, not in the package) writes
+docs/CONFIGURATION.md and the role's bounds from them. ``load_settings`` returns valid
+settings or raises ``ConfigError`` with one message per problem; the CLI prints them one per
+line and exits 2.
 
 Which credential each command needs is declared once, in ``CREDENTIALS``: the worker's
 commands need ``WORKER_TOKEN``, the operator's ``OPERATOR_TOKEN`` only (an operator's laptop
@@ -333,6 +334,15 @@ class Settings(BaseSettings):
         "claude",
         description="Claude Code CLI program",
         json_schema_extra=_doc(note="fixed: the image sets it to its pinned CLI"),
+    )
+    claude_cli_version: str | None = Field(
+        None,
+        pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$",
+        description="the pinned Claude CLI's version, reported by /healthz and /readyz",
+        json_schema_extra=_doc(
+            note="fixed: the image sets it from the build argument of its "
+            "org.fondation.claude-cli.version label (worker/claude-cli.lock)"
+        ),
     )
     claude_model: str | None = Field(
         None,

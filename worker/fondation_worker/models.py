@@ -6,10 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-DocKind = Literal["chapter", "tutorial", "toc", "yaml", "other"]
-JobStatus = Literal["pending", "claimed", "running", "completed", "failed", "dead", "canceled"]
-# "failed" is not terminal: the job waits for its retry (runAt), like "pending".
-TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "dead", "canceled"})
+from . import contract
+from .contract import DocKind, LeasedStatus, ReclaimOutcome, RetryOutcome, StuckReason
 
 
 class _Reply(BaseModel):
@@ -39,9 +37,7 @@ class UploadReply(_Reply):
 
 
 class RetryReply(_Reply):
-    # "canceled" is returned by convex/jobs.ts when a cancel was requested meanwhile
-    # (not listed in docs/CONTRACT.md).
-    status: Literal["failed", "dead", "pending", "canceled"]
+    status: RetryOutcome
     run_at: float | None = Field(default=None, alias="runAt")
 
 
@@ -78,7 +74,7 @@ class Redaction(BaseModel):
 class DropReason(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    reason: str
+    reason: contract.DropReason
     count: int
 
 
@@ -156,9 +152,6 @@ class PublicJob(_Reply):
 
 # --- operator functions (convex/operator.ts, the stuck-jobs runbook) -----------------------
 
-StuckReason = Literal["lease_expired", "running_too_long"]
-ReclaimOutcome = Literal["pending", "dead", "canceled"]
-
 
 class StuckJob(_Reply):
     """One row of ``operator:listStuck``: never a lease token or a GitHub token."""
@@ -166,7 +159,7 @@ class StuckJob(_Reply):
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     job_id: str = Field(alias="jobId")
-    status: Literal["claimed", "running"]
+    status: LeasedStatus
     why: StuckReason
     attempts: int
     max_attempts: int = Field(alias="maxAttempts")

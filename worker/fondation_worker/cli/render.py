@@ -8,8 +8,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .models import PublicJob, StuckJob
-from .units import seconds as to_seconds
+from ..contract import JOB_STATUSES, QUEUED_STATUSES
+from ..models import PublicJob, StuckJob
+from ..units import seconds as to_seconds
 
 
 def progress_line(job: PublicJob) -> str:
@@ -22,7 +23,7 @@ def progress_line(job: PublicJob) -> str:
             parts.append(progress.message)
     if job.attempts is not None and job.max_attempts:
         parts.append(f"(attempt {job.attempts}/{job.max_attempts})")
-    if job.status in ("pending", "failed") and job.last_error:
+    if job.status in QUEUED_STATUSES and job.last_error:
         parts.append(f"last error: {job.last_error[:120]}")
     return " ".join(parts)
 
@@ -35,7 +36,6 @@ def dropped_note(job: PublicJob) -> str:
     return f" ({dropped.count} generated file(s) left out: {reasons})"
 
 
-_STATUS_COUNTS = ("pending", "claimed", "running", "completed", "failed", "dead", "canceled")
 # (label, key in metrics:queue) of the queue's other figures; ages are in ms.
 _STATUS_QUEUE = (
     ("ready", "ready"),
@@ -86,7 +86,7 @@ def render_status(metrics: dict[str, Any]) -> list[str]:
     by side. Keys Convex does not send show as "-"; new ones are left to --json."""
     counts = metrics.get("counts") or {}
     queue = [["QUEUE", "NOW"]]
-    queue += [[name, _figure(counts.get(name), "count")] for name in _STATUS_COUNTS]
+    queue += [[name, _figure(counts.get(name), "count")] for name in JOB_STATUSES]
     queue += [[label, _figure(metrics.get(key), "count")] for label, key in _STATUS_QUEUE]
     queue += [[label, _figure(metrics.get(key), "duration")] for label, key in _STATUS_AGES]
     hour = metrics.get("lastHour") or {}

@@ -12,21 +12,22 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from .assembly import stage_login
-from .classify import Classification
-from .claude_runner import ClaudeRunner
-from .clock import SystemClock
-from .config import Settings
-from .convex_client import ConvexClient
-from .errors import OperatorActionNeeded, WorkerError
-from .process import SubprocessRunner
-from .sandbox import landlock_abi
-from .workspace import disk_status
+from ..assembly import stage_login
+from ..classify import Classification
+from ..claude_runner import ClaudeRunner
+from ..clock import SystemClock
+from ..config import Settings
+from ..convex_client import ConvexClient
+from ..errors import OperatorActionNeeded, WorkerError
+from ..process import SubprocessRunner
+from ..sandbox import landlock_abi
+from ..workspace import disk_status
 
 MIN_GIT = (2, 32)  # GIT_CONFIG_GLOBAL
 GIT_VERSION_TIMEOUT_S = 20
@@ -210,14 +211,34 @@ def check_claude(settings: Settings, timeout_s: float) -> Iterator[CheckResult]:
     yield CheckResult("ok" if good else "FAIL", "claude", message)
 
 
+class Check(StrEnum):
+    """What ``fondation-worker check --only`` can pick (the configuration is always checked)."""
+
+    CONVEX = "convex"
+    DISK = "disk"
+    GIT = "git"
+    CLAUDE = "claude"
+
+
+CHECKS: tuple[Check, ...] = tuple(Check)
+
+
 def check_all(
-    settings: Settings, connect: Callable[[], ConvexClient], claude_timeout_s: float
+    settings: Settings,
+    connect: Callable[[], ConvexClient],
+    claude_timeout_s: float,
+    only: Collection[Check] = CHECKS,
 ) -> Iterator[CheckResult]:
-    """Every check of ``fondation-worker check``, in order, each as soon as it is known."""
+    """The checks of ``fondation-worker check`` (every one, or those in ``only``), in order,
+    each as soon as it is known."""
     yield _ok("config", f"valid (worker {settings.worker_id}, Convex {settings.convex_url})")
-    with connect() as convex:
-        convex_result = check_convex(convex, settings.worker_id)
-    yield convex_result
-    yield check_disk(settings)
-    yield check_git(settings)
-    yield from check_claude(settings, claude_timeout_s)
+    if Check.CONVEX in only:
+        with connect() as convex:
+            convex_result = check_convex(convex, settings.worker_id)
+        yield convex_result
+    if Check.DISK in only:
+        yield check_disk(settings)
+    if Check.GIT in only:
+        yield check_git(settings)
+    if Check.CLAUDE in only:
+        yield from check_claude(settings, claude_timeout_s)

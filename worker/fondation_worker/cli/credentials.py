@@ -16,11 +16,11 @@ from typing import Annotated
 
 import typer
 
-from .cli_support import EXIT_CONFIG, convex_or_exit, settings_or_exit
-from .errors import ConvexCodedError, WorkerError
-from .models import Credential
+from ..errors import ConvexCodedError, WorkerError
+from ..models import Credential
+from ..worker_credential import credential_hash, new_credential, write_env_file
 from .render import table
-from .worker_credential import credential_hash, new_credential, write_env_file
+from .support import EXIT_CONFIG, convex_or_exit, settings_or_exit
 
 app = typer.Typer(
     add_completion=False,

@@ -1,9 +1,9 @@
 """``fondation-worker``: run, check, enqueue, status, stuck, reclaim, requeue, cancel,
 credentials, healthcheck.
 
-A thin layer of typer commands: the worker is built by assembly.py, the checks live in
-checks.py, the operator commands in cli_operator.py. Configuration problems print one line
-each to stderr and exit 2, never a traceback.
+A thin layer of typer commands: the worker is built by ``fondation_worker.assembly``, the
+checks live in ``checks``, the operator commands in ``operator``. Configuration problems
+print one line each to stderr and exit 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from typing import Annotated
 
 import typer
 
-from . import __version__, cli_credentials, cli_operator
-from .assembly import StartupError, build_worker
-from .checks import check_all, runtime_problems
-from .claude_runner import PROBE_TIMEOUT_S
-from .cli_support import EXIT_CONFIG, convex_or_exit, fail_config, settings_or_exit
-from .logging_setup import configure_logging
-from .redact import Redactor
+from .. import __version__
+from ..assembly import StartupError, build_worker
+from ..claude_runner import PROBE_TIMEOUT_S
+from ..logging_setup import configure_logging
+from ..redact import Redactor
+from . import credentials, operator
+from .checks import CHECKS, Check, check_all, runtime_problems
+from .support import EXIT_CONFIG, convex_or_exit, fail_config, settings_or_exit
 
 app = typer.Typer(
     add_completion=False,
@@ -57,6 +58,13 @@ def check(
     claude_timeout: Annotated[
         float, typer.Option(help="Seconds for the Claude call")
     ] = PROBE_TIMEOUT_S,
+    only: Annotated[
+        list[Check] | None,
+        typer.Option(
+            "--only",
+            help="Run this check only (repeatable); the exit code then says whether it passed",
+        ),
+    ] = None,
 ) -> None:
     """Check config, Convex, Claude auth (a tiny real call), disk and git; non-zero on failure."""
     settings = settings_or_exit("check")
@@ -65,16 +73,18 @@ def check(
         # The same configuration would stop `run`: say so the same way.
         raise fail_config(problems)
     failed = False
-    for result in check_all(settings, lambda: convex_or_exit(settings, "check"), claude_timeout):
+    chosen = tuple(only) if only else CHECKS
+    results = check_all(settings, lambda: convex_or_exit(settings, "check"), claude_timeout, chosen)
+    for result in results:
         failed = failed or result.failed
         typer.echo(result.line())
     raise typer.Exit(1 if failed else 0)
 
 
 # Registered here so `--help` lists the commands in the order above and below.
-for command in cli_operator.COMMANDS:
+for command in operator.COMMANDS:
     app.command()(command)
-app.add_typer(cli_credentials.app, name="credentials")
+app.add_typer(credentials.app, name="credentials")
 
 
 @app.command()
@@ -83,7 +93,7 @@ def healthcheck(
 ) -> None:
     """GET /healthz on HEALTH_BIND; exit 0 when healthy (for Docker HEALTHCHECK)."""
     # The console script answers this before loading the CLI (entry.py); same code here.
-    from .healthcheck import healthcheck as check
+    from ..healthcheck import healthcheck as check
 
     raise typer.Exit(check(timeout))
 

@@ -2,7 +2,7 @@
 
 Each one reads Settings, calls one or two Convex functions with OPERATOR_TOKEN (``status``
 with either token: config.CREDENTIALS) and prints what ``render`` makes of the reply; none
-needs WORKER_TOKEN. cli.py registers them.
+needs WORKER_TOKEN. ``app`` registers them.
 See docs/RUNBOOK.md and playbooks/runbook-stuck-jobs.yml for how operators use them.
 """
 
@@ -17,12 +17,13 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr
 
+from ..contract import LEASED_STATUSES, TERMINAL_STATUSES
+from ..convex_client import ConvexClient
+from ..errors import ConvexCodedError, InvalidState, NotFound, WorkerError
+from ..models import PublicJob
+from ..units import milliseconds
 from . import render
-from .cli_support import EXIT_CONFIG, convex_or_exit, settings_or_exit
-from .convex_client import ConvexClient
-from .errors import ConvexCodedError, InvalidState, NotFound, WorkerError
-from .models import TERMINAL_STATUSES, PublicJob
-from .units import milliseconds
+from .support import EXIT_CONFIG, EXIT_NOTHING_TO_DO, convex_or_exit, settings_or_exit
 
 
 def enqueue(
@@ -209,7 +210,8 @@ def requeue(
     job_id: Annotated[str, typer.Argument(help="The dead job's id")],
     yes: Annotated[bool, typer.Option("--yes", help="Requeue without asking")] = False,
 ) -> None:
-    """Put a dead job back in the queue (attempts reset, last error kept); needs --yes."""
+    """Put a dead job back in the queue (attempts reset, last error kept); needs --yes.
+    Exit 0 requeued, 3 the job is not dead (nothing to do), 1 otherwise."""
     settings = settings_or_exit("requeue")
     with convex_or_exit(settings, "requeue") as convex:
         job = job_or_exit(convex, job_id)
@@ -218,7 +220,7 @@ def requeue(
                 f"fondation-worker: job {job_id} is {job.status}: only a dead job can be requeued",
                 err=True,
             )
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_NOTHING_TO_DO)
         for line in render.describe(job):
             typer.echo(line)
         if not yes:
@@ -266,7 +268,7 @@ def cancel(
             raise convex_failure(exc) from None
     if reply.status == "canceled":
         typer.echo(f"job {job_id} canceled")
-    elif reply.status in ("claimed", "running"):
+    elif reply.status in LEASED_STATUSES:
         typer.echo(
             f"job {job_id} is {reply.status}: cancel requested, its worker stops it at the next "
             "heartbeat (check with `fondation-worker status`)"

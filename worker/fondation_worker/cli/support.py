@@ -10,14 +10,17 @@ import sys
 
 import typer
 
-from .assembly import connect
-from .config import Settings, load_settings
-from .convex_client import ConvexClient
-from .errors import ConfigError
-from .logging_setup import configure_logging
-from .redact import Redactor
+from ..assembly import connect
+from ..config import Settings, load_settings
+from ..convex_client import ConvexClient
+from ..errors import ConfigError
+from ..logging_setup import configure_logging
+from ..redact import Redactor
 
 EXIT_CONFIG = 2
+# The job is not in a state the command acts on (``requeue`` of a job that is not dead): nothing
+# was done, and nothing went wrong. Plays tell it from a failure by this code alone.
+EXIT_NOTHING_TO_DO = 3
 
 
 def fail_config(problems: list[str]) -> typer.Exit:
