@@ -252,7 +252,7 @@ def upgrade_archive(base: str) -> Path:
 
 
 def shipped_bytes(name: str) -> int | None:
-    """What the play reported shipping to the host (tasks/image_archive.yml)."""
+    """What the play reported shipping to the host (tasks/lib/image_archive.yml)."""
     text = (BENCH_BUILD / f"deploy-{name}.log").read_text(encoding="utf-8", errors="replace")
     found = re.findall(r"shipped (\d+) bytes \(([^)]*)\)", text)
     return int(found[-1][0]) if found else None

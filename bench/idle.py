@@ -37,6 +37,7 @@ from bench.common import (
     run,
     stack,
 )
+from tests.support.worker_unit import container_flags
 
 TARGET_CALLS_PER_HOUR = 12.0
 TARGET_RSS_MB = 60.0
@@ -77,12 +78,16 @@ def image_ref() -> str | None:
 
 def container_rss_mb(convex_url: str, token: str) -> tuple[float | None, str]:
     """VmRSS of ``fondation-worker run`` inside the image, idle (30 s after start), run with
-    the deploy's hardening (read-only root, no capabilities, tmpfs work dirs)."""
+    the deploy's hardening: the flags of the role's unit template (tests.support.worker_unit,
+    as the chaos fleet), its work volume a tmpfs here."""
     ref = image_ref()
     if ref is None:
         return None, "no worker image loaded (make image)"
     name = f"bench-idle-rss-{secrets.token_hex(3)}"
     port = 18000 + secrets.randbelow(2000)
+    unit = container_flags()
+    uid, _, gid = unit.user.partition(":")
+    work = f"{unit.volume_at('fondation-work-')}:rw,uid={uid},gid={gid},mode=0700"
     env = {
         **os.environ,
         "CONVEX_URL": convex_url,
@@ -92,9 +97,7 @@ def container_rss_mb(convex_url: str, token: str) -> tuple[float | None, str]:
     started = run(
         [
             "docker", "run", "-d", "--rm", "--name", name, "--network", "host",
-            "--read-only", "--cap-drop", "ALL", "--tmpfs", "/tmp:rw,exec,nosuid,nodev",
-            "--tmpfs", "/tmp/fondation:rw,uid=10001,gid=10001,mode=0700",
-            "--tmpfs", "/home/worker/.claude:rw,uid=10001,gid=10001,mode=0700",
+            *unit.hardening_argv(), "--tmpfs", work,
             "-e", "CONVEX_URL", "-e", "WORKER_TOKEN", "-e", "HEALTH_BIND",
             "-e", "ALLOWED_REPO_HOSTS=github.com", ref,
         ],

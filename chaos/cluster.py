@@ -34,9 +34,9 @@ from .models import RunConfig
 
 # The production unit's container, as the role renders it by default: where the worker's
 # uid, TEMP_DIR volume and Claude config tmpfs are.
-UNIT = container_flags()
+UNIT = container_flags(fondation_worker_egress=False)
 WORKER_UID = int(UNIT.user.partition(":")[0])
-TEMP_DIR = next(v["bind"] for k, v in UNIT.volumes.items() if k.startswith("fondation-work-"))
+TEMP_DIR = UNIT.volume_at("fondation-work-")
 CLAUDE_CONFIG = next(path for path in UNIT.tmpfs if path.endswith("/.claude"))
 # A whole run's `docker logs` are kept for the report: more than production's rotation size.
 CONTAINER_LOG_MAX_SIZE = "50m"
@@ -247,6 +247,8 @@ class Cluster:
         # role's own variables, as an inventory would.
         unit = container_flags(
             name,
+            # The fleet's own test network, without the egress proxy (nothing to proxy to).
+            fondation_worker_egress=False,
             fondation_worker_id_prefix="chaos",
             fondation_worker_credentials_dir=str(self.creds),
             fondation_worker_log_dir=str(log_dir),

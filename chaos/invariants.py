@@ -11,8 +11,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fondation_worker.contract import LEASED_STATUSES, TERMINAL_STATUSES
+
 from .models import (
-    TERMINAL,
     CheckResult,
     EnqueuedJob,
     Execution,
@@ -113,7 +114,7 @@ def check_final_states(jobs: list[EnqueuedJob], latest: dict[str, Observation]) 
     for job in jobs:
         seen = latest.get(job.job_id)
         status = seen.status if seen else "missing"
-        if status not in TERMINAL:
+        if status not in TERMINAL_STATUSES:
             stuck += 1
         if status != job.expected:
             wrong.append(f"{job.job_id} ({job.plan.kind}): {status}, expected {job.expected}")
@@ -146,7 +147,7 @@ def check_dedupe(
             replies += 1
             if reply.job_id == job.job_id and not reply.created:
                 continue
-            ended = [o.t for o in history.get(job.job_id, []) if o.status in TERMINAL]
+            ended = [o.t for o in history.get(job.job_id, []) if o.status in TERMINAL_STATUSES]
             if reply.created and ended and min(ended) <= reply.t + slack_s:
                 continue
             bad.append(f"{job.job_id}: reply {reply.job_id} created={reply.created}")
@@ -229,9 +230,9 @@ def _recovered_at(history: list[Observation], start: float, end: float) -> Obser
     for seen in history:
         if seen.t <= start:
             continue
-        if base is None or base.status not in ("claimed", "running"):
+        if base is None or base.status not in LEASED_STATUSES:
             return seen
-        if seen.status not in ("claimed", "running") or seen.generation != base.generation:
+        if seen.status not in LEASED_STATUSES or seen.generation != base.generation:
             return seen
         if seen.t > end and (seen.lease_until or 0) > (base.lease_until or 0):
             return seen

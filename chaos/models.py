@@ -7,9 +7,11 @@ the fake claude, dev backend dumps). No secret value is ever stored in these mod
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from fondation_worker.contract import TERMINAL_STATUSES
 
 JobKind = Literal[
     "normal",
@@ -22,11 +24,7 @@ JobKind = Literal[
     "duplicate",
 ]
 FaultKind = Literal["sigkill", "netcut", "pause", "disk", "rolling", "auth"]
-FAULT_KINDS: tuple[FaultKind, ...] = ("sigkill", "netcut", "pause", "disk", "rolling", "auth")
-Status = Literal[
-    "pending", "assigned", "claimed", "running", "completed", "failed", "dead", "canceled"
-]
-TERMINAL: frozenset[str] = frozenset({"completed", "dead", "canceled"})
+FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 
 
 class RunConfig(BaseModel):
@@ -97,7 +95,7 @@ class EnqueuedJob(BaseModel):
             return "dead"
         if kind in ("cancel_pending", "cancel_running"):
             # A cancel that found the job already ended leaves it as it was (CONTRACT.md).
-            if self.cancel_reply in TERMINAL and self.cancel_reply != "canceled":
+            if self.cancel_reply in TERMINAL_STATUSES and self.cancel_reply != "canceled":
                 return self.cancel_reply
             return "canceled"
         return "completed"

@@ -13,6 +13,8 @@ from typing import Any
 import docker
 import httpx
 
+from fondation_worker.contract import LEASED_STATUSES, TERMINAL_STATUSES
+
 from .cluster import TEMP_DIR, Cluster, Lifecycle
 from .models import Execution, Observation, SecretHit
 
@@ -85,18 +87,17 @@ class StatePoller:
             return [
                 job_id
                 for job_id, seen in self.latest.items()
-                if seen.status in ("claimed", "running") and seen.locked_by == worker_id
+                if seen.status in LEASED_STATUSES and seen.locked_by == worker_id
             ]
 
     def in_progress(self) -> list[str]:
         with self._lock:
-            return [j for j, s in self.latest.items() if s.status in ("claimed", "running")]
+            return [j for j, s in self.latest.items() if s.status in LEASED_STATUSES]
 
     def all_terminal(self, job_ids: list[str]) -> bool:
         with self._lock:
             return all(
-                self.latest.get(j) is not None
-                and self.latest[j].status in ("completed", "dead", "canceled")
+                self.latest.get(j) is not None and self.latest[j].status in TERMINAL_STATUSES
                 for j in job_ids
             )
 

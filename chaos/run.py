@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
+from fondation_worker.contract import TERMINAL_STATUSES
 from fondation_worker.logging_setup import configure_logging
 from fondation_worker.redact import Redactor
 from tests.support import REPO_ROOT
@@ -130,9 +131,7 @@ def _run(cluster: Cluster, config: RunConfig, run_dir: Path, run_id: str, starte
     last_report = 0.0
     while time.time() < deadline and not poller.all_terminal(job_ids):
         if time.time() - last_report > 30:
-            left = [
-                j for j in job_ids if poller.status_of(j) not in ("completed", "dead", "canceled")
-            ]
+            left = [j for j in job_ids if poller.status_of(j) not in TERMINAL_STATUSES]
             say(f"{len(left)} jobs not ended yet")
             last_report = time.time()
         time.sleep(1)
@@ -166,9 +165,6 @@ def _run(cluster: Cluster, config: RunConfig, run_dir: Path, run_id: str, starte
     )
 
 
-ENDED = ("completed", "dead", "canceled")
-
-
 def settled_docs(cluster: Cluster, timeout_s: float = 60) -> list[dict[str, Any]]:
     """The documents once the purges have run: an ended job's other runs are deleted by a
     scheduled docs:purgeStale after it ends, not in the ending transaction. Waits (with a
@@ -181,7 +177,7 @@ def settled_docs(cluster: Cluster, timeout_s: float = 60) -> list[dict[str, Any]
         stale = [
             doc
             for doc in docs
-            if jobs.get(str(doc["jobId"]), {}).get("status") in ENDED
+            if jobs.get(str(doc["jobId"]), {}).get("status") in TERMINAL_STATUSES
             and doc["runId"] != jobs[str(doc["jobId"])].get("docsRunId")
         ]
         if not stale or time.monotonic() > deadline:

@@ -3,7 +3,7 @@
 import { v } from "convex/values";
 import { internal } from "./_generated/api";
 import { internalMutation, mutation, query, type MutationCtx } from "./_generated/server";
-import { canSee, requireCaller, requireWorker } from "./lib/auth";
+import { canSee, holdsJob, requireCaller, requireWorker } from "./lib/auth";
 import { workerMutation, workerQuery } from "./lib/functions";
 import { fail, invalid, must } from "./lib/errors";
 import {
@@ -67,6 +67,7 @@ import {
   vErrorKind,
   vProgress,
   vPublicJob,
+  vRetryOutcome,
   vStatus,
   vSummary,
 } from "./lib/validators";
@@ -482,12 +483,7 @@ export const retryOrFail = workerMutation({
     offer: v.optional(vOffer),
   },
   returns: v.object({
-    status: v.union(
-      v.literal("failed"),
-      v.literal("dead"),
-      v.literal("pending"),
-      v.literal("canceled"),
-    ),
+    status: vRetryOutcome,
     runAt: v.optional(v.number()),
   }),
   handler: async (ctx, args) => {
@@ -759,9 +755,10 @@ export const get = query({
   returns: v.union(v.null(), vPublicJob),
   handler: async (ctx, args) => {
     if (args.leaseToken !== undefined) {
-      requireWorker(args.token);
+      const worker = await requireWorker(ctx, args.token);
       const held = await getJob(ctx, args.jobId);
       if (held?.leaseToken === undefined || !constantTimeEqual(held.leaseToken, args.leaseToken)) return null;
+      if (!holdsJob(worker, held.lockedBy)) return null; // per-worker credential: its own jobs only
       return publicJob(held);
     }
     const caller = await requireCaller(ctx.auth, args.token, undefined);

@@ -201,7 +201,7 @@ export const queue = query({
   args: { token: v.optional(v.string()) },
   returns: vQueueFigures,
   handler: async (ctx, args) => {
-    requireWorkerOrOperator(args.token);
+    await requireWorkerOrOperator(ctx, args.token);
     return await queueFigures(ctx, Date.now());
   },
 });

@@ -15,7 +15,7 @@ import {
   setStatus,
   type Job,
 } from "./lib/model";
-import { ACTIVE_STATUSES } from "./lib/policy";
+import { ACTIVE_STATUSES, type StuckReason } from "./lib/policy";
 import { vPublicJob, vReclaimOutcome, vStuckJob } from "./lib/validators";
 
 /** listStuck returns at most this many jobs by default, and never more than the maximum. */
@@ -24,7 +24,6 @@ export const STUCK_MAX_LIMIT = 500;
 /** Requeue records kept on a job (the oldest are dropped). */
 export const MAX_REQUEUE_RECORDS = 10;
 
-type StuckReason = "lease_expired" | "running_too_long";
 
 function stuckView(job: Job, why: StuckReason) {
   return {

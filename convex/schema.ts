@@ -90,9 +90,24 @@ export default defineSchema({
     content: v.string(),
   }).index("by_doc", ["docId"]),
 
-  // Idle worker slots, and slots the dispatcher handed a job to that their worker has not
-  // accepted yet (dispatch.ts). A slot being worked on has no row. Each row is written by
-  // its worker (offer, accept, withdraw) and by the one dispatcher, never by two workers.
+  // Per-worker credentials (convex/credentials.ts, lib/auth.ts): one row per issued
+  // credential, bound to one worker id. Only the SHA-256 of the secret is stored; a revoked
+  // row stays (revokedAt) so `credentials:list` shows what was revoked and when.
+  workerCredentials: defineTable({
+    workerId: v.string(),
+    host: v.optional(v.string()), // the inventory host it was issued for (revoke a host at once)
+    secretHash: v.string(), // SHA-256 hex of the whole credential (fwc_...)
+    createdAt: v.number(),
+    revokedAt: v.optional(v.number()),
+  })
+    .index("by_secretHash", ["secretHash"])
+    .index("by_workerId", ["workerId"])
+    .index("by_host", ["host"]),
+
+  // Idle worker slots, and slots the dispatcher handed a job to (dispatch.ts); a slot keeps
+  // naming its job while the job runs, until the job's final call offers it again. Each row
+  // is written by its worker (offer, withdraw) and by the one dispatcher, never by two
+  // workers.
   workerSlots: defineTable({
     workerId: v.string(),
     slot: v.number(), // 0 .. MAX_CONCURRENT_JOBS - 1

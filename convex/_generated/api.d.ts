@@ -13,6 +13,7 @@ import type {
   FilterApi,
   FunctionReference,
 } from "convex/server";
+import type * as credentials from "../credentials.js";
 import type * as crons from "../crons.js";
 import type * as dispatch from "../dispatch.js";
 import type * as docs from "../docs.js";
@@ -41,6 +42,7 @@ import type * as operator from "../operator.js";
  * ```
  */
 declare const fullApi: ApiFromModules<{
+  credentials: typeof credentials;
   crons: typeof crons;
   dispatch: typeof dispatch;
   docs: typeof docs;

@@ -1,8 +1,12 @@
-// Who is calling: a worker (worker token), an operator (operator token) or a web-app user
-// (Convex identity). Every function checks its caller through the helpers below.
+// Who is calling: a worker (its own credential, or the shared worker token during the
+// migration), an operator (operator token) or a web-app user (Convex identity). Every
+// function checks its caller through the helpers below.
 import type { Auth } from "convex/server";
+import type { Id } from "../_generated/dataModel";
+import type { QueryCtx } from "../_generated/server";
 import { constantTimeEqual } from "./policy";
 import { fail, unauthorized } from "./errors";
+import { sha256Hex } from "./sha256";
 
 // Longer tokens are refused before comparing (bounds the work an attacker can cause).
 const MAX_TOKEN_CHARS = 4_096;
@@ -26,9 +30,77 @@ function matchesEnv(token: string | undefined, names: readonly string[]): boolea
 const WORKER_VARS = ["WORKER_TOKEN", "WORKER_TOKEN_NEXT"] as const;
 const OPERATOR_VARS = ["OPERATOR_TOKEN", "OPERATOR_TOKEN_NEXT"] as const;
 
-/** True when `token` is a current worker token (WORKER_TOKEN or WORKER_TOKEN_NEXT). */
+/**
+ * True when `token` is the shared worker token (WORKER_TOKEN or WORKER_TOKEN_NEXT). Kept for
+ * the migration to per-worker credentials only (docs/SECURITY.md, "One credential per
+ * worker"): a deployment without WORKER_TOKEN accepts no shared token at all.
+ */
 export function isWorkerToken(token: string | undefined): boolean {
   return matchesEnv(token, WORKER_VARS);
+}
+
+// ---------------------------------------------------------------- per-worker credentials
+
+/** Every per-worker credential starts with this (and the shared token never may). */
+export const CREDENTIAL_PREFIX = "fwc_";
+/** A credential is the prefix and 43 base64url characters (32 random bytes). */
+export const CREDENTIAL_PATTERN = /^fwc_[A-Za-z0-9_-]{43}$/;
+
+/** SHA-256 (hex) of a credential: the only form Convex stores (table workerCredentials). */
+export function credentialHash(token: string): string {
+  return sha256Hex(token);
+}
+
+/**
+ * Who a worker call comes from. `credential`: a per-worker credential, bound to `workerId`:
+ * the caller claims, reports on and recovers only that worker's jobs. `shared`: the shared
+ * WORKER_TOKEN of the migration period, which names no worker (the old, fleet-wide rights).
+ */
+export type WorkerCaller =
+  | { kind: "credential"; workerId: string; credentialId: Id<"workerCredentials"> }
+  | { kind: "shared" };
+
+/**
+ * The caller behind `token`, or null. A credential is looked up by the SHA-256 of the whole
+ * value (an index read; the secret has 256 random bits, so an unsalted hash is enough and
+ * the lookup's timing reveals nothing usable); a revoked one is refused. Reading the row puts
+ * it in the call's read set: a revocation conflicts with calls in flight, and a subscribed
+ * query (jobs:wakeup) is re-run and refused.
+ */
+export async function resolveWorker(
+  ctx: QueryCtx,
+  token: string | undefined,
+): Promise<WorkerCaller | null> {
+  if (token === undefined || token.length > MAX_TOKEN_CHARS) return null;
+  if (token.startsWith(CREDENTIAL_PREFIX)) {
+    if (!CREDENTIAL_PATTERN.test(token)) return null;
+    const row = await ctx.db
+      .query("workerCredentials")
+      .withIndex("by_secretHash", (q) => q.eq("secretHash", credentialHash(token)))
+      .unique();
+    if (row === null || row.revokedAt !== undefined) return null;
+    return { kind: "credential", workerId: row.workerId, credentialId: row._id };
+  }
+  return isWorkerToken(token) ? { kind: "shared" } : null;
+}
+
+/**
+ * A credential bound to another worker id is refused (UNAUTHORIZED: an operator must fix
+ * WORKER_ID or the credential). The shared token names no worker and passes.
+ */
+export function requireOwnWorkerId(worker: WorkerCaller, workerId: string): void {
+  if (worker.kind === "credential" && worker.workerId !== workerId) {
+    fail("UNAUTHORIZED", `this credential belongs to worker ${worker.workerId}, not ${workerId}`);
+  }
+}
+
+/**
+ * True when `worker` may act on a job held by `lockedBy`: its own credential's worker id, or
+ * the shared token (which names no worker). Lease-fenced calls answer LEASE_LOST otherwise,
+ * as for any lease the caller does not hold.
+ */
+export function holdsJob(worker: WorkerCaller, lockedBy: string | undefined): boolean {
+  return worker.kind === "shared" || (lockedBy !== undefined && lockedBy === worker.workerId);
 }
 
 /**
@@ -45,9 +117,11 @@ export function operatorTokenConfigured(): boolean {
   return OPERATOR_VARS.some((name) => (process.env[name] ?? "").length > 0);
 }
 
-/** Every worker-facing function starts here. */
-export function requireWorker(token: string | undefined): void {
-  if (!isWorkerToken(token)) unauthorized();
+/** Every worker-facing function starts here: the caller, or UNAUTHORIZED. */
+export async function requireWorker(ctx: QueryCtx, token: string | undefined): Promise<WorkerCaller> {
+  const worker = await resolveWorker(ctx, token);
+  if (worker === null) unauthorized();
+  return worker;
 }
 
 /**
@@ -75,8 +149,9 @@ export function requireOperator(token: string | undefined): void {
 }
 
 /** Aggregate queue metrics (counts only): readable by workers (`fondation-worker check`) and operators. */
-export function requireWorkerOrOperator(token: string | undefined): void {
-  if (!isWorkerToken(token) && !isOperatorToken(token)) unauthorized();
+export async function requireWorkerOrOperator(ctx: QueryCtx, token: string | undefined): Promise<void> {
+  if (isOperatorToken(token)) return;
+  if ((await resolveWorker(ctx, token)) === null) unauthorized();
 }
 
 export type Caller = { kind: "operator"; userId: string } | { kind: "user"; userId: string };

@@ -298,7 +298,7 @@ export async function settleExpired(
 }
 
 /** What one expired lease became: back in the queue, dead at maxAttempts, or canceled. */
-export type ReclaimOutcome = "pending" | "dead" | "canceled";
+export type ReclaimOutcome = import("./policy").ReclaimOutcome;
 
 /**
  * The reclaim pass shared by the `jobs:reclaimExpired` cron and `operator:reclaimNow`:

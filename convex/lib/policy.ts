@@ -1,47 +1,103 @@
 // Queue policy: constants and pure functions (no database, no clock). Tested directly.
+//
+// The contract's enumerations are declared here once, each value with its comment:
+// convex/lib/validators.ts builds its validators from these arrays, and the worker's
+// worker/fondation_worker/contract.py is generated from them (`python -m scripts.contract`;
+// tests/docs/test_single_sources.py fails when it is stale). Adding a value is one line here,
+// then that command.
 
+/** Every status a job can be in. */
 export const JOB_STATUSES = [
-  "pending",
-  "assigned",
-  "claimed",
-  "running",
-  "completed",
-  "failed",
-  "dead",
-  "canceled",
+  "pending", // waiting for a worker: ready when runAt <= now, scheduled otherwise
+  "assigned", // handed to one idle worker slot by the dispatcher, not accepted yet
+  "claimed", // a worker holds its lease, the job has not started yet
+  "running", // a worker holds its lease and runs it
+  "completed", // done, its documents stored
+  "failed", // an attempt failed: it waits for its retry (runAt), like pending
+  "dead", // no attempt or deferral left; an operator may requeue it
+  "canceled", // canceled by its user or an operator
 ] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
 
 /** Waiting for a worker: ready when runAt <= now, scheduled otherwise. */
-export const QUEUED_STATUSES = ["pending", "failed"] as const;
+export const QUEUED_STATUSES = ["pending", "failed"] as const satisfies readonly JobStatus[];
 /**
  * Handed to one idle worker slot by the dispatcher (dispatch.ts), not yet accepted: no
  * attempt consumed, no lease token; `leaseUntil` is the deadline to accept it by.
  */
-export const ASSIGNED_STATUSES = ["assigned"] as const;
+export const ASSIGNED_STATUSES = ["assigned"] as const satisfies readonly JobStatus[];
 /** Held by a worker under a lease. */
-export const LEASED_STATUSES = ["claimed", "running"] as const;
+export const LEASED_STATUSES = ["claimed", "running"] as const satisfies readonly JobStatus[];
 /** Never leave these. */
-export const TERMINAL_STATUSES = ["completed", "dead", "canceled"] as const;
+export const TERMINAL_STATUSES = [
+  "completed",
+  "dead",
+  "canceled",
+] as const satisfies readonly JobStatus[];
 /** A dedupeKey maps to at most one job in these states. */
-export const ACTIVE_STATUSES = ["pending", "assigned", "claimed", "running", "failed"] as const;
+export const ACTIVE_STATUSES = [
+  "pending",
+  "assigned",
+  "claimed",
+  "running",
+  "failed",
+] as const satisfies readonly JobStatus[];
 
 export function isQueued(s: JobStatus): boolean {
-  return s === "pending" || s === "failed";
+  return (QUEUED_STATUSES as readonly JobStatus[]).includes(s);
 }
 export function isAssigned(s: JobStatus): boolean {
   return s === "assigned";
 }
 export function isLeased(s: JobStatus): boolean {
-  return s === "claimed" || s === "running";
+  return (LEASED_STATUSES as readonly JobStatus[]).includes(s);
 }
 export function isTerminal(s: JobStatus): boolean {
-  return s === "completed" || s === "dead" || s === "canceled";
+  return (TERMINAL_STATUSES as readonly JobStatus[]).includes(s);
 }
 
 /** What a transition counts as in the outcome statistics (a failed attempt that will retry). */
-export const OUTCOMES = ["completed", "failed", "dead", "canceled"] as const;
+export const OUTCOMES = [
+  "completed", // a job completed
+  "failed", // an attempt failed and will retry (an expired lease included)
+  "dead", // a job ended dead
+  "canceled", // a job ended canceled
+] as const;
 export type Outcome = (typeof OUTCOMES)[number];
+
+/** What jobs:retryOrFail leaves a job in (a job status). */
+export const RETRY_OUTCOMES = [
+  "failed", // waits for its retry (runAt)
+  "dead", // no attempt or deferral left
+  "pending", // deferred: ready again at runAt, no attempt consumed
+  "canceled", // a cancel was requested meanwhile
+] as const satisfies readonly JobStatus[];
+export type RetryOutcome = (typeof RETRY_OUTCOMES)[number];
+
+/** Why operator:listStuck reports a claimed/running job. */
+export const STUCK_REASONS = [
+  "lease_expired", // its lease ran out: its worker died or lost Convex
+  "running_too_long", // running for longer than the threshold asked for
+] as const;
+export type StuckReason = (typeof STUCK_REASONS)[number];
+
+/** What one expired lease became in a reclaim pass (a job status). */
+export const RECLAIM_OUTCOMES = [
+  "pending", // back in the queue, ready now (the attempt stays consumed)
+  "dead", // it was the last attempt
+  "canceled", // a cancel was requested
+] as const satisfies readonly JobStatus[];
+export type ReclaimOutcome = (typeof RECLAIM_OUTCOMES)[number];
+
+/** What a generated document is. */
+export const DOC_KINDS = [
+  "chapter", // under chapters/, or named chapter*
+  "tutorial", // under tutorials/, or named tutorial*
+  "toc", // index, toc, readme, table-of-contents or summary at the top
+  "yaml", // a .yaml or .yml file
+  "other",
+] as const;
+export type DocKind = (typeof DOC_KINDS)[number];
 
 /** Error kinds the worker reports to retryOrFail (docs/CONTRACT.md). */
 export const ERROR_KINDS = [
@@ -222,7 +278,7 @@ export function constantTimeEqual(a: string, b: string): boolean {
   return diff === 0;
 }
 
-// Why the worker left a generated file out of a job's documents (summary.dropped).
+/** Why the worker left a generated file out of a job's documents (summary.dropped). */
 export const DROP_REASONS = [
   "not_a_doc", // not markdown or YAML
   "symlink",

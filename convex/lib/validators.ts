@@ -1,22 +1,34 @@
 // Convex validators shared by the schema and the functions' `args` / `returns`.
-import { v, type VLiteral, type VUnion } from "convex/values";
-import { DISPATCHER_MODES, DROP_REASONS, ERROR_KINDS, JOB_STATUSES, OUTCOMES } from "./policy";
+import { v } from "convex/values";
+import {
+  DISPATCHER_MODES,
+  DOC_KINDS,
+  DROP_REASONS,
+  ERROR_KINDS,
+  JOB_STATUSES,
+  LEASED_STATUSES,
+  OUTCOMES,
+  RECLAIM_OUTCOMES,
+  RETRY_OUTCOMES,
+  STUCK_REASONS,
+} from "./policy";
 
-/** A union of string literals from a constant list: the list stays the one source. */
-function literals<const T extends readonly [string, string, ...string[]]>(values: T) {
-  const [a, b, ...rest] = values.map((value) => v.literal(value));
-  return v.union(a, b, ...rest) as unknown as VUnion<T[number], VLiteral<T[number], "required">[], "required">;
+/** One of the values of an enumeration of policy.ts (its one source). */
+function oneOf<T extends string>(values: readonly T[]) {
+  return v.union(...values.map((value) => v.literal(value)));
 }
 
-export const vStatus = literals(JOB_STATUSES);
+export const vStatus = oneOf(JOB_STATUSES);
 
-export const vErrorKind = literals(ERROR_KINDS);
+export const vErrorKind = oneOf(ERROR_KINDS);
+
+export const vRetryOutcome = oneOf(RETRY_OUTCOMES);
 
 /** The dispatcher's mode (lib/dispatcher.ts). */
-export const vDispatcherMode = literals(DISPATCHER_MODES);
+export const vDispatcherMode = oneOf(DISPATCHER_MODES);
 
 /** A transition's effect on the outcome statistics (statsBuckets). */
-export const vOutcome = literals(OUTCOMES);
+export const vOutcome = oneOf(OUTCOMES);
 
 export const vProgress = v.object({
   step: v.optional(v.string()),
@@ -31,7 +43,7 @@ export const vRedaction = v.object({
   count: v.number(),
 });
 
-export const vDropReason = literals(DROP_REASONS);
+export const vDropReason = oneOf(DROP_REASONS);
 
 /** Generated files the worker left out of the job's documents, by reason. */
 export const vDropped = v.object({
@@ -47,13 +59,7 @@ export const vSummary = v.object({
   dropped: v.optional(vDropped),
 });
 
-export const vDocKind = v.union(
-  v.literal("chapter"),
-  v.literal("tutorial"),
-  v.literal("toc"),
-  v.literal("yaml"),
-  v.literal("other"),
-);
+export const vDocKind = oneOf(DOC_KINDS);
 
 export const vDocInput = v.object({
   slug: v.string(),
@@ -113,12 +119,12 @@ export const vPublicJob = v.object({
 });
 
 /** Why operator:listStuck reports a job. */
-export const vStuckReason = v.union(v.literal("lease_expired"), v.literal("running_too_long"));
+export const vStuckReason = oneOf(STUCK_REASONS);
 
 /** A claimed/running job that looks stuck (operator:listStuck): no secrets, no lease token. */
 export const vStuckJob = v.object({
   jobId: v.string(),
-  status: v.union(v.literal("claimed"), v.literal("running")),
+  status: oneOf(LEASED_STATUSES),
   why: vStuckReason,
   attempts: v.number(),
   maxAttempts: v.number(),
@@ -131,4 +137,4 @@ export const vStuckJob = v.object({
 });
 
 /** What one expired lease became in a reclaim pass. */
-export const vReclaimOutcome = v.union(v.literal("pending"), v.literal("dead"), v.literal("canceled"));
+export const vReclaimOutcome = oneOf(RECLAIM_OUTCOMES);

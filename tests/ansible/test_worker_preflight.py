@@ -1,7 +1,7 @@
 """The fondation_worker role refuses bad settings before it touches a host, each with a line
 that says what to fix, and never shows a token it refuses.
 
-One ansible-playbook run of the role's preflight (tasks_from: preflight) over an inventory of
+One ansible-playbook run of the role's preflight (tasks_from: lib/preflight) over an inventory of
 local "hosts", one per case: each host carries one bad setting (the "good" host none), so
 every refusal is checked in a single run of a few seconds. The results are read per host from
 the ansible.posix.json callback.
@@ -44,8 +44,8 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
         "fondation_worker_convex_url must be the deployment URL",
     ),
     "short-token": (
-        {"fondation_worker_token": SHORT_TOKEN},
-        "fondation_worker_token the deployment's WORKER_TOKEN (16 characters or more",
+        {"fondation_worker_credentials": "shared", "fondation_worker_token": SHORT_TOKEN},
+        "fondation_worker_token is the deployment's WORKER_TOKEN (16 characters or more",
     ),
     "operator-is-worker": (
         {"fondation_worker_operator_token": TOKEN},
@@ -115,7 +115,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
     play.write_text(
         "- hosts: all\n  gather_facts: false\n  tasks:\n"
         "    - ansible.builtin.include_role:\n"
-        "        name: fondation_worker\n        tasks_from: preflight\n"
+        "        name: fondation_worker\n        tasks_from: lib/preflight\n"
     )
     env = {
         **os.environ,

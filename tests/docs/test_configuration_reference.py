@@ -1,7 +1,7 @@
 """One source for every setting: the worker's Settings.
 
 - docs/CONFIGURATION.md and the bounds block of the role's vars/main.yml are exactly what
-  ``python -m fondation_worker.reference`` writes from Settings.
+  ``python -m scripts.reference`` writes from Settings.
 - Every setting names the role variable that sets it in production, or says what does.
 - Each such role variable is public (defaults/main.yml, meta/argument_specs.yml, at the
   worker's default) and the env template writes it under the setting's name; the env
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fondation_worker import reference
+from scripts import reference
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "fondation_worker"
@@ -49,12 +49,12 @@ def _main_options() -> dict[str, Any]:
 
 def test_the_reference_and_the_role_bounds_are_generated_and_fresh() -> None:
     assert (ROOT / reference.DOC_PATH).read_text(encoding="utf-8") == reference.markdown(), (
-        "docs/CONFIGURATION.md is stale: run `python -m fondation_worker.reference`"
+        "docs/CONFIGURATION.md is stale: run `python -m scripts.reference`"
     )
     vars_text = (ROOT / reference.VARS_PATH).read_text(encoding="utf-8")
     assert reference.with_bounds_block(vars_text) == vars_text, (
         "the bounds in roles/fondation_worker/vars/main.yml are stale: run "
-        "`python -m fondation_worker.reference`"
+        "`python -m scripts.reference`"
     )
     assert reference.main(["--check", str(ROOT)]) == 0
 
@@ -159,7 +159,7 @@ def test_plays_use_only_role_entry_points_and_public_names(play: Path) -> None:
     roles = "|".join(p.name for p in (ROOT / "roles").iterdir() if p.is_dir())
     private = sorted(set(re.findall(rf"(?<![A-Za-z0-9_])_(?:{roles})_[a-z0-9_]+", text)))
     assert private == [], f"{play.name} uses role-private names: {private}"
-    for role, tasks_from in re.findall(r"name: ([a-z_]+)\n\s+tasks_from: ([A-Za-z0-9_.]+)", text):
+    for role, tasks_from in re.findall(r"name: ([a-z_]+)\n\s+tasks_from: ([A-Za-z0-9_./]+)", text):
         entry = tasks_from.removesuffix(".yml")
         assert entry in _entry_points(role), (
             f"{play.name}: {role} {tasks_from} is a helper, not an entry point of the role"
@@ -169,6 +169,10 @@ def test_plays_use_only_role_entry_points_and_public_names(play: Path) -> None:
     assert "/home/worker" not in text, f"{play.name} hard-codes the image's home"
 
 
-def test_every_fondation_worker_entry_point_has_a_task_file() -> None:
+def test_the_role_tasks_directory_holds_exactly_its_entry_points() -> None:
+    """`ls tasks/` shows the entry points; every helper lives under tasks/lib/."""
     tasks = {p.stem for p in (ROLE / "tasks").glob("*.yml")}
-    assert _entry_points("fondation_worker") <= tasks
+    assert tasks == _entry_points("fondation_worker"), (
+        "roles/fondation_worker/tasks/ holds a file that is not an entry point "
+        "(meta/argument_specs.yml), or an entry point has no file: helpers go in tasks/lib/"
+    )

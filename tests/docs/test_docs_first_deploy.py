@@ -34,7 +34,7 @@ FIRST_DEPLOY = [
     "make deps",
     "source .venv/bin/activate",
     "npx convex deploy",
-    "npx convex env set WORKER_TOKEN ",
+    # no shared WORKER_TOKEN: the deploy issues each replica its own credential
     "npx convex env set OPERATOR_TOKEN ",
     "npx convex env set ALLOWED_REPO_HOSTS ",
     "cp -r inventories/production.example inventories/production",

@@ -24,8 +24,8 @@ import pytest
 from pydantic.fields import FieldInfo
 from typer.testing import CliRunner
 
-from fondation_worker.checks import runtime_problems
 from fondation_worker.cli import app
+from fondation_worker.cli.checks import runtime_problems
 from fondation_worker.config import SECRET_FIELDS, Settings, load_settings
 from tests.support import FAKE_CLAUDE, WORKER_BIN, free_port
 
@@ -43,6 +43,7 @@ HAND_PICKED: dict[str, list[str]] = {
     "git_bin": ["--upload-pack=x", "no-such-git-binary-here"],
     "git_ca_bundle": ["/nonexistent/ca.pem"],
     "claude_bin": ["claude --dangerously-skip-permissions", "no-such-claude-binary-here"],
+    "claude_cli_version": ["latest", "2.1", "2.1.0 beta"],
     "claude_model": ["bad model!"],
     "claude_config_dir": [f"{NOT_A_DIR}/claude"],
     "claude_env_passthrough": ["1BAD", "WORKER_TOKEN", "FONDATION_GIT_TOKEN"],

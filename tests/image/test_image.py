@@ -78,6 +78,9 @@ def test_pinned_claude_cli_and_non_root_user(
     labels = attrs["Labels"]
     assert labels["org.opencontainers.image.version"]
     assert labels["org.opencontainers.image.revision"]
+    # The status play reads the label, /healthz the environment: both from the lock.
+    assert labels["org.fondation.claude-cli.version"] == CLAUDE_CLI["CLAUDE_CLI_VERSION"]
+    assert f"CLAUDE_CLI_VERSION={CLAUDE_CLI['CLAUDE_CLI_VERSION']}" in attrs["Env"]
 
 
 def test_hardened_container_runs_a_job_end_to_end(

@@ -276,6 +276,7 @@ def test_the_worker_commands_need_the_worker_token_and_name_only_it(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.splitlines() == [
         "fondation-worker: config error: WORKER_TOKEN: is required by the worker commands "
-        "(run, check) but not set: set it to the Convex deployment's WORKER_TOKEN"
+        "(run, check) but not set: set it to this worker's own credential (the deploy issues "
+        "one per replica), or the deployment's shared WORKER_TOKEN during the migration"
     ]
     assert proc.stdout == ""

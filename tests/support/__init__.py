@@ -1,6 +1,7 @@
 """What the tests, bench and chaos share: the dev backend, native worker processes, the
 loopback HTTPS git server (git_server) and the test doubles (fakes/: the fake ``claude``
-executables, the scripted Anthropic Messages API, the Scaleway API).
+executables, the scripted Anthropic Messages API, the Scaleway API, Convex's HTTP API for the
+CLI's commands).
 
 Import it from the repository root: pytest puts the root on sys.path (``pythonpath`` in
 pyproject.toml), and bench and chaos run as modules from there (``python -m bench.pickup``,

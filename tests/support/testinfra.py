@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from fondation_worker.contract import TERMINAL_STATUSES
+
 IMAGE_ENV = "/etc/fondation-worker/image.env"
 RELEASES = "/var/lib/fondation-worker/releases"
-TERMINAL = {"completed", "dead", "canceled"}
 # The dev backend's fixed local operator token (scripts/devbackend.sh), unless one is given.
 LOCAL_OPERATOR_TOKEN = "local-operator-token-not-secret"
 
@@ -74,7 +75,7 @@ def wait_job_ended(
     """The job once it is completed, dead or canceled (or as it is after ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     job = get_job(url, token, job_id)
-    while job["status"] not in TERMINAL and time.monotonic() < deadline:
+    while job["status"] not in TERMINAL_STATUSES and time.monotonic() < deadline:
         time.sleep(interval_s)
         job = get_job(url, token, job_id)
     return job

@@ -41,6 +41,7 @@ class ContainerFlags:
     environment: dict[str, str] = field(default_factory=dict)
     env_files: list[str] = field(default_factory=list)
     publish: list[str] = field(default_factory=list)
+    network: str | None = None  # the egress network (roles/egress_proxy), when on
     labels: dict[str, str] = field(default_factory=dict)
     log_config: dict[str, Any] = field(default_factory=dict)
     # --rm, --name, --pull, --attach: how systemd runs it, not what the container is.
@@ -60,6 +61,28 @@ class ContainerFlags:
         if self.mem_limit is not None:
             kwargs["mem_limit"] = self.mem_limit
         return kwargs
+
+    def hardening_argv(self) -> list[str]:
+        """The same confinement as ``docker run`` flags (for callers of the docker CLI)."""
+        argv = ["--user", self.user]
+        if self.read_only:
+            argv.append("--read-only")
+        for capability in self.cap_drop:
+            argv += ["--cap-drop", capability]
+        for option in self.security_opt:
+            argv += ["--security-opt", option]
+        if self.pids_limit is not None:
+            argv += ["--pids-limit", str(self.pids_limit)]
+        if self.mem_limit is not None:
+            argv += ["--memory", self.mem_limit]
+        for path, options in self.tmpfs.items():
+            argv += ["--tmpfs", f"{path}:{options}" if options else path]
+        return argv
+
+    def volume_at(self, prefix: str) -> str:
+        """Where the volume whose name starts with ``prefix`` is mounted (``fondation-work-``:
+        the worker's TEMP_DIR)."""
+        return next(v["bind"] for k, v in self.volumes.items() if k.startswith(prefix))
 
 
 def _role_variables(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +135,11 @@ def exec_start_argv(replica: str = "1", **overrides: Any) -> list[str]:
 
 def container_flags(replica: str = "1", **overrides: Any) -> ContainerFlags:
     """The unit's ``docker run`` flags for ``replica``, with role variables ``overrides``."""
-    argv = exec_start_argv(replica, **overrides)
+    return parse_docker_run(exec_start_argv(replica, **overrides))
+
+
+def parse_docker_run(argv: list[str]) -> ContainerFlags:
+    """A ``/usr/bin/docker run ... IMAGE`` argv as ContainerFlags."""
     if argv[:2] != ["/usr/bin/docker", "run"]:
         raise ValueError(f"ExecStart is not a docker run: {argv[:3]}")
     flags = ContainerFlags()
@@ -148,6 +175,8 @@ def container_flags(replica: str = "1", **overrides: Any) -> ContainerFlags:
                 flags.volumes[source] = {"bind": target, "mode": mode[0] if mode else "rw"}
             case "--publish":
                 flags.publish.append(next(args))
+            case "--network":
+                flags.network = next(args)
             case "--env-file":
                 flags.env_files.append(next(args))
             case "--env":

@@ -20,7 +20,7 @@ from fondation_worker.classify import (
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
-# The real output of Claude Code 2.1.332 without credentials (see environment.md).
+# The real output of the pinned CLI (worker/claude-cli.lock) without credentials.
 NOT_LOGGED_IN = {
     "type": "result",
     "subtype": "success",
@@ -225,7 +225,7 @@ def test_permanent(stdout: str) -> None:
     ],
 )
 def test_invalid_flags_are_permanent(stderr: str) -> None:
-    # Exact texts printed by Claude Code 2.1.332.
+    # Exact texts printed by the pinned CLI.
     assert classify(run("", stderr, code=1), NOW).kind == "permanent"
 
 

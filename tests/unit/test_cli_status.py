@@ -4,16 +4,15 @@ docs/CONTRACT.md)."""
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
-from fondation_worker import assembly, cli, render
-from fondation_worker.convex_client import ConvexClient
+from fondation_worker import cli
+from fondation_worker.cli import render
+from tests.support.fakes.convex_api import FakeConvex
 
 TOKEN = "cli-unit-test-token-0123456789"
 OPERATOR = "cli-unit-test-operator-0123456789"
@@ -73,47 +72,10 @@ EMPTY_WINDOW: dict[str, Any] = {
 }
 
 
-class FakeConvex:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.metrics: dict[str, Any] = METRICS
-        self.active: dict[str, str] = {}  # dedupeKey -> jobId
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        path, args = body["path"], body["args"]
-        self.calls.append((path, args))
-        # As Convex: the metrics take either token, enqueue only the operator's.
-        allowed = {TOKEN, OPERATOR} if path == "metrics:queue" else {OPERATOR}
-        if args.get("token") not in allowed:
-            return self._error("UNAUTHORIZED", "unauthorized")
-        if path == "metrics:queue":
-            return self._ok(self.metrics)
-        if path == "jobs:enqueue":
-            key = args.get("dedupeKey")
-            if key in self.active:
-                return self._ok({"jobId": self.active[key], "created": False})
-            job_id = f"j{len(self.calls)}"
-            if key is not None:
-                self.active[key] = job_id
-            return self._ok({"jobId": job_id, "created": True})
-        return self._error(None, f"Could not find public function for '{path}'")
-
-    @staticmethod
-    def _ok(value: Any) -> httpx.Response:
-        return httpx.Response(200, json={"status": "success", "value": value, "logLines": []})
-
-    @staticmethod
-    def _error(code: str | None, message: str) -> httpx.Response:
-        body: dict[str, Any] = {"status": "error", "errorMessage": message, "logLines": []}
-        if code is not None:
-            body["errorData"] = {"code": code, "message": message}
-        return httpx.Response(200, json=body)
-
-
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> FakeConvex:
-    fake = FakeConvex()
+    fake = FakeConvex(TOKEN, OPERATOR, METRICS["now"])
+    fake.metrics = METRICS
     for name, value in {
         "CONVEX_URL": "http://127.0.0.1:3999",
         "WORKER_TOKEN": TOKEN,
@@ -121,13 +83,7 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> FakeConvex:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("OPERATOR_TOKEN", raising=False)
-    monkeypatch.setattr(
-        assembly,
-        "ConvexClient",
-        functools.partial(
-            ConvexClient, transport=httpx.MockTransport(fake.handle), sleep=lambda _s: None
-        ),
-    )
+    fake.install(monkeypatch)
     return fake
 
 

@@ -2,22 +2,20 @@
 Convex HTTP API.
 
 The replies follow docs/CONTRACT.md (the operator functions accept only OPERATOR_TOKEN, the
-metrics either token); the real functions are covered by the vitest suites and by
-tests/worker/test_stuck_jobs.py against the dev backend.
+metrics either token): tests/support/fakes/convex_api.py.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
-from fondation_worker import assembly, cli, cli_operator
-from fondation_worker.convex_client import ConvexClient
+from fondation_worker import cli
+from fondation_worker.cli import operator
+from tests.support.fakes.convex_api import FakeConvex
 
 TOKEN = "cli-unit-test-token-0123456789"  # the worker token
 OPERATOR = "cli-unit-operator-token-9876543210"
@@ -71,83 +69,9 @@ def public_job(job_id: str, status: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-class FakeConvex:
-    """Answers the operator functions from in-memory state and records every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.stuck: list[dict[str, Any]] = []
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.reclaim: dict[str, Any] = {
-            "moved": 0,
-            "dead": 0,
-            "canceled": 0,
-            "more": False,
-            "jobs": [],
-        }
-        self.requeue_error: dict[str, str] | None = None
-        self.down = False
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        if self.down:
-            raise httpx.ConnectError("connection refused")
-        body = json.loads(request.content)
-        path, args = body["path"], body["args"]
-        self.calls.append((path, args))
-        if path == "metrics:queue":
-            if args.get("token") not in (TOKEN, OPERATOR):
-                return self._error("UNAUTHORIZED", "unauthorized")
-            return self._ok({"counts": {"pending": 1}, "now": NOW_MS})
-        # Every other function here is an operator function: the worker token is refused.
-        if args.get("token") != OPERATOR:
-            return self._error("UNAUTHORIZED", "unauthorized")
-        if path == "jobs:enqueue":
-            return self._ok({"jobId": "j-new", "created": True})
-        if path == "operator:listStuck":
-            return self._ok(self.stuck)
-        if path == "operator:reclaimNow":
-            return self._ok(self.reclaim)
-        if path == "jobs:get":
-            return self._ok(self.jobs.get(args["jobId"]))
-        if path == "operator:requeue":
-            if self.requeue_error is not None:
-                return self._error(self.requeue_error["code"], self.requeue_error["message"])
-            job = self.jobs[args["jobId"]]
-            job.update(
-                status="pending",
-                attempts=0,
-                requeues=[{"at": NOW_MS, "attempts": 2, "deferrals": 0}],
-            )
-            return self._ok(job)
-        if path == "jobs:cancel":
-            job = self.jobs.get(args["jobId"])
-            if job is None:
-                return self._error("NOT_FOUND", "no such job")
-            if job["status"] in ("pending", "failed"):
-                job.update(status="canceled", cancelRequested=True)
-            elif job["status"] in ("claimed", "running"):
-                job.update(cancelRequested=True)
-            return self._ok({"status": job["status"]})
-        return self._error(None, f"Could not find public function for '{path}'")
-
-    def paths(self) -> list[str]:
-        return [p for p, _ in self.calls]
-
-    @staticmethod
-    def _ok(value: Any) -> httpx.Response:
-        return httpx.Response(200, json={"status": "success", "value": value, "logLines": []})
-
-    @staticmethod
-    def _error(code: str | None, message: str) -> httpx.Response:
-        body: dict[str, Any] = {"status": "error", "errorMessage": message, "logLines": []}
-        if code is not None:
-            body["errorData"] = {"code": code, "message": message}
-        return httpx.Response(200, json=body)
-
-
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> FakeConvex:
-    fake = FakeConvex()
+    fake = FakeConvex(TOKEN, OPERATOR, NOW_MS)
     for name, value in {
         "CONVEX_URL": "http://127.0.0.1:3999",
         "WORKER_TOKEN": TOKEN,
@@ -156,16 +80,8 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> FakeConvex:
         "JOB_TIMEOUT_MS": "5400000",
     }.items():
         monkeypatch.setenv(name, value)
-
-    # The real assembly.connect picks the token; only the transport is faked.
-    monkeypatch.setattr(
-        assembly,
-        "ConvexClient",
-        functools.partial(
-            ConvexClient, transport=httpx.MockTransport(fake.handle), sleep=lambda _s: None
-        ),
-    )
-    monkeypatch.setattr(cli_operator.time, "time", lambda: NOW_MS / 1000)
+    fake.install(monkeypatch)
+    monkeypatch.setattr(operator.time, "time", lambda: NOW_MS / 1000)
     return fake
 
 
@@ -343,7 +259,7 @@ def test_requeue_with_yes(fake: FakeConvex) -> None:
 def test_requeue_of_a_job_that_is_not_dead_is_one_line(fake: FakeConvex, status: str) -> None:
     fake.jobs["j1"] = public_job("j1", status)
     result = run("requeue", "j1", "--yes")
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # nothing to do: what a play tells from a failure
     assert result.stdout == ""
     assert (
         result.stderr == f"fondation-worker: job j1 is {status}: only a dead job can be requeued\n"

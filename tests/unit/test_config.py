@@ -104,7 +104,8 @@ def test_missing_required(env: pytest.MonkeyPatch) -> None:
     assert sorted(info.value.problems) == [
         "CONVEX_URL: is required but not set",
         "WORKER_TOKEN: is required by the worker commands (run, check) but not set: set it to "
-        "the Convex deployment's WORKER_TOKEN",
+        "this worker's own credential (the deploy issues one per replica), or the "
+        "deployment's shared WORKER_TOKEN during the migration",
     ]
 
 
@@ -321,7 +322,12 @@ def test_an_old_unit_less_name_is_refused_with_its_new_name(
 
 # --- which token each command needs (config.CREDENTIALS) ------------------------------------
 
-COMMAND_ARGS = {"enqueue": ["https://github.com/acme/widgets"], "requeue": ["j1"], "cancel": ["j1"]}
+COMMAND_ARGS = {
+    "enqueue": ["https://github.com/acme/widgets"],
+    "requeue": ["j1"],
+    "cancel": ["j1"],
+    "credentials": ["list"],  # a group: its subcommands share its token
+}
 
 
 def test_every_command_that_reads_settings_declares_its_token() -> None:

@@ -53,6 +53,7 @@ def test_readyz_lists_reasons(served: tuple[HealthState, FakeClock, Metrics, str
             "wakeup": True,
         },
         "version": __version__,
+        "claude_cli_version": None,  # outside the image nothing names it
         "worker_id": None,
         "current_job": None,
         "current_jobs": [],
@@ -135,7 +136,9 @@ def test_metrics_and_404(served: tuple[HealthState, FakeClock, Metrics, str]) ->
 def test_both_bodies_say_which_version_runs_which_jobs() -> None:
     clock = FakeClock()
     metrics = Metrics()
-    state = HealthState(clock, metrics, stale_after_s=30, worker_id="host-a-1")
+    state = HealthState(
+        clock, metrics, stale_after_s=30, worker_id="host-a-1", claude_cli_version="2.9.9"
+    )
     server = HealthServer("127.0.0.1", 0, state, metrics)
     server.start()
     host, port = server.address
@@ -146,6 +149,7 @@ def test_both_bodies_say_which_version_runs_which_jobs() -> None:
         assert starting.json() == {
             "status": "starting",
             "version": __version__,
+            "claude_cli_version": "2.9.9",
             "worker_id": "host-a-1",
             "current_job": None,
             "current_jobs": [],
@@ -158,6 +162,7 @@ def test_both_bodies_say_which_version_runs_which_jobs() -> None:
             assert reply.status_code == 200
             body = reply.json()
             assert body["version"] == __version__
+            assert body["claude_cli_version"] == "2.9.9"
             assert body["worker_id"] == "host-a-1"
             assert body["current_job"] == "job-b"  # the oldest
             assert body["current_jobs"] == ["job-b", "job-a"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.worker_unit import container_flags, exec_start_argv
+from tests.support.worker_unit import container_flags, exec_start_argv, parse_docker_run
 
 
 def test_the_unit_s_hardening_flags_are_read_from_the_template() -> None:
@@ -23,6 +23,21 @@ def test_the_unit_s_hardening_flags_are_read_from_the_template() -> None:
     assert flags.labels == {"org.fondation.replica": "3"}
     assert flags.log_config == {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}}
     assert flags.image == "${FONDATION_WORKER_IMAGE}"
+    # One credential per replica, behind the egress proxy (both on by default).
+    assert flags.env_files[-1] == "/etc/fondation-worker/replica-3.credential"
+    assert flags.network == "fondation-egress"
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        assert flags.environment[name] == "http://172.30.253.1:8888"
+    assert flags.environment["NO_PROXY"] == "localhost,127.0.0.1"
+
+
+def test_without_egress_or_per_worker_credentials_the_unit_has_neither() -> None:
+    flags = container_flags(
+        "2", fondation_worker_egress=False, fondation_worker_credentials="shared"
+    )
+    assert flags.network is None
+    assert "HTTPS_PROXY" not in flags.environment
+    assert not any(f.endswith(".credential") for f in flags.env_files)
 
 
 def test_role_variables_set_the_host_side_as_an_inventory_would() -> None:
@@ -49,3 +64,14 @@ def test_an_unknown_flag_in_the_unit_is_refused(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(worker_unit, "exec_start_argv", lambda *_a, **_k: argv)
     with pytest.raises(ValueError, match="--privileged"):
         worker_unit.container_flags("1")
+
+
+def test_the_hardening_as_docker_cli_flags_is_the_unit_s() -> None:
+    """bench/idle.py runs `docker run` with these: read back, they confine as the unit does."""
+    flags = container_flags("1", fondation_worker_memory_limit="2g")
+    argv = flags.hardening_argv()
+    assert argv[:3] == ["--user", "10001:10001", "--read-only"]
+    assert "--privileged" not in argv
+    again = parse_docker_run(["/usr/bin/docker", "run", *argv, "image"])
+    assert again.hardening() == flags.hardening()
+    assert flags.volume_at("fondation-work-") == "/tmp/fondation"

@@ -571,6 +571,21 @@ def test_check_says_claude_is_not_logged_in(
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+def test_check_only_runs_and_decides_on_the_checks_asked_for(
+    dev_backend: DevBackend, tmp_path: Path, git_server: Any
+) -> None:
+    """What the runbook plays rely on: `--only` picks the checks, the exit code is theirs."""
+    env = cli_env(dev_backend, tmp_path, git_server, FAKE_CLAUDE_MODE="auth_error")
+    proc = cli(["check", "--only", "claude"], env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    names = [line.split()[1] for line in proc.stdout.splitlines()]
+    assert names == ["config:", "claude:"], proc.stdout
+    proc = cli(["check", "--only", "convex", "--only", "git"], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # Claude's failure is not asked about
+    names = [line.split()[1] for line in proc.stdout.splitlines()]
+    assert names == ["config:", "convex:", "git:"], proc.stdout
+
+
 def test_check_passes_when_everything_is_fine(
     dev_backend: DevBackend, tmp_path: Path, git_server: Any
 ) -> None:

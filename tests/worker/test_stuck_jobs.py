@@ -165,7 +165,7 @@ def test_stuck_reclaim_and_requeue_after_a_worker_was_killed(
 
     # A requeue is refused while the job is not dead.
     refused = cli(backend, tmp_path, "requeue", job_id, "--yes")
-    assert refused.returncode == 1
+    assert refused.returncode == 3
     assert refused.stderr.strip() == (
         f"fondation-worker: job {job_id} is pending: only a dead job can be requeued"
     )

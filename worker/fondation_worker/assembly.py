@@ -157,7 +157,12 @@ def build_worker(settings: Settings, redactor: Redactor) -> Worker:
         )
     clock = SystemClock()
     metrics = Metrics()
-    health = HealthState(clock, metrics, worker_id=settings.worker_id)
+    health = HealthState(
+        clock,
+        metrics,
+        worker_id=settings.worker_id,
+        claude_cli_version=settings.claude_cli_version,
+    )
     host, port = settings.health_address
     try:
         server = HealthServer(host, port, health, metrics)

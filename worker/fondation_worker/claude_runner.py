@@ -1,6 +1,6 @@
 """Runs one ``claude -p`` step confined to its clone, with the repository's own settings off.
 
-Flags checked against ``claude --help`` of Claude Code 2.1.332 (pinned in worker/claude-cli.lock):
+Flags checked against ``claude --help`` of the Claude Code CLI pinned in worker/claude-cli.lock:
 ``--setting-sources user`` (no project/local settings from the clone), ``--strict-mcp-config``
 without ``--mcp-config`` (no MCP servers), ``--tools`` (only these built-in tools exist),
 ``--disallowedTools`` (belt and braces), ``--permission-mode default`` with
@@ -9,7 +9,7 @@ without ``--mcp-config`` (no MCP servers), ``--tools`` (only these built-in tool
 blocks reads and writes outside the working directory (the CLI resolves symlinks first),
 pre-approves writes only under the output directory and denies the worker's own credential
 directories by absolute path. Nothing is pre-approved with ``--allowedTools``: measured with
-2.1.332, it approves a tool for every path, the credentials file included.
+the pinned CLI, it approves a tool for every path, the credentials file included.
 
 Each step gets a fresh config dir of its own (``HOME`` too) holding only the login file, so
 the CLI never sees the operator's user settings, other steps' transcripts or the worker's

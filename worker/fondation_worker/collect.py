@@ -16,9 +16,10 @@ import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from .models import Doc, DocKind, Dropped, DropReason
+from .contract import DocKind
+from .contract import DropReason as DropCode
+from .models import Doc, Dropped, DropReason
 
 OUTPUT_DIR_NAME = ".claude-tutorial-output"
 DOC_SUFFIXES = frozenset({".md", ".markdown", ".yaml", ".yml"})
@@ -36,24 +37,11 @@ _ORDER_PREFIX = re.compile(r"^(\d{1,4})(?=[-_. ]|$)")
 _SLUG_BAD = re.compile(r"[^a-z0-9]+")
 
 
-# Why a generated file was left out, as recorded on the job (convex/lib/policy.ts
-# DROP_REASONS); ``reason`` is the detail for the worker log.
-DropCode = Literal[
-    "not_a_doc",
-    "symlink",
-    "too_large",
-    "unreadable",
-    "outside_output",
-    "over_doc_cap",
-    "over_total_size",
-]
-
-
 @dataclass(frozen=True)
 class Rejection:
     path: str
-    reason: str
-    code: DropCode
+    reason: str  # the detail for the worker log
+    code: DropCode  # why, as recorded on the job (the contract's drop reasons)
 
 
 @dataclass

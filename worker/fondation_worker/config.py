@@ -3,9 +3,10 @@
 Every duration is in milliseconds and its name ends in ``_MS``, every size in MiB (``_MB``);
 ``units.seconds`` turns milliseconds into seconds. Each field names, in ``json_schema_extra``,
 its unit and the Ansible role variable that sets it in production (or what sets it instead):
-``python -m fondation_worker.reference`` writes docs/CONFIGURATION.md and the role's bounds
-from them. ``load_settings`` returns valid settings or raises ``ConfigError`` with one message
-per problem; the CLI prints them one per line and exits 2.
+``python -m scripts.reference`` (a development tool, not in the package) writes
+docs/CONFIGURATION.md and the role's bounds from them. ``load_settings`` returns valid
+settings or raises ``ConfigError`` with one message per problem; the CLI prints them one per
+line and exits 2.
 
 Which credential each command needs is declared once, in ``CREDENTIALS``: the worker's
 commands need ``WORKER_TOKEN``, the operator's ``OPERATOR_TOKEN`` only (an operator's laptop
@@ -128,11 +129,12 @@ CREDENTIALS = (
         "the worker commands",
         ("run", "check"),
         ("worker_token",),
-        "set it to the Convex deployment's WORKER_TOKEN",
+        "set it to this worker's own credential (the deploy issues one per replica), or the "
+        "deployment's shared WORKER_TOKEN during the migration",
     ),
     Credential(
         "the operator commands",
-        ("enqueue", "stuck", "reclaim", "requeue", "cancel"),
+        ("enqueue", "stuck", "reclaim", "requeue", "cancel", "credentials"),
         ("operator_token",),
         "set it to the Convex deployment's OPERATOR_TOKEN; the worker token has no operator rights",
     ),
@@ -170,8 +172,14 @@ class Settings(BaseSettings):
     # Required by the commands CREDENTIALS says (run, check), not by the operator's.
     worker_token: SecretStr | None = Field(
         None,
-        description="shared worker token (Convex env WORKER_TOKEN), required by run and check",
-        json_schema_extra=_doc(role="fondation_worker_token"),
+        description=(
+            "this worker's own credential (fwc_..., bound to WORKER_ID), or the shared "
+            "WORKER_TOKEN during the migration; required by run and check"
+        ),
+        json_schema_extra=_doc(
+            role="fondation_worker_token",
+            note="with per-worker credentials the deploy issues one per replica instead",
+        ),
     )
     # Only the CLI's operator commands use it, and they need it (Convex accepts no other
     # token for them); a running worker never needs it.
@@ -327,6 +335,15 @@ class Settings(BaseSettings):
         "claude",
         description="Claude Code CLI program",
         json_schema_extra=_doc(note="fixed: the image sets it to its pinned CLI"),
+    )
+    claude_cli_version: str | None = Field(
+        None,
+        pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$",
+        description="the pinned Claude CLI's version, reported by /healthz and /readyz",
+        json_schema_extra=_doc(
+            note="fixed: the image sets it from the build argument of its "
+            "org.fondation.claude-cli.version label (worker/claude-cli.lock)"
+        ),
     )
     claude_model: str | None = Field(
         None,

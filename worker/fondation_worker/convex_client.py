@@ -41,19 +41,23 @@ from .metrics import Metrics
 from .models import (
     CancelReply,
     ClaimedJob,
+    Credential,
     Doc,
     EnqueueReply,
     HeartbeatReply,
+    IssueReply,
     Offer,
     Progress,
     PublicJob,
     ReclaimCounts,
     ReclaimReply,
     RetryReply,
+    RevokeReply,
     StuckJob,
     Summary,
     UploadReply,
     WithdrawReply,
+    WorkerIdentity,
 )
 from .units import milliseconds
 
@@ -475,6 +479,60 @@ class ConvexClient:
         )
         job: PublicJob = self._parse(PublicJob, "operator:requeue", value)
         return job
+
+    # --- per-worker credentials (convex/credentials.ts) ----------------------------------
+
+    def whoami(self) -> WorkerIdentity:
+        """Whose credential this client's token is (a worker token: its own or the shared)."""
+        value = self.call("query", "credentials:whoami", self._auth())
+        identity: WorkerIdentity = self._parse(WorkerIdentity, "credentials:whoami", value)
+        return identity
+
+    def issue_credential(
+        self, worker_id: str, secret_hash: str, host: str | None = None
+    ) -> IssueReply:
+        """Register the SHA-256 of a credential for ``worker_id`` (operator token); the
+        secret itself never leaves the caller. Safe to retry: the same hash is answered as
+        already registered."""
+        args: dict[str, Any] = {**self._auth(), "workerId": worker_id, "secretHash": secret_hash}
+        if host is not None:
+            args["host"] = host
+        value = self.call("mutation", "credentials:issue", args)
+        reply: IssueReply = self._parse(IssueReply, "credentials:issue", value)
+        return reply
+
+    def list_credentials(
+        self,
+        *,
+        worker_id: str | None = None,
+        host: str | None = None,
+        include_revoked: bool = False,
+    ) -> list[Credential]:
+        args: dict[str, Any] = self._auth()
+        if worker_id is not None:
+            args["workerId"] = worker_id
+        if host is not None:
+            args["host"] = host
+        if include_revoked:
+            args["includeRevoked"] = True
+        value = self.call("query", "credentials:list", args)
+        if not isinstance(value, list):
+            raise ConvexFunctionError("credentials:list: reply is not a list")
+        return [self._parse(Credential, "credentials:list", item) for item in value]
+
+    def revoke_credentials(
+        self,
+        *,
+        worker_id: str | None = None,
+        host: str | None = None,
+        credential_id: str | None = None,
+    ) -> RevokeReply:
+        """Revoke one worker's, one host's or one credential (safe to repeat)."""
+        selectors = {"workerId": worker_id, "host": host, "credentialId": credential_id}
+        args: dict[str, Any] = {**self._auth(), **{k: v for k, v in selectors.items() if v}}
+        value = self.call("mutation", "credentials:revoke", args)
+        reply: RevokeReply = self._parse(RevokeReply, "credentials:revoke", value)
+        return reply
 
 
 __all__ = ["ConvexClient", "ConvexCodedError", "QueueApi", "error_for"]

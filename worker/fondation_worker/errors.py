@@ -12,30 +12,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-ErrorKind = Literal[
-    "transient",
-    "timeout",
-    "permanent",
-    "invalid_repository",
-    "repository_not_found",
-    "auth",
-    "usage_limit",
-    "disk",
-    "shutdown",
-]
-"""The contract's ``errorKind`` values (docs/CONTRACT.md)."""
-
-ERROR_KINDS: tuple[ErrorKind, ...] = (
-    "transient",
-    "timeout",
-    "permanent",
-    "invalid_repository",
-    "repository_not_found",
-    "auth",
-    "usage_limit",
-    "disk",
-    "shutdown",
-)
+# The contract's errorKind values (from convex/lib/policy.ts), named here for the raisers.
+from .contract import ErrorKind as ErrorKind
 
 AbortReason = Literal["cancel", "fence", "shutdown", "timeout"]
 

@@ -5,7 +5,8 @@ token, Claude authentication not known bad and no usage limit in force, enough d
 draining. Each problem is kept under a key with a human-readable reason.
 
 Both JSON bodies also say what the replica is doing, for `playbooks/status.yml`:
-``version`` (the worker's), ``worker_id``, ``current_job`` (the id of the job it has run
+``version`` (the worker's), ``claude_cli_version`` (the pinned CLI's, from the image:
+null outside it), ``worker_id``, ``current_job`` (the id of the job it has run
 the longest, or null) and ``current_jobs`` (every job it runs, oldest first).
 """
 
@@ -41,12 +42,14 @@ class HealthState:
         stale_after_s: float = DEFAULT_STALE_AFTER_S,
         *,
         worker_id: str | None = None,
+        claude_cli_version: str | None = None,
     ) -> None:
         self._clock = clock
         self._metrics = metrics
         self._lock = threading.Lock()
         self._stale_after_s = stale_after_s
         self._worker_id = worker_id
+        self._claude_cli_version = claude_cli_version
         self._last_tick: float | None = None
         self._problems: dict[str, str] = {}
         # Degraded but still ready (the wake subscription is down: the worker polls).
@@ -68,6 +71,7 @@ class HealthState:
         jobs = list(self._jobs)
         return {
             "version": __version__,
+            "claude_cli_version": self._claude_cli_version,
             "worker_id": self._worker_id,
             "current_job": jobs[0] if jobs else None,
             "current_jobs": jobs,

@@ -6,12 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-DocKind = Literal["chapter", "tutorial", "toc", "yaml", "other"]
-JobStatus = Literal[
-    "pending", "assigned", "claimed", "running", "completed", "failed", "dead", "canceled"
-]
-# "failed" is not terminal: the job waits for its retry (runAt), like "pending".
-TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "dead", "canceled"})
+from . import contract
+from .contract import DocKind, LeasedStatus, ReclaimOutcome, RetryOutcome, StuckReason
 
 
 class _Reply(BaseModel):
@@ -74,9 +70,7 @@ class UploadReply(_Reply):
 
 
 class RetryReply(_Reply):
-    # "canceled" is returned by convex/jobs.ts when a cancel was requested meanwhile
-    # (not listed in docs/CONTRACT.md).
-    status: Literal["failed", "dead", "pending", "canceled"]
+    status: RetryOutcome
     run_at: float | None = Field(default=None, alias="runAt")
 
 
@@ -113,7 +107,7 @@ class Redaction(BaseModel):
 class DropReason(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    reason: str
+    reason: contract.DropReason
     count: int
 
 
@@ -191,9 +185,6 @@ class PublicJob(_Reply):
 
 # --- operator functions (convex/operator.ts, the stuck-jobs runbook) -----------------------
 
-StuckReason = Literal["lease_expired", "running_too_long"]
-ReclaimOutcome = Literal["pending", "dead", "canceled"]
-
 
 class StuckJob(_Reply):
     """One row of ``operator:listStuck``: never a lease token or a GitHub token."""
@@ -201,7 +192,7 @@ class StuckJob(_Reply):
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     job_id: str = Field(alias="jobId")
-    status: Literal["claimed", "running"]
+    status: LeasedStatus
     why: StuckReason
     attempts: int
     max_attempts: int = Field(alias="maxAttempts")
@@ -244,3 +235,39 @@ class ReclaimCounts(_Reply):
     @property
     def total(self) -> int:
         return self.moved + self.dead + self.canceled
+
+
+# --- per-worker credentials (convex/credentials.ts) --------------------------------------
+
+
+class Credential(_Reply):
+    """One row of ``credentials:list``: never the secret, only its hash's first 12 digits."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    credential_id: str = Field(alias="credentialId")
+    worker_id: str = Field(alias="workerId")
+    host: str | None = None
+    fingerprint: str
+    created_at: float = Field(alias="createdAt")
+    revoked_at: float | None = Field(default=None, alias="revokedAt")
+
+
+class IssueReply(_Reply):
+    """``credentials:issue``: the credential (``created`` False when already registered)."""
+
+    credential: Credential
+    created: bool
+    replaced: int  # the worker's previous credentials, revoked by this issue
+
+
+class RevokeReply(_Reply):
+    revoked: list[Credential]
+
+
+class WorkerIdentity(_Reply):
+    """``credentials:whoami``: the caller's own credential, or the shared token."""
+
+    kind: Literal["credential", "shared"]
+    worker_id: str | None = Field(default=None, alias="workerId")
+    credential_id: str | None = Field(default=None, alias="credentialId")

@@ -25,8 +25,12 @@ UNIT = f"fondation-worker@{REPLICA}"
 HEALTH_PORT = 8080  # fondation_worker_health_port: replica 1 on 8080
 LOG_FILE = f"/var/log/fondation-worker/worker-{REPLICA}.log"
 LOGROTATE = "/etc/logrotate.d/fondation-worker"
-# The git fixture from prepare.yml: the only non-loopback listener the tests tolerate.
+# The git fixture from prepare.yml: the only non-loopback listener the tests tolerate,
+# besides the egress proxy on the workers' network gateway (.config/molecule/config.yml).
 GIT_FIXTURE_PORT = 8443
+EGRESS_GATEWAY = "10.215.0.1"
+EGRESS_PORT = 8888
+EGRESS_FIREWALL_UNIT = "fondation-egress-firewall"
 SAMPLE_REPO = f"https://10.213.0.1:{GIT_FIXTURE_PORT}/fondation/sample.git"
 
 
@@ -139,7 +143,12 @@ def test_credentials_directory_belongs_to_the_worker(host: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/etc/fondation-worker/worker.env", "/etc/fondation-worker/claude.env"]
+    "path",
+    [
+        "/etc/fondation-worker/worker.env",
+        "/etc/fondation-worker/claude.env",
+        f"/etc/fondation-worker/replica-{REPLICA}.credential",
+    ],
 )
 def test_env_files_are_private_to_root(host: Any, path: str) -> None:
     env = host.file(path)
@@ -159,6 +168,19 @@ def test_the_operator_token_is_not_on_the_host(host: Any) -> None:
         "/etc/systemd/system || true"
     )
     assert found.stdout.strip() == ""
+
+
+def test_each_replica_has_a_credential_of_its_own(host: Any) -> None:
+    # Per-worker credentials (the default): the shared token is not in the env file; the
+    # replica's credential is its own file, and Convex knows it as this replica's.
+    assert "WORKER_TOKEN=" not in host.file("/etc/fondation-worker/worker.env").content_string
+    line = host.run(f"cat /etc/fondation-worker/replica-{REPLICA}.credential").stdout
+    assert re.fullmatch(r"WORKER_TOKEN=fwc_[A-Za-z0-9_-]{43}\n", line), "not a credential"
+    if os.environ.get("FONDATION_TEST_CONVEX_URL"):
+        worker_id = inspect(host)["Config"]["Env"]
+        worker_id = next(e for e in worker_id if e.startswith("WORKER_ID=")).split("=", 1)[1]
+        check = host.run(f"docker exec {CONTAINER} fondation-worker check --claude-timeout 10")
+        assert f"credential of worker {worker_id}" in check.stdout, check.stdout + check.stderr
 
 
 def test_no_backup_of_a_previous_env_file_is_left_behind(host: Any) -> None:
@@ -199,6 +221,8 @@ def test_nothing_listens_on_a_public_address(host: Any) -> None:
         if address.startswith("127.") or address == "::1":
             continue
         if int(port) == GIT_FIXTURE_PORT:  # the test fixture, not the deploy
+            continue
+        if (address, int(port)) == (EGRESS_GATEWAY, EGRESS_PORT):  # the workers' proxy
             continue
         exposed.append(local)
     assert exposed == [], "\n".join(listeners)
@@ -243,18 +267,22 @@ def neighbour_get(host: Any, address: str, port: int) -> str:
 
 
 def test_a_neighbour_cannot_reach_the_health_port_through_the_bridge(host: Any) -> None:
-    # Debian's Docker accepts forwarded packets for a port published on 127.0.0.1 only; the
-    # docker_engine role's DOCKER-USER rule closes that. Without the rule the same probe
-    # gets through, which shows the probe would have caught the exposure.
-    address = inspect(host)["NetworkSettings"]["IPAddress"]
+    # Debian's Docker accepts forwarded packets for a port published on 127.0.0.1 only; a
+    # DOCKER-USER rule closes that: the docker_engine role's for docker0, the egress_proxy
+    # role's for the workers' own network, where the replicas run. Without the rule the same
+    # probe gets through, which shows the probe would have caught the exposure.
+    address = next(iter(inspect(host)["NetworkSettings"]["Networks"].values()))["IPAddress"]
     assert host.service(FIREWALL_UNIT).is_enabled
-    assert "fondation: unpublished container ports" in host.run("iptables -S DOCKER-USER").stdout
+    assert host.service(EGRESS_FIREWALL_UNIT).is_enabled
+    rules = host.run("iptables -S DOCKER-USER").stdout
+    assert "fondation: unpublished container ports" in rules
+    assert "fondation: workers egress only through the proxy" in rules
     assert neighbour_get(host, address, 8080) == "unreachable"
-    assert host.run(f"systemctl stop {FIREWALL_UNIT}").rc == 0
+    assert host.run(f"systemctl stop {EGRESS_FIREWALL_UNIT}").rc == 0
     try:
         assert neighbour_get(host, address, 8080).startswith("HTTP/1.")
     finally:
-        assert host.run(f"systemctl start {FIREWALL_UNIT}").rc == 0
+        assert host.run(f"systemctl start {EGRESS_FIREWALL_UNIT}").rc == 0
     assert neighbour_get(host, address, 8080) == "unreachable"
     # The host itself still reaches the published port.
     code = host.run(
@@ -315,7 +343,9 @@ def test_worker_completes_a_job_from_the_dev_backend(host: Any) -> None:
         host,
         f"OPERATOR_TOKEN={shlex.quote(operator_token)} "
         "timeout 300 docker run --rm --read-only --cap-drop ALL --user 10001:10001 "
-        "--env-file /etc/fondation-worker/worker.env --env OPERATOR_TOKEN --env GIT_CA_BUNDLE= "
+        "--env-file /etc/fondation-worker/worker.env "
+        f"--env-file /etc/fondation-worker/replica-{REPLICA}.credential "
+        "--env OPERATOR_TOKEN --env GIT_CA_BUNDLE= "
         f"{image_env(host)} enqueue {SAMPLE_REPO} --wait --poll 1",
     )
     output = result.stdout + result.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import urllib.request
 from typing import Any
 
 from tests.support import testinfra
@@ -158,9 +159,36 @@ def test_scale_down_left_exactly_one_healthy_replica(host: Any) -> None:
         assert not unit.is_enabled
         assert host.run(f"docker container inspect fondation-worker-{replica}").rc != 0
         assert not host.file(f"/etc/fondation-worker/replica-{replica}.env").exists
+        assert not host.file(f"/etc/fondation-worker/replica-{replica}.credential").exists
     assert host.service("fondation-worker@1").is_running, journal(host)
     code = host.run("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/healthz").stdout
     assert code == "200", journal(host)
+
+
+def test_scaling_issued_and_revoked_the_replicas_credentials(host: Any) -> None:
+    # Each replica the scale-up started got a credential of its own; the scale-down revoked
+    # those of the replicas it removed, and replica 1's is still the active one.
+    url, token = backend()
+    body = json.dumps(
+        {
+            "path": "credentials:list",
+            "args": {"token": token, "host": host.backend.get_hostname(), "includeRevoked": True},
+            "format": "json",
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{url}/api/query", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        reply: dict[str, Any] = json.loads(response.read())
+    assert reply["status"] == "success", reply
+    by_worker: dict[str, list[Any]] = {}
+    for credential in reply["value"]:
+        by_worker.setdefault(credential["workerId"].rpartition("-")[2], []).append(credential)
+    assert set(by_worker) >= {"1", "2", "3"}, reply["value"]
+    assert [c["revokedAt"] for c in by_worker["1"]] == [None], by_worker["1"]
+    for replica in ("2", "3"):
+        assert all(c["revokedAt"] is not None for c in by_worker[replica]), by_worker[replica]
 
 
 def test_no_job_was_lost_while_scaling_down(host: Any) -> None:

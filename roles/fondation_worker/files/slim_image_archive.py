@@ -1,6 +1,6 @@
 """Write a `docker save` archive holding only the image layers a host lacks.
 
-Run on the controller by roles/fondation_worker/tasks/image_archive.yml (and by
+Run on the controller by roles/fondation_worker/tasks/lib/image_archive.yml (and by
 scripts/build-image.sh with --index-only). Standard input is a JSON list of the host's
 images' layer lists (each image's RootFS.Layers, diff IDs in order). Docker stores a layer
 under its chain ID (the layer and every layer under it), so a layer of the archive's image

@@ -8,8 +8,8 @@ as server-sent events when the request asks for ``stream`` and sent as one JSON 
 otherwise. Every request is recorded, so a test can read the ``tool_result`` blocks the CLI
 sent back.
 
-The server checks the shape of what it receives against what the pinned CLI (2.1.332) was
-measured to send. Anything else is recorded in ``protocol_problems``; ``assert_protocol``
+The server checks the shape of what it receives against what the pinned CLI (worker/claude-cli.lock)
+was measured to send. Anything else is recorded in ``protocol_problems``; ``assert_protocol``
 turns them into one clear failure ("the pinned CLI's protocol changed"), so a CLI upgrade
 that breaks the double cannot pass as a green test.
 """
