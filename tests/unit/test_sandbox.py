@@ -110,3 +110,22 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
         assert proc.returncode != 0
         assert "sandbox:" in proc.stderr
     assert EXIT_SANDBOX_FAILED == 126
+
+
+@needs_landlock
+def test_a_command_it_cannot_start_is_one_line_without_a_traceback(tmp_path: Path) -> None:
+    """The worker stores the end of the CLI's stderr as the job's error: a launcher failure
+    must not put a traceback (and the install paths it names) there."""
+    for command in (str(tmp_path / "missing-claude"), "/etc/hostname"):
+        proc = subprocess.run(
+            launcher_argv(sys.executable, read_write=[tmp_path], read_only=[], command=[command]),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert proc.returncode == EXIT_SANDBOX_FAILED
+        assert "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith("fondation-worker sandbox: cannot start ")
+        assert sys.prefix not in proc.stderr

@@ -26,6 +26,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 # x86_64 and aarch64 share these numbers (Linux >= 5.13).
 _SYS_CREATE_RULESET = 444
@@ -229,18 +230,32 @@ def _parse(args: Sequence[str]) -> tuple[list[tuple[Path, int]], list[str]]:
     raise SystemExit("sandbox: no command after --")
 
 
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and exit: never a traceback (it would name install paths, and the
+    worker stores what the CLI's stderr ends with as the job's error)."""
+    sys.stderr.write(f"fondation-worker sandbox: {message}\n")
+    sys.stderr.flush()
+    os._exit(EXIT_SANDBOX_FAILED)
+
+
 def main(args: Sequence[str]) -> None:
-    rules, command = _parse(args)
+    try:
+        rules, command = _parse(args)
+    except SystemExit as exc:
+        _fail(str(exc.code).removeprefix("sandbox: "))
     if not command:
-        raise SystemExit("sandbox: empty command")
+        _fail("empty command")
     try:
         confine(rules)
     except SandboxError as exc:
         # Never fall back to running unconfined: the worker asked for the sandbox.
-        sys.stderr.write(f"fondation-worker sandbox: {exc.strerror}\n")
-        sys.stderr.flush()
-        os._exit(EXIT_SANDBOX_FAILED)
-    os.execvp(command[0], command)  # noqa: S606 - an argument list, no shell
+        _fail(exc.strerror or "cannot confine the process")
+    except Exception as exc:  # any failure ends here, as one line
+        _fail(f"cannot confine the process: {type(exc).__name__}")
+    try:
+        os.execvp(command[0], command)  # noqa: S606 - an argument list, no shell
+    except OSError as exc:
+        _fail(f"cannot start {os.path.basename(command[0])}: {exc.strerror}")
 
 
 if __name__ == "__main__":
