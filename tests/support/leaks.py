@@ -249,6 +249,17 @@ def disguises(draw: st.DrawFn, secret: str) -> Disguise:
     return Disguise("+".join(how), tuple(pieces))
 
 
+def file_name_for(piece: str) -> str:
+    """A relative path from ``piece``: '/' and NUL cannot be in a name, and each name must
+    fit 255 bytes (a long piece is spread over directory names)."""
+    name = piece.replace("/", "_").replace("\0", "_")
+    parts = []
+    while len(name.encode()) > 200:
+        parts.append(name[:50])
+        name = name[50:]
+    return "/".join([*parts, name])
+
+
 # Text around a secret: words, punctuation, markdown, some non-ASCII.
 filler = st.text(
     alphabet=st.sampled_from(list("abcdefghij klmnop .,:;#*`()[]{}<>\n\t-_=/ éüß✓—中")),

@@ -35,7 +35,7 @@ from fondation_worker.redact import (
     _stripped_char,
     stripped,
 )
-from tests.support.leaks import Disguise, disguises, filler, leaks, secrets_
+from tests.support.leaks import Disguise, disguises, file_name_for, filler, leaks, secrets_
 
 # Example counts sized for every `make test`; SCRUB_EXAMPLES_SCALE=10 runs ten times more.
 SCALE = int(os.environ.get("SCRUB_EXAMPLES_SCALE", "1"))
@@ -51,9 +51,7 @@ def profile(examples: int) -> settings:
     )
 
 
-secret_and_disguise = secrets_().flatmap(
-    lambda s: st.tuples(st.just(s), disguises(s))
-)
+secret_and_disguise = secrets_().flatmap(lambda s: st.tuples(st.just(s), disguises(s)))
 
 
 def embed(pieces: tuple[str, ...], fillers: list[str]) -> str:
@@ -126,18 +124,6 @@ def test_no_log_field_carries_a_secret(case: tuple[str, Disguise], pad: str) -> 
     assert leaks(secret, decoded) == [], f"{disguise.how}: {decoded}"
 
 
-def _safe_name(piece: str) -> str:
-    """A file name from ``piece``: '/' and NUL cannot be in one, and it must fit 255 bytes
-    (a long piece goes into a directory name and the file name below it)."""
-    name = piece.replace("/", "_").replace("\0", "_")
-    parts = []
-    while len(name.encode()) > 200:
-        cut = 50
-        parts.append(name[:cut])
-        name = name[cut:]
-    return "/".join([*parts, name]) if parts else name
-
-
 @profile(60)
 @given(secret_and_disguise, filler, st.sampled_from(["chapters", "tutorials", ""]))
 def test_nothing_derived_from_the_output_holds_a_secret(
@@ -150,7 +136,7 @@ def test_nothing_derived_from_the_output_holds_a_secret(
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / OUTPUT_DIR_NAME
         for i, piece in enumerate(disguise.pieces):
-            name = _safe_name(piece)
+            name = file_name_for(piece)
             body = f"# {pad}{piece}\n\n{pad}\n{piece}\n" if i % 2 == 0 else f"{piece}\n"
             path = out / folder / f"{i:02d}-{name}.md"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +144,8 @@ def test_nothing_derived_from_the_output_holds_a_secret(
             # A file that is rejected is reported by its (scrubbed) name.
             (out / f"{name}.bin").parent.mkdir(parents=True, exist_ok=True)
             (out / f"{name}.bin").write_bytes(b"\0")
-        os.symlink("/etc/hostname", out / f"link-{_safe_name(disguise.pieces[0])[-60:]}.md")
+        link = file_name_for(disguise.pieces[0])[-60:].replace("/", "_")
+        os.symlink("/etc/hostname", out / f"link-{link}.md")
         collected = collect_docs(out, scrub=redactor.redact_counted)
     assert collected.docs, "nothing collected"
     stored = json.dumps(

@@ -129,3 +129,28 @@ def test_a_command_it_cannot_start_is_one_line_without_a_traceback(tmp_path: Pat
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith("fondation-worker sandbox: cannot start ")
         assert sys.prefix not in proc.stderr
+
+
+@needs_landlock
+def test_a_hard_link_to_a_file_outside_cannot_be_made(tmp_path: Path) -> None:
+    """What the hostile-output fake does unsandboxed (links_out): sandboxed, it cannot."""
+    inside, outside = tmp_path / "clone", tmp_path / "outside"
+    inside.mkdir()
+    outside.mkdir()
+    (outside / "hard.md").write_text("outside")
+    proc = sandboxed_sh(f"ln {outside}/hard.md {inside}/07-hard.md && echo linked", inside)
+    assert "linked" not in proc.stdout
+    assert not (inside / "07-hard.md").exists()
+
+
+@needs_landlock
+def test_of_etc_only_what_the_cli_reads(tmp_path: Path) -> None:
+    """/etc narrowed to the files the pinned CLI was measured to open (sandbox.ETC_READ_ONLY):
+    name resolution and CA bundles yes, the user database and the rest of /etc no."""
+    proc = sandboxed_sh(
+        "cat /etc/hosts >/dev/null && echo hosts; ls /etc/ssl/certs >/dev/null && echo certs; "
+        "cat /etc/passwd; cat /etc/hostname; ls /etc",
+        tmp_path,
+    )
+    assert proc.stdout.split() == ["hosts", "certs"], proc.stdout
+    assert proc.stderr.count("Permission denied") == 3, proc.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from . import watchdog
-from .claude_runner import PROBE_TIMEOUT_S, ClaudeRunner
+from .claude_runner import PROBE_TIMEOUT_S, ClaudeRunner, defense_layers
 from .clock import SystemClock
 from .config import Settings
 from .convex_client import ConvexClient
@@ -169,7 +169,9 @@ def build_worker(settings: Settings, redactor: Redactor) -> Worker:
         )
     clock = SystemClock()
     metrics = Metrics()
-    health = HealthState(clock, metrics, worker_id=settings.worker_id)
+    health = HealthState(
+        clock, metrics, worker_id=settings.worker_id, layers=defense_layers(settings)
+    )
     host, port = settings.health_address
     try:
         server = HealthServer(host, port, health, metrics)

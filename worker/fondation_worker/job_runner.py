@@ -7,10 +7,11 @@ The runner ends every job with exactly one final call that matches how it ended:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -321,15 +322,8 @@ class JobRunner:
             masked, hits = self._redactor.redact_counted(text)
             return paths.scrub(masked), hits
 
-        source = login_source_dir(self._settings, self._base_env)
-        login = login_secrets(source)
-        for secret in login:
-            self._redactor.register(secret)
-        try:
+        with self._login_secrets():
             collected = collect_docs(output_dir, scrub=scrub)
-        finally:
-            for secret in login:
-                self._redactor.unregister(secret)
         for redaction in collected.redactions:
             self._metrics.doc_redactions.inc(redaction.count)
             log.warning("docs.redacted", slug=redaction.slug, count=redaction.count)
@@ -473,11 +467,25 @@ class JobRunner:
             log.error("job.final_call_failed", problem=str(exc), reason=reason)
             return JobOutcome("lost", message=str(exc))
 
+    @contextlib.contextmanager
+    def _login_secrets(self) -> Iterator[None]:
+        """The CLI's login tokens, masked too while they are registered. Read at use time:
+        the CLI rewrites its login file when it refreshes the access token."""
+        login = login_secrets(login_source_dir(self._settings, self._base_env))
+        for secret in login:
+            self._redactor.register(secret)
+        try:
+            yield
+        finally:
+            for secret in login:
+                self._redactor.unregister(secret)
+
     def _user_facing(self, message: str) -> str:
         """Errors are shown to the job's user: no traceback, no directory of this machine,
         no secret."""
         text = self._paths.scrub(drop_tracebacks(message))
-        return self._redactor.redact(text)[:MAX_ERROR_CHARS]
+        with self._login_secrets():
+            return self._redactor.redact(text)[:MAX_ERROR_CHARS]
 
     def _job_timeout_s(self) -> int:
         return int(seconds(self._settings.job_timeout_ms))

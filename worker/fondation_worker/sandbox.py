@@ -10,8 +10,8 @@ it needs no privilege. So each ``claude`` run starts as
 which restricts itself with Landlock and then ``exec``s the CLI. The restriction is
 inherited by everything the CLI starts and cannot be lifted. The CLI may then open for
 writing only its clone, its own per-step config dir and its TMPDIR, and read only those
-plus the system directories a program needs (/usr, /lib*, /bin, /etc, /sys, /dev, its own
-/proc entry): never TEMP_DIR's other workspaces, the worker's config dir, the mounted login
+plus the system directories a program needs (/usr, /lib*, /bin, /sys, /dev, its own /proc
+entry) and the few files of /etc the CLI reads: never TEMP_DIR's other workspaces, the worker's config dir, the mounted login
 or another process's /proc entry (``/proc/<worker>/environ``). From ABI 6 it cannot signal
 processes outside its domain either.
 
@@ -74,7 +74,32 @@ READ_WRITE = (
 )
 
 # What any dynamically linked program needs to start, read-only.
-SYSTEM_READ_ONLY = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/sys")
+SYSTEM_READ_ONLY = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/sys")
+# Of /etc, only what the pinned CLI (and the git it runs) was seen to open in a worker step
+# (strace of 2.1.332 through the pipeline's steps, the API reached by a host name): the
+# dynamic loader's cache, name resolution, the time zone, CA bundles (Debian's and the other
+# usual places), git's system config, the CLI's managed (operator) settings, machine-id.
+# Everything else there - /etc/passwd, an env file of a native deploy, SSH host keys - is
+# out of reach.
+ETC_READ_ONLY = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.preload",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/localtime",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/pki",
+    "/etc/openssl",
+    "/etc/gitconfig",
+    "/etc/claude-code",
+    "/etc/machine-id",
+)
 # Not all of /proc: measured on this kernel, Landlock did not stop a sandboxed process from
 # reading another process's /proc/<pid>/environ. Only the process's own entry (``/proc/self``
 # is resolved when the rule is added, to the pid that then execs the CLI) and a few
@@ -216,6 +241,7 @@ def launcher_argv(
 
 def _parse(args: Sequence[str]) -> tuple[list[tuple[Path, int]], list[str]]:
     rules: list[tuple[Path, int]] = [(Path(p), READ_ONLY) for p in SYSTEM_READ_ONLY]
+    rules += [(Path(p), READ_ONLY) for p in ETC_READ_ONLY]
     rules += [(Path(p), READ_ONLY) for p in PROC_READ_ONLY]
     rules += [(Path(p), DEVICES) for p in SYSTEM_DEVICES]
     i = 0
