@@ -42,6 +42,7 @@ EXTERNAL_NAMES = {
     "SCW_DEFAULT_PROJECT_ID": "Scaleway's standard project variable",
     "ANSIBLE_CONFIG": "read by ansible-playbook",
     "ANSIBLE_VAULT_PASSWORD_FILE": "read by ansible-playbook",
+    "SCRUB_EXAMPLES_SCALE": "read by the scrubbing property tests (more Hypothesis examples)",
 }
 
 # Paths (and everything under them) that exist only once an operator or a build made them.
