@@ -11,9 +11,10 @@ which restricts itself with Landlock and then ``exec``s the CLI. The restriction
 inherited by everything the CLI starts and cannot be lifted. The CLI may then open for
 writing only its clone, its own per-step config dir and its TMPDIR, and read only those
 plus the system directories a program needs (/usr, /lib*, /bin, /sys, /dev, its own /proc
-entry) and the few files of /etc the CLI reads: never TEMP_DIR's other workspaces, the worker's config dir, the mounted login
-or another process's /proc entry (``/proc/<worker>/environ``). From ABI 6 it cannot signal
-processes outside its domain either.
+entry) and the few files of /etc the CLI reads: never TEMP_DIR's other workspaces, the
+worker's config dir, the mounted login, /etc/passwd or another process's /proc entry
+(``/proc/<worker>/environ``). From ABI 6 it cannot signal processes outside its domain
+either.
 
 Standard library only, and imported by the launcher before anything else, so the sandboxed
 process loads as little as possible before it confines itself.
