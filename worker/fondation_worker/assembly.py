@@ -169,9 +169,9 @@ def build_worker(settings: Settings, redactor: Redactor) -> Worker:
         )
     clock = SystemClock()
     metrics = Metrics()
-    health = HealthState(
-        clock, metrics, worker_id=settings.worker_id, layers=defense_layers(settings)
-    )
+    layers = defense_layers(settings)
+    log.info("worker.layers", **layers)
+    health = HealthState(clock, metrics, worker_id=settings.worker_id, layers=layers)
     host, port = settings.health_address
     try:
         server = HealthServer(host, port, health, metrics)
