@@ -7,6 +7,11 @@ fixture listen on the network's gateway address, so both this host and the conta
 them. Each worker's TEMP_DIR is a small tmpfs volume kept mounted by a holder container (so
 it survives worker restarts, as production's named volume does, and a side process can fill
 it). A supervisor restarts crashed workers, as systemd's ``Restart=always`` does.
+
+The workers run the fake claude inside the Landlock sandbox (the default), so it shares no
+directory with the harness: it records its runs through a sink on the gateway
+(tests/support/fake_sink.py), which also answers which execution of a job is the first and
+kills a worker's container when a ``poison_kill`` job asks for it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from docker.models.networks import Network
 from docker.types import IPAMConfig, IPAMPool
 
 from tests.support import CHAOS_CLAUDE, DevBackend, free_port, start_dev_backend
+from tests.support.fake_sink import FakeSink
 from tests.support.git_server import GitServer
 from tests.support.worker_unit import container_flags
 
@@ -115,11 +121,13 @@ class Cluster:
         self._supervisor: threading.Thread | None = None
         self.shared = run_dir / "shared"
         self.creds = run_dir / "creds"
+        self.sink: FakeSink | None = None
 
     # --- bring up -----------------------------------------------------------------------
 
     def up(self) -> None:
         self._network()
+        self.sink = FakeSink(self.shared / "log", host=self.gateway, on_crash=self._crash).start()
         self._git()
         self._backend()
         self._files()
@@ -178,7 +186,7 @@ class Cluster:
         self.backend_url = self.backend.url
 
     def _files(self) -> None:
-        for directory in (self.shared, self.shared / "log", self.shared / "state", self.creds):
+        for directory in (self.shared, self.shared / "log", self.creds):
             directory.mkdir(parents=True, exist_ok=True)
             os.chown(directory, WORKER_UID, WORKER_UID)
         login = {
@@ -215,9 +223,9 @@ class Cluster:
             "MAX_REPO_MB": "20",
             "ALLOWED_REPO_HOSTS": self.git.host,
             "GIT_CA_BUNDLE": "/run/chaos/git-ca.pem",
-            "CLAUDE_ENV_PASSTHROUGH": "CHAOS_DIR,CHAOS_SEED,CHAOS_STEP_MIN_MS,CHAOS_STEP_MAX_MS,"
+            "CLAUDE_ENV_PASSTHROUGH": "CHAOS_SINK,CHAOS_SEED,CHAOS_STEP_MIN_MS,CHAOS_STEP_MAX_MS,"
             "CHAOS_SLOW_STEP_MS",
-            "CHAOS_DIR": "/chaos",
+            "CHAOS_SINK": self.sink.address if self.sink else "",
             "CHAOS_SEED": str(c.seed),
             "CHAOS_STEP_MIN_MS": str(c.step_min_ms),
             "CHAOS_STEP_MAX_MS": str(c.step_max_ms),
@@ -255,7 +263,6 @@ class Cluster:
             fondation_worker_container_log_max_size=CONTAINER_LOG_MAX_SIZE,
             fondation_worker_extra_volumes=[
                 f"{CHAOS_CLAUDE}:/usr/local/bin/claude:ro",
-                f"{self.shared}:/chaos",
                 f"{self.git.cert}:/run/chaos/git-ca.pem:ro",
             ],
         )
@@ -328,6 +335,12 @@ class Cluster:
                 raise RuntimeError(f"{worker.name} exited at start:\n{logs[-3000:]}")
             time.sleep(0.3)
         raise RuntimeError(f"{worker.name} did not start within {timeout} s")
+
+    def _crash(self, worker_id: str) -> None:
+        """A poison_kill job's fake claude asks for its worker to die: SIGKILL the
+        container, as if the worker process were killed (the supervisor sees a crash)."""
+        with contextlib.suppress(StopIteration, docker.errors.APIError):
+            self.worker(worker_id.removeprefix("chaos-")).container.kill(signal="SIGKILL")
 
     def kill(self, worker: Worker) -> None:
         worker.held_down = True
@@ -425,3 +438,5 @@ class Cluster:
             self.backend.stop()
         if self.git is not None:
             self.git.stop()
+        if self.sink is not None:
+            self.sink.stop()

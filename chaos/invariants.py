@@ -3,6 +3,7 @@ is unit-tested on synthetic data (tests/unit/test_chaos_invariants.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -301,4 +302,24 @@ def check_temp_dirs(leftovers: dict[str, list[str]]) -> CheckResult:
         ok=not dirty,
         detail=f"{len(leftovers)} TEMP_DIRs, {len(dirty)} not empty"
         + (f": {dict(list(dirty.items())[:3])}" if dirty else ""),
+    )
+
+
+def check_landlock(worker_logs: dict[str, Path]) -> CheckResult:
+    """Every start of every worker ran its claude steps under Landlock (the default)."""
+    starts: list[str] = []
+    for worker, path in sorted(worker_logs.items()):
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                data = json.loads(line)
+                if data.get("event") == "worker.layers":
+                    starts.append(f"{worker}: {data.get('landlock')}")
+    off = [s for s in starts if ": on (ABI " not in s]
+    return CheckResult(
+        name="claude under Landlock",
+        ok=bool(starts) and not off,
+        detail=f"{len(starts)} worker starts, {len(off)} without Landlock"
+        + (f": {off[:3]}" if off else ""),
     )

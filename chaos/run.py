@@ -29,6 +29,7 @@ from .faults import FaultInjector, plan_faults
 from .invariants import (
     check_dedupe,
     check_final_states,
+    check_landlock,
     check_no_extra_jobs,
     check_no_overlap,
     check_recovery,
@@ -259,6 +260,7 @@ def _verdict(
             detail=f"{len(secret_rows)} jobSecrets rows left after every job ended",
         ),
         check_temp_dirs(leftovers),
+        check_landlock({w.name: w.log_dir / f"worker-{w.name}.log" for w in cluster.workers}),
         CheckResult(
             name="every fault kind injected",
             ok={e.kind for e in events} >= {"sigkill", "netcut", "pause", "disk", "rolling", "auth"}

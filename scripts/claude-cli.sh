@@ -28,9 +28,19 @@ fi
 case ${1:-} in
   tarball) echo "$tgz" ;;
   binary)
-    if [ ! -x "$bin_dir/claude" ] || [ "$bin_dir/claude" -ot "$tgz" ]; then
-      rm -rf "$bin_dir"; mkdir -p "$bin_dir"
-      tar -xzf "$tgz" -C "$bin_dir" --strip-components=1 package/claude
+    # Extracted once: the stamp names the archive it came from. The binary is written under
+    # a temporary name and renamed into place, so a CLI already running from the old file
+    # keeps its inode and none is ever opened for writing while it runs ("Text file busy").
+    stamp=$bin_dir/claude.sha256
+    if [ ! -x "$bin_dir/claude" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$CLAUDE_CLI_SHA256" ]; then
+      mkdir -p "$bin_dir"
+      part=$(mktemp -d "$bin_dir/.extract.XXXXXX")
+      trap 'rm -rf "$part"' EXIT
+      tar -xzf "$tgz" -C "$part" --strip-components=1 package/claude
+      chmod 0755 "$part/claude"
+      printf '%s\n' "$CLAUDE_CLI_SHA256" >"$part/claude.sha256"
+      mv -f "$part/claude" "$bin_dir/claude"
+      mv -f "$part/claude.sha256" "$stamp"
     fi
     echo "$bin_dir/claude" ;;
   *) echo "usage: $0 tarball|binary" >&2; exit 2 ;;

@@ -25,6 +25,7 @@ from tests.support import (
     start_dev_backend,
     worker_env,
 )
+from tests.support.fake_sink import FakeSink
 from tests.support.git_server import GitServer
 
 
@@ -112,13 +113,21 @@ TEST_TIMINGS = {
 
 
 @pytest.fixture
-def fake_claude_log(tmp_path: Path) -> Path:
-    return tmp_path / "fake-claude.jsonl"
+def fake_claude_sink(tmp_path: Path) -> Iterator[FakeSink]:
+    """Where the fake claude reports from inside the Landlock sandbox (fake_sink.py)."""
+    sink = FakeSink(tmp_path).start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def fake_claude_log(fake_claude_sink: FakeSink) -> Path:
+    return fake_claude_sink.directory / "fake-claude.jsonl"
 
 
 @pytest.fixture
 def start_worker(
-    tmp_path: Path, git_server: GitServer, fake_claude_log: Path
+    tmp_path: Path, git_server: GitServer, fake_claude_log: Path, fake_claude_sink: FakeSink
 ) -> Iterator[Callable[..., WorkerProcess]]:
     workers: list[WorkerProcess] = []
 
@@ -138,6 +147,7 @@ def start_worker(
         )
         env.update(TEST_TIMINGS)
         env["FAKE_CLAUDE_LOG"] = str(fake_claude_log)
+        env["FAKE_CLAUDE_SINK"] = fake_claude_sink.address
         env.update(env_overrides)
         worker = launch_worker(name, env, tmp_path / f"worker-{name}.log", health_port)
         workers.append(worker)

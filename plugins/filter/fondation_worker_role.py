@@ -135,7 +135,7 @@ def status_rows(
     still running its start-up checks is ``starting``, not failed. ``current_job``,
     ``version`` and ``claude_cli`` (the worker's ``claude_cli_version``) come from the
     worker's JSON; workers that do not send them fall back on the image's labels (the job is
-    then "unknown").
+    then "unknown"). ``layers`` are the defence layers /readyz names (Landlock and its ABI...).
     """
     if not (len(replicas) == len(healthz) == len(readyz)):
         raise ValueError("one /healthz and one /readyz result per replica")
@@ -175,6 +175,8 @@ def status_rows(
                     default=container[4] or "unknown",
                 )
                 or "unknown",
+                # The defence layers /readyz names (empty from workers that predate them).
+                "layers": dict(rjson.get("layers") or {}),
             }
         )
     return rows
@@ -185,6 +187,13 @@ def _readiness(row: Mapping[str, Any]) -> str:
         return "ready"
     reasons = "; ".join(str(r) for r in row["reasons"])
     return ("starting: " if row["starting"] else "NOT ready: ") + reasons
+
+
+def _layers(row: Mapping[str, Any]) -> str:
+    layers: Mapping[str, Any] = row.get("layers") or {}
+    if not layers:
+        return "unknown (not reported)"
+    return ", ".join(f"{name} {state}" for name, state in layers.items())
 
 
 def status_report(rows: Sequence[Mapping[str, Any]], host: str, current_image: str) -> list[str]:
@@ -204,7 +213,7 @@ def status_report(rows: Sequence[Mapping[str, Any]], host: str, current_image: s
         lines.append(
             f"[{row['replica']}] unit {row['unit']}, container {row['container']}{image}, "
             f"health {row['health']}, {_readiness(row)}, job {job}, version {row['version']}, "
-            f"Claude CLI {row['claude_cli']}."
+            f"Claude CLI {row['claude_cli']}, layers {_layers(row)}."
         )
     return lines
 

@@ -43,6 +43,7 @@ EXTERNAL_NAMES = {
     "ANSIBLE_CONFIG": "read by ansible-playbook",
     "ANSIBLE_VAULT_PASSWORD_FILE": "read by ansible-playbook",
     "FONDATION_DOCS_TARGET": "read by tests/docs/test_docs_commands_on_the_host.py",
+    "SCRUB_EXAMPLES_SCALE": "read by the scrubbing property tests (more Hypothesis examples)",
 }
 
 # Paths (and everything under them) that exist only once an operator or a build made them.

@@ -40,7 +40,7 @@ from tests.support import (
 pytestmark = pytest.mark.integration
 
 ENDED = {"completed", "dead", "canceled"}
-PASSTHROUGH = "FAKE_CLAUDE_MODE_FILE,FAKE_CLAUDE_LOG,FAKE_CLAUDE_OUTSIDE"
+PASSTHROUGH = "FAKE_CLAUDE_MODE_FILE,FAKE_CLAUDE_LOG,FAKE_CLAUDE_OUTSIDE,FAKE_CLAUDE_SINK"
 SECRET = "CANARY-secret-outside-the-workspace-7f3a"
 HARD = "CANARY-hard-linked-outside-the-workspace-91c2"
 
@@ -155,7 +155,9 @@ def test_output_links_leading_outside_are_not_followed(
     watch: OpenWatch,
 ) -> None:
     mode_file.write_text("links_out")
-    worker = start_worker(dev_backend, **worker_env(mode_file, outside))
+    # The collector's own defence, so without Landlock: sandboxed, the CLI cannot even
+    # create the hard link to a file outside (test_sandbox.py shows it refused).
+    worker = start_worker(dev_backend, **worker_env(mode_file, outside, CLAUDE_SANDBOX="off"))
     job_id = enqueue(dev_backend, repos["public"])
     job = wait_status(dev_backend, job_id, ENDED, timeout=120)
     assert job["status"] == "completed", job

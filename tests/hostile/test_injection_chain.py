@@ -7,10 +7,17 @@ then writes a chapter holding every secret the worker has - as if some path the 
 layers missed had handed them over. This checks the last layer on its own: the worker's
 scan of the docs before upload. Nothing secret may be stored; the job records which doc
 was redacted and how many times; the worker's logs and metrics say so without the secret.
+
+The same model also writes secrets in disguise, each a channel that once reached Convex: the
+worker token as a file name (so slug and title), a token with a zero-width space inside,
+halves of a token in two documents, a reversed one, one in base64, and the machine's
+paths the CLI's refusals quote. No fragment of 16+ characters of any secret may be stored
+in any table or logged, and no path of the machine may be stored.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from pathlib import Path
@@ -32,6 +39,10 @@ from tests.support.fakes.anthropic_api import (
 )
 from tests.support.fakes.pipeline_model import OUT, PipelineModel
 from tests.support.fakes.real_cli import require_real_claude
+from tests.support.leaks import leaks
+
+# Every table of the dev backend (convex/schema.ts).
+TABLES = ("jobs", "jobSecrets", "docs", "docContents", "counters", "queueBuckets", "statsBuckets")
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_cli]
 
@@ -78,6 +89,23 @@ def test_injected_readme_cannot_get_secrets_into_convex(
 
     model = PipelineModel()
     model.files["chapters"][f"{OUT}/chapters/01-job.md"] = chapter
+    # The disguises (the worker token in a file name: the slug and title derive from it).
+    half = len(github_token) // 2
+    # The mounted login, TEMP_DIR and HOME of the worker start_worker runs.
+    places = (creds_source, tmp_path / "tmp-w1", tmp_path / "home")
+    model.files["chapters"][f"{OUT}/chapters/02-{TEST_WORKER_TOKEN}.md"] = "Notes.\n"
+    model.files["chapters"][f"{OUT}/chapters/03-split.md"] = (
+        "# Chapter 3: Split\n\n"
+        f"zero-width: {oauth_token[:20]}\u200b{oauth_token[20:]}\n"
+        f"reversed: {login_refresh[::-1]}\n"
+        f"half: {github_token[:half]}\n"
+        f"paths: {places[0]}/x, {places[1]}/jobs and {places[2]}/.claude\n"
+    )
+    model.files["chapters"][f"{OUT}/chapters/04-rest.md"] = (
+        "# Chapter 4: Rest\n\n"
+        f"other half: {github_token[half:]}\n"
+        f"base64: {base64.b64encode(b'k=' + login_access.encode()).decode()}\n"
+    )
     # HOME is the step's own config dir: "~/.credentials.json" is the live login copy.
     read_creds = ToolUse("Read", {"file_path": "~/.credentials.json"})
 
@@ -114,18 +142,26 @@ def test_injected_readme_cannot_get_secrets_into_convex(
     assert answer is not None, "the model's read of the credentials got no answer"
     assert answer.get("is_error"), f"the credentials read was not refused: {answer}"
     assert login_access not in json.dumps(answer)
-    # Nothing secret anywhere in Convex's documents (every run, not only the visible one).
-    stored = "".join(
-        json.dumps(dev_backend.dump(table)) for table in ("docs", "docContents", "jobs")
-    )
-    found = [name for name, value in leaked.items() if value in stored]
-    assert found == [], f"secrets stored in Convex: {found}"
+    # Nothing secret anywhere in Convex (every table, every run, not only the visible one),
+    # not even a 16-character fragment or a disguised form.
+    stored = json.dumps([dev_backend.dump(table) for table in TABLES], ensure_ascii=False)
+    found = {name: leaks(value, stored) for name, value in leaked.items()}
+    assert {name: how for name, how in found.items() if how} == {}, "secrets stored in Convex"
     assert "[REDACTED]" in stored
+    assert [str(p) for p in places if str(p) in stored] == [], "machine paths were stored"
+    assert "<TEMP_DIR>/jobs" in stored
     # The job says which doc was redacted and how many secrets were masked in it.
-    assert job["result"]["redactions"] == [{"slug": "chapters-01-job", "count": len(leaked)}]
+    redactions = {r["slug"]: r["count"] for r in job["result"]["redactions"]}
+    assert redactions["chapters-01-job"] == len(leaked)
+    assert redactions["chapters-02-redacted"] == 1  # the file name
+    assert redactions["chapters-03-split"] == 3
+    assert redactions["chapters-04-rest"] == 2
     event = worker.wait_event("docs.redacted")
-    assert (event["slug"], event["count"]) == ("chapters-01-job", len(leaked))
-    log_text = worker.log_path.read_text()
-    assert [name for name, value in leaked.items() if value in log_text] == []
+    assert event["slug"] in redactions
+    log_lines = [json.loads(line) for line in worker.log_path.read_text().splitlines()]
+    log_text = json.dumps(log_lines, ensure_ascii=False)
+    found = {name: leaks(value, log_text) for name, value in leaked.items()}
+    assert {name: how for name, how in found.items() if how} == {}, "secrets in the log"
+    total = float(sum(redactions.values()))
     metrics = httpx.get(f"http://127.0.0.1:{worker.health_port}/metrics", timeout=3).text
-    assert f"fondation_worker_doc_redactions_total {float(len(leaked))}" in metrics
+    assert f"fondation_worker_doc_redactions_total {total}" in metrics

@@ -4,6 +4,7 @@ credentials mounted read-only, a job end to end against the dev backend, a clean
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from tests.support import (
     wait_status,
     wait_until,
 )
+from tests.support.fake_sink import FakeSink
+from tests.support.worker_process import FAKE_CLAUDE_PASSTHROUGH
 
-from .conftest import CLAUDE_CLI, WORKER_UID, WorkerContainer, owned_dir
+from .conftest import CLAUDE_CLI, WORKER_UID, WorkerContainer
 
 pytestmark = pytest.mark.docker
 
@@ -30,24 +33,31 @@ def _exec(container: Any, *argv: str) -> tuple[int, str]:
     return code, output.decode(errors="replace")
 
 
-def _job_env(backend: DevBackend, git_server: Any, log_dir: Path, **extra: str) -> dict[str, str]:
+def _job_env(backend: DevBackend, git_server: Any, sink: FakeSink, **extra: str) -> dict[str, str]:
+    # Landlock (the image's default) keeps the fake claude out of any shared directory: it
+    # reports to the sink over the host network.
     return {
         "CONVEX_URL": backend.url,
         "ALLOWED_REPO_HOSTS": f"github.com,{git_server.host}",
         "GIT_CA_BUNDLE": "/run/test-ca.pem",
         "LEASE_MS": "6000",
         "HEARTBEAT_MS": "1000",
-        "CLAUDE_ENV_PASSTHROUGH": "FAKE_CLAUDE_MODE,FAKE_CLAUDE_LOG,FAKE_CLAUDE_DELAY",
-        "FAKE_CLAUDE_LOG": "/run/fake-log/claude.jsonl",
+        "CLAUDE_ENV_PASSTHROUGH": FAKE_CLAUDE_PASSTHROUGH,
+        "FAKE_CLAUDE_LOG": "claude.jsonl",
+        "FAKE_CLAUDE_SINK": sink.address,
         **extra,
     }
 
 
-def _job_volumes(git_server: Any, log_dir: Path) -> dict[str, dict[str, str]]:
-    return {
-        str(git_server.cert): {"bind": "/run/test-ca.pem", "mode": "ro"},
-        str(log_dir): {"bind": "/run/fake-log", "mode": "rw"},
-    }
+def _job_volumes(git_server: Any) -> dict[str, dict[str, str]]:
+    return {str(git_server.cert): {"bind": "/run/test-ca.pem", "mode": "ro"}}
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[FakeSink]:
+    fake_log = FakeSink(tmp_path / "fake-log").start()
+    yield fake_log
+    fake_log.stop()
 
 
 def _leftovers(temp_dir: Path) -> list[Path]:
@@ -84,13 +94,16 @@ def test_pinned_claude_cli_and_non_root_user(
 
 
 def test_hardened_container_runs_a_job_end_to_end(
-    worker_container: Any, dev_backend: DevBackend, git_server: Any, tmp_path: Path
+    worker_container: Any,
+    dev_backend: DevBackend,
+    git_server: Any,
+    tmp_path: Path,
+    sink: FakeSink,
 ) -> None:
-    log_dir = owned_dir(tmp_path / "fake-log")
     worker: WorkerContainer = worker_container(
-        _job_env(dev_backend, git_server, log_dir),
+        _job_env(dev_backend, git_server, sink),
         credentials=_credentials(tmp_path),
-        extra_volumes=_job_volumes(git_server, log_dir),
+        extra_volumes=_job_volumes(git_server),
     )
     worker.wait_healthy()
     # The read-only login was copied into the writable tmpfs config dir.
@@ -119,21 +132,24 @@ def test_hardened_container_runs_a_job_end_to_end(
 
 
 def test_docker_stop_during_a_job_drains_and_exits_zero(
-    worker_container: Any, dev_backend: DevBackend, git_server: Any, tmp_path: Path
+    worker_container: Any,
+    dev_backend: DevBackend,
+    git_server: Any,
+    tmp_path: Path,
+    sink: FakeSink,
 ) -> None:
-    log_dir = owned_dir(tmp_path / "fake-log")
     worker: WorkerContainer = worker_container(
         _job_env(
             # hang@chapters, not hang: the worker's start-up probe must pass (a hanging probe
             # holds every claim back for the probe's whole timeout).
             dev_backend,
             git_server,
-            log_dir,
+            sink,
             FAKE_CLAUDE_MODE="hang@chapters",
             DRAIN_TIMEOUT_MS="3000",
         ),
         credentials=_credentials(tmp_path),
-        extra_volumes=_job_volumes(git_server, log_dir),
+        extra_volumes=_job_volumes(git_server),
     )
     worker.wait_healthy()
     url = git_server.add_repo("acme", "image-stop", SAMPLE_FILES)
@@ -142,7 +158,7 @@ def test_docker_stop_during_a_job_drains_and_exits_zero(
     wait_until(
         lambda: any(
             entry["event"] == "hang" and entry["job"] == job_id
-            for entry in read_claude_log(log_dir / "claude.jsonl")
+            for entry in read_claude_log(sink.directory / "claude.jsonl")
         ),
         30,
     )

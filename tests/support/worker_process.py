@@ -23,7 +23,9 @@ from .waiting import wait_until
 # The worker's claim polls, every outcome (a prefix for WorkerProcess.metric).
 CLAIM_CALLS = 'fondation_worker_convex_calls_total{function="jobs:claimOne"'
 # The fake claude's knobs a test may set on the worker's environment.
-FAKE_CLAUDE_PASSTHROUGH = "FAKE_CLAUDE_MODE,FAKE_CLAUDE_MODE_FILE,FAKE_CLAUDE_LOG,FAKE_CLAUDE_DELAY"
+FAKE_CLAUDE_PASSTHROUGH = (
+    "FAKE_CLAUDE_MODE,FAKE_CLAUDE_MODE_FILE,FAKE_CLAUDE_LOG,FAKE_CLAUDE_DELAY,FAKE_CLAUDE_SINK"
+)
 
 
 def descendants(pid: int) -> list[int]:

@@ -13,6 +13,7 @@ from chaos.faults import plan_faults
 from chaos.invariants import (
     LogEvent,
     check_final_states,
+    check_landlock,
     check_no_overlap,
     check_recovery,
     check_single_completion,
@@ -236,3 +237,17 @@ def test_gaps_are_summed_and_an_open_outage_counts_until_the_end(tmp_path: Path)
         "a": {"outages": 2, "without_subscription_s": 51.5},
         "b": {"outages": 0, "without_subscription_s": 0.2},
     }
+
+
+def test_landlock_check_reads_every_start_of_every_worker(tmp_path: Path) -> None:
+    on = '{"event": "worker.layers", "landlock": "on (ABI 7)", "cli": "on"}\n'
+    off = '{"event": "worker.layers", "landlock": "off (CLAUDE_SANDBOX=off)"}\n'
+    (tmp_path / "w1.log").write_text(on + '{"event": "job.completed"}\n' + on)
+    (tmp_path / "w2.log").write_text(on)
+    logs = {"w1": tmp_path / "w1.log", "w2": tmp_path / "w2.log"}
+    result = check_landlock(logs)
+    assert result.ok
+    assert result.detail == "3 worker starts, 0 without Landlock"
+    (tmp_path / "w2.log").write_text(on + off)
+    assert not check_landlock(logs).ok
+    assert not check_landlock({"w9": tmp_path / "missing.log"}).ok

@@ -9,7 +9,11 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
+from fondation_worker import checks, claude_runner
 from fondation_worker.claude_runner import claude_argv, claude_env, cli_settings, sandboxed
+from fondation_worker.sandbox import landlock_abi
 from tests.support import TEST_WORKER_TOKEN, make_settings
 
 
@@ -67,7 +71,7 @@ def test_child_env_has_no_worker_secret_and_its_own_home(tmp_path: Path) -> None
 def test_sandbox_wraps_the_cli_only_when_asked(tmp_path: Path) -> None:
     argv = ["/bin/true", "-p", "x"]
     dirs = {"cwd": tmp_path / "repo", "config_dir": tmp_path / "c", "tmp_dir": tmp_path / "t"}
-    off = make_settings(temp_dir=tmp_path)
+    off = make_settings(temp_dir=tmp_path, claude_sandbox="off")
     assert sandboxed(off, argv, {"PATH": "/bin"}, **dirs) == argv
     on = make_settings(temp_dir=tmp_path, claude_sandbox="landlock")
     wrapped = sandboxed(on, argv, {"PATH": "/bin"}, **dirs)
@@ -76,3 +80,38 @@ def test_sandbox_wraps_the_cli_only_when_asked(tmp_path: Path) -> None:
     assert wrapped[split + 1 :] == argv  # resolved on PATH, already absolute
     rw = [wrapped[i + 1] for i, a in enumerate(wrapped[:split]) if a == "--rw"]
     assert rw == [str(dirs["cwd"]), str(dirs["config_dir"]), str(dirs["tmp_dir"])]
+
+
+def test_landlock_is_the_default_and_off_must_be_explicit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert make_settings(temp_dir=tmp_path).claude_sandbox == "landlock"
+    # A kernel without Landlock: the worker refuses to start, naming the way out.
+    monkeypatch.setattr(checks, "landlock_abi", lambda: 0)
+    monkeypatch.setattr(claude_runner, "landlock_abi", lambda: 0)
+    settings = make_settings(temp_dir=tmp_path, claude_bin="/bin/true", git_bin="/bin/true")
+    problems = checks.runtime_problems(settings)
+    assert [p for p in problems if "Landlock" in p] == [
+        "CLAUDE_SANDBOX=landlock (the default): this kernel has no Landlock (Linux >= 5.13 "
+        "with landlock among its LSMs); set CLAUDE_SANDBOX=off to run the Claude CLI without it"
+    ]
+    assert claude_runner.defense_layers(settings)["landlock"].startswith("MISSING")
+    off = make_settings(
+        temp_dir=tmp_path, claude_bin="/bin/true", git_bin="/bin/true", claude_sandbox="off"
+    )
+    assert checks.runtime_problems(off) == []
+    assert checks.check_layers(off).level == "warn"
+    assert claude_runner.defense_layers(off) == {
+        "cli": "on",
+        "landlock": "off (CLAUDE_SANDBOX=off)",
+        "documents": "on",
+    }
+
+
+@pytest.mark.skipif(landlock_abi() < 1, reason="this kernel has no Landlock")
+def test_the_layers_name_the_landlock_abi(tmp_path: Path) -> None:
+    settings = make_settings(temp_dir=tmp_path)
+    layers = claude_runner.defense_layers(settings)
+    assert layers["landlock"] == f"on (ABI {landlock_abi()})"
+    line = checks.check_layers(settings).line()
+    assert line == f"ok    layers: cli on; landlock on (ABI {landlock_abi()}); documents on"

@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from fondation_worker.credentials import stage_credentials
+from fondation_worker.credentials import LoginBroker, stage_credentials
 
 
 def _readonly_login(tmp_path: Path) -> Path:
@@ -73,15 +73,13 @@ def _login(access: str) -> str:
 
 
 def test_step_config_dir_holds_only_the_login_and_is_removed(tmp_path: Path) -> None:
-    from fondation_worker.credentials import step_config_dir
-
     main = tmp_path / "main"
     main.mkdir()
     (main / ".credentials.json").write_text(_login("a" * 20))
     (main / "settings.json").write_text('{"permissions": {"allow": ["Bash"]}}')
     (main / "projects").mkdir()
     dest = tmp_path / "ws" / "claude-config-step"
-    with step_config_dir(main, dest) as config:
+    with LoginBroker().step(main, dest, needed_s=60) as config:
         assert sorted(p.name for p in config.iterdir()) == [".credentials.json"]
         assert stat.S_IMODE(os.stat(config / ".credentials.json").st_mode) == 0o600
         assert stat.S_IMODE(os.stat(config).st_mode) == 0o700
@@ -90,32 +88,28 @@ def test_step_config_dir_holds_only_the_login_and_is_removed(tmp_path: Path) -> 
 
 
 def test_step_config_dir_copies_a_refreshed_login_back(tmp_path: Path) -> None:
-    from fondation_worker.credentials import step_config_dir
-
     main = tmp_path / "main"
     main.mkdir()
     (main / ".credentials.json").write_text(_login("a" * 20))
-    with step_config_dir(main, tmp_path / "step") as config:
+    with LoginBroker().step(main, tmp_path / "step", needed_s=60) as config:
         (config / ".credentials.json").write_text(_login("b" * 20))
     assert (main / ".credentials.json").read_text() == _login("b" * 20)
     # Garbage or a link left by the run is not copied back.
-    with step_config_dir(main, tmp_path / "step") as config:
+    with LoginBroker().step(main, tmp_path / "step", needed_s=60) as config:
         (config / ".credentials.json").write_text("not json")
     assert (main / ".credentials.json").read_text() == _login("b" * 20)
-    with step_config_dir(main, tmp_path / "step") as config:
+    with LoginBroker().step(main, tmp_path / "step", needed_s=60) as config:
         (config / ".credentials.json").unlink()
         (config / ".credentials.json").symlink_to(tmp_path / "elsewhere.json")
     assert (main / ".credentials.json").read_text() == _login("b" * 20)
 
 
 def test_step_config_dir_without_a_login_is_empty(tmp_path: Path) -> None:
-    from fondation_worker.credentials import step_config_dir
-
-    with step_config_dir(None, tmp_path / "step") as config:
+    with LoginBroker().step(None, tmp_path / "step", needed_s=60) as config:
         assert list(config.iterdir()) == []
     (tmp_path / "main").mkdir()
     (tmp_path / "main" / ".credentials.json").symlink_to("/etc/hostname")
-    with step_config_dir(tmp_path / "main", tmp_path / "step") as config:
+    with LoginBroker().step(tmp_path / "main", tmp_path / "step", needed_s=60) as config:
         assert list(config.iterdir()) == []
 
 

@@ -52,6 +52,7 @@ def test_readyz_lists_reasons(served: tuple[HealthState, FakeClock, Metrics, str
             "draining": False,
             "wakeup": True,
         },
+        "layers": {},
         "version": __version__,
         "claude_cli_version": None,  # outside the image nothing names it
         "worker_id": None,
@@ -177,3 +178,10 @@ def test_both_bodies_say_which_version_runs_which_jobs() -> None:
         assert body["ready"] is True
     finally:
         server.stop()
+
+
+def test_readyz_names_the_defence_layers() -> None:
+    layers = {"cli": "on", "landlock": "on (ABI 7)", "documents": "on"}
+    state = HealthState(FakeClock(), Metrics(), layers=layers)
+    state.tick()
+    assert state.readiness()[1]["layers"] == layers

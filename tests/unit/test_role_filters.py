@@ -27,6 +27,10 @@ def probe(status: int, body: dict[str, Any] | None = None, msg: str = "") -> dic
     return result
 
 
+# What /readyz names as the defence layers in force (health.py, claude_runner.defense_layers).
+LAYERS = {"cli": "on", "landlock": "on (ABI 4)", "documents": "on"}
+
+
 def healthz(**extra: Any) -> dict[str, Any]:
     return {"status": "ok", "version": "0.1.0", "claude_cli_version": "2.9.9", **extra}
 
@@ -107,6 +111,7 @@ def test_a_healthy_ready_replica() -> None:
         "current_job": "job-a",
         "version": "0.1.0",
         "claude_cli": "2.9.9",
+        "layers": {},
     }
 
 
@@ -126,7 +131,7 @@ def test_a_replica_running_its_start_up_checks_is_starting_not_failed() -> None:
     report = filters.status_report([row], "host-a", IMAGE)
     assert report[1].endswith(
         "health ok, starting: claude: checking Claude authentication at start, job none, "
-        "version 0.1.0, Claude CLI 2.9.9."
+        "version 0.1.0, Claude CLI 2.9.9, layers unknown (not reported)."
     )
 
 
@@ -202,15 +207,21 @@ def test_the_status_report() -> None:
         [["1", "loaded", "active", "running"], ["2", "loaded", "active", "running"]],
         [["1", "running", IMAGE, "0.1.0", "2.9.9"], ["2", "running", IMAGE, "0.1.0", "2.9.9"]],
         [probe(200, healthz(current_job="j1")), probe(200, healthz(current_job=None))],
-        [probe(200, {"ready": True, "reasons": []}), probe(503, {"reasons": ["disk: full"]})],
+        [
+            probe(200, {"ready": True, "reasons": [], "layers": LAYERS}),
+            probe(503, {"reasons": ["disk: full"]}),
+        ],
         IMAGE,
     )
+    assert rows[0]["layers"] == LAYERS
     assert filters.status_report(rows, "host-a", IMAGE) == [
         "host-a: 2 replica(s) found (2 healthy, 1 ready); image.env points at 0123456789ab.",
         "[1] unit active/running, container running (image 0123456789ab), health ok, ready, "
-        "job j1, version 0.1.0, Claude CLI 2.9.9.",
+        "job j1, version 0.1.0, Claude CLI 2.9.9, layers cli on, landlock on (ABI 4), "
+        "documents on.",
         "[2] unit active/running, container running (image 0123456789ab), health ok, "
-        "NOT ready: disk: full, job none, version 0.1.0, Claude CLI 2.9.9.",
+        "NOT ready: disk: full, job none, version 0.1.0, Claude CLI 2.9.9, "
+        "layers unknown (not reported).",
     ]
     assert filters.status_report([], "host-b", "") == [
         "host-b: 0 replica(s) found (0 healthy, 0 ready); image.env points at nothing."

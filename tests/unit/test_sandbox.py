@@ -110,3 +110,47 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
         assert proc.returncode != 0
         assert "sandbox:" in proc.stderr
     assert EXIT_SANDBOX_FAILED == 126
+
+
+@needs_landlock
+def test_a_command_it_cannot_start_is_one_line_without_a_traceback(tmp_path: Path) -> None:
+    """The worker stores the end of the CLI's stderr as the job's error: a launcher failure
+    must not put a traceback (and the install paths it names) there."""
+    for command in (str(tmp_path / "missing-claude"), "/etc/hostname"):
+        proc = subprocess.run(
+            launcher_argv(sys.executable, read_write=[tmp_path], read_only=[], command=[command]),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert proc.returncode == EXIT_SANDBOX_FAILED
+        assert "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith("fondation-worker sandbox: cannot start ")
+        assert sys.prefix not in proc.stderr
+
+
+@needs_landlock
+def test_a_hard_link_to_a_file_outside_cannot_be_made(tmp_path: Path) -> None:
+    """What the hostile-output fake does unsandboxed (links_out): sandboxed, it cannot."""
+    inside, outside = tmp_path / "clone", tmp_path / "outside"
+    inside.mkdir()
+    outside.mkdir()
+    (outside / "hard.md").write_text("outside")
+    proc = sandboxed_sh(f"ln {outside}/hard.md {inside}/07-hard.md && echo linked", inside)
+    assert "linked" not in proc.stdout
+    assert not (inside / "07-hard.md").exists()
+
+
+@needs_landlock
+def test_of_etc_only_what_the_cli_reads(tmp_path: Path) -> None:
+    """/etc narrowed to the files the pinned CLI was measured to open (sandbox.ETC_READ_ONLY):
+    name resolution and CA bundles yes, the user database and the rest of /etc no."""
+    proc = sandboxed_sh(
+        "cat /etc/hosts >/dev/null && echo hosts; ls /etc/ssl/certs >/dev/null && echo certs; "
+        "cat /etc/passwd; cat /etc/hostname; ls /etc",
+        tmp_path,
+    )
+    assert proc.stdout.split() == ["hosts", "certs"], proc.stdout
+    assert proc.stderr.count("Permission denied") == 3, proc.stderr

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from fondation_worker.claude_runner import ClaudeRunner, claude_argv
 from fondation_worker.clock import SystemClock
@@ -21,79 +20,16 @@ from fondation_worker.errors import ConvexLeaseLost
 from fondation_worker.job_runner import JobContext, JobOutcome, JobRunner
 from fondation_worker.lease import ProgressBox
 from fondation_worker.metrics import Metrics
-from fondation_worker.models import ClaimedJob, Doc, Offer, PublicJob, RetryReply, Summary
+from fondation_worker.models import ClaimedJob, Summary
 from fondation_worker.pipeline import STEPS
 from fondation_worker.process import AbortSignal, SubprocessRunner
 from fondation_worker.redact import Redactor
 from tests.support import FAKE_CLAUDE, SAMPLE_FILES, read_claude_log, wait_until
+from tests.support.fake_sink import FakeSink
+from tests.support.recording_queue import RecordingQueue
 
 TOKEN = "ghp_" + "PrivateRepoTokenForRunnerTests01234a"
 WORKER_TOKEN = "test-worker-token-0123456789abcdef"
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.docs: list[Doc] = []
-        self.fail_upload: Exception | None = None
-
-    def _record(self, name: str, **kw: Any) -> None:
-        self.calls.append((name, kw))
-
-    def names(self) -> list[str]:
-        return [c[0] for c in self.calls]
-
-    def start(self, job_id: str, lease_token: SecretStr) -> None:
-        self._record("start")
-
-    def upload_docs(self, job_id: str, lease_token: SecretStr, run_id: str, docs: Any) -> int:
-        if self.fail_upload:
-            raise self.fail_upload
-        self.docs.extend(docs)
-        self._record("upload", run_id=run_id, n=len(docs))
-        return len(docs)
-
-    def complete(
-        self,
-        job_id: str,
-        lease_token: SecretStr,
-        run_id: str,
-        summary: Summary,
-        docs: Any = (),
-        offer: Offer | None = None,
-    ) -> None:
-        if self.fail_upload:
-            raise self.fail_upload
-        self.docs.extend(docs)
-        self._record("complete", run_id=run_id, summary=summary, n=len(docs), offer=offer)
-
-    def retry_or_fail(
-        self,
-        job_id: str,
-        lease_token: SecretStr,
-        error: str,
-        kind: str,
-        retry_after_ms: int | None = None,
-        offer: Offer | None = None,
-    ) -> RetryReply:
-        self._record(
-            "retry_or_fail", error=error, kind=kind, retry_after_ms=retry_after_ms, offer=offer
-        )
-        status = "pending" if kind in ("auth", "usage_limit", "disk", "shutdown") else "failed"
-        if kind in ("permanent", "invalid_repository", "repository_not_found"):
-            status = "dead"
-        return RetryReply.model_validate({"status": status})
-
-    def release(self, job_id: str, lease_token: SecretStr, reason: str) -> None:
-        self._record("release", reason=reason)
-
-    def acknowledge_cancel(
-        self, job_id: str, lease_token: SecretStr, offer: Offer | None = None
-    ) -> None:
-        self._record("acknowledge_cancel", offer=offer)
-
-    def get_job(self, job_id: str, lease_token: SecretStr | None = None) -> PublicJob | None:
-        return None
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +62,7 @@ Env = dict[str, str]
 
 @pytest.fixture
 def run_job(
-    tmp_path: Path, git_server: Any, fake_claude_log: Path
+    tmp_path: Path, git_server: Any, fake_claude_log: Path, fake_claude_sink: FakeSink
 ) -> Callable[..., tuple[JobOutcome, RecordingQueue, Settings]]:
     def run(
         url: str,
@@ -146,7 +82,12 @@ def run_job(
             "git_ca_bundle": git_server.cert,
             "claude_bin": str(FAKE_CLAUDE),
             "claude_config_dir": tmp_path / "claude-config",
-            "claude_env_passthrough": ["FAKE_CLAUDE_MODE", "FAKE_CLAUDE_LOG", "FAKE_CLAUDE_DELAY"],
+            "claude_env_passthrough": [
+                "FAKE_CLAUDE_MODE",
+                "FAKE_CLAUDE_LOG",
+                "FAKE_CLAUDE_DELAY",
+                "FAKE_CLAUDE_SINK",
+            ],
             "temp_dir": tmp_path / "work",
             "min_free_disk_mb": 0,
             "step_timeout_ms": 30_000,
@@ -158,6 +99,7 @@ def run_job(
             "HOME": str(tmp_path),
             "FAKE_CLAUDE_MODE": mode,
             "FAKE_CLAUDE_LOG": str(fake_claude_log),
+            "FAKE_CLAUDE_SINK": fake_claude_sink.address,
             "WORKER_TOKEN": WORKER_TOKEN,  # present in the worker's env, must not reach claude
         }
         queue = queue or RecordingQueue()

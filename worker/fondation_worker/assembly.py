@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from . import watchdog
-from .claude_runner import PROBE_TIMEOUT_S, ClaudeRunner
+from .claude_runner import PROBE_TIMEOUT_S, ClaudeRunner, defense_layers
 from .clock import SystemClock
 from .config import Settings
 from .convex_client import ConvexClient
@@ -157,11 +157,14 @@ def build_worker(settings: Settings, redactor: Redactor) -> Worker:
         )
     clock = SystemClock()
     metrics = Metrics()
+    layers = defense_layers(settings)
+    log.info("worker.layers", **layers)
     health = HealthState(
         clock,
         metrics,
         worker_id=settings.worker_id,
         claude_cli_version=settings.claude_cli_version,
+        layers=layers,
     )
     host, port = settings.health_address
     try:

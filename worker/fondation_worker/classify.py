@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .scrub import drop_tracebacks
 from .units import milliseconds
 
 Kind = Literal["ok", "auth", "usage_limit", "transient", "permanent"]
@@ -221,6 +222,8 @@ def _short(text: str, limit: int = 300) -> str:
 def classify(run: ClaudeRun, now: datetime) -> Classification:
     """Classify one ``claude -p`` run. ``now`` (aware) anchors usage-limit reset times."""
     result = parse_result(run.stdout_tail)
+    # The reason is stored on the job: a crash's stack frames (install paths) never are.
+    stderr = drop_tracebacks(run.stderr_tail)
     if run.output_too_large:
         return Classification("permanent", "claude printed more output than allowed", None)
     if run.timed_out:
@@ -228,7 +231,7 @@ def classify(run: ClaudeRun, now: datetime) -> Classification:
             "transient", "claude step killed by the worker's timeout", timed_out=True
         )
 
-    texts = [run.stderr_tail]
+    texts = [stderr]
     if result is not None:
         texts.insert(0, result.result or "")
         texts.append(result.subtype or "")
@@ -261,10 +264,8 @@ def classify(run: ClaudeRun, now: datetime) -> Classification:
         return Classification("permanent", f"claude stopped: {result.subtype}", result=result)
     if _PERMANENT_TEXT.search(blob):
         return Classification("permanent", f"claude refused the job: {detail}", result=result)
-    if result is None and run.exit_code == 1 and _FLAG_ERROR.search(run.stderr_tail):
-        return Classification(
-            "permanent", f"claude rejected its arguments: {_short(run.stderr_tail)}"
-        )
+    if result is None and run.exit_code == 1 and _FLAG_ERROR.search(stderr):
+        return Classification("permanent", f"claude rejected its arguments: {_short(stderr)}")
     if status in _TRANSIENT_STATUS or _TRANSIENT.search(blob):
         return Classification("transient", f"claude API error: {detail}", result=result)
     if result is None:
@@ -273,6 +274,6 @@ def classify(run: ClaudeRun, now: datetime) -> Classification:
             if run.exit_code is not None and run.exit_code < 0
             else f"exit code {run.exit_code}"
         )
-        tail = _short(run.stderr_tail or run.stdout_tail, 200)
+        tail = _short(stderr or drop_tracebacks(run.stdout_tail), 200)
         return Classification("transient", f"claude failed without a result ({how}): {tail}")
     return Classification("transient", f"claude reported an error: {detail}", result=result)

@@ -33,10 +33,10 @@ from .classify import Classification, ClaudeRun, classify
 from .clock import Clock
 from .collect import OUTPUT_DIR_NAME
 from .config import Settings
-from .credentials import step_config_dir
+from .credentials import LoginAborted, LoginBroker
 from .errors import AbortReason
 from .process import AbortSignal, ProcessRunner, ProcessSpec, read_tail
-from .sandbox import launcher_argv
+from .sandbox import landlock_abi, launcher_argv
 from .workspace import PROBE_DIR_PREFIX, remove_tree
 
 TOOLS = "Read,Grep,Glob,Write"
@@ -193,6 +193,23 @@ def claude_env(
     return env
 
 
+def defense_layers(settings: Settings) -> dict[str, str]:
+    """Which layers stand between a hostile repository and the worker's secrets, as /readyz,
+    ``fondation-worker check`` and the status play report them (docs/SECURITY.md)."""
+    if settings.claude_sandbox == "landlock":
+        abi = landlock_abi()
+        landlock = f"on (ABI {abi})" if abi >= 1 else "MISSING (the worker refuses to start)"
+    else:
+        landlock = "off (CLAUDE_SANDBOX=off)"
+    return {
+        # Tools, permissions, hooks and MCP off: claude_argv and cli_settings, always.
+        "cli": "on",
+        "landlock": landlock,
+        # Secrets and machine paths scrubbed from every document before upload: always.
+        "documents": "on",
+    }
+
+
 def login_source_dir(settings: Settings, base_env: Mapping[str, str]) -> Path | None:
     """Where the worker keeps the CLI's login: CLAUDE_CONFIG_DIR, else the CLI's default."""
     if settings.claude_config_dir is not None:
@@ -242,6 +259,8 @@ class ClaudeRunner:
         self._processes = processes
         self._clock = clock
         self._base_env = dict(base_env)
+        # Concurrent steps share one subscription login: one refresher at a time.
+        self._login = LoginBroker()
 
     def run(
         self,
@@ -262,28 +281,41 @@ class ClaudeRunner:
         tmp_dir = scratch / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         source = login_source_dir(self._settings, self._base_env)
-        with step_config_dir(source, self.step_config_path(scratch, name)) as config_dir:
-            env = claude_env(
-                self._settings,
-                self._base_env,
-                tmp_dir=tmp_dir,
-                job_id=job_id,
-                step=step,
-                config_dir=config_dir,
+        try:
+            with self._login.step(
+                source,
+                self.step_config_path(scratch, name),
+                needed_s=timeout_s,
+                abort=lambda: abort.reason is not None,
+            ) as config_dir:
+                env = claude_env(
+                    self._settings,
+                    self._base_env,
+                    tmp_dir=tmp_dir,
+                    job_id=job_id,
+                    step=step,
+                    config_dir=config_dir,
+                )
+                argv = claude_argv(
+                    self._settings, prompt, max_turns=max_turns, base_env=self._base_env
+                )
+                spec = ProcessSpec(
+                    argv=sandboxed(
+                        self._settings, argv, env, cwd=cwd, config_dir=config_dir, tmp_dir=tmp_dir
+                    ),
+                    cwd=cwd,
+                    env=env,
+                    timeout_s=timeout_s,
+                    stdout_path=stdout_path,
+                    stderr_path=stderr_path,
+                    max_output_bytes=MAX_OUTPUT_BYTES,
+                )
+                outcome = self._processes.run(spec, abort)
+        except LoginAborted:
+            # Stopped while another step refreshed the login: it never started.
+            return StepResult(
+                Classification("transient", "stopped before it started"), 0.0, abort.reason
             )
-            argv = claude_argv(self._settings, prompt, max_turns=max_turns, base_env=self._base_env)
-            spec = ProcessSpec(
-                argv=sandboxed(
-                    self._settings, argv, env, cwd=cwd, config_dir=config_dir, tmp_dir=tmp_dir
-                ),
-                cwd=cwd,
-                env=env,
-                timeout_s=timeout_s,
-                stdout_path=stdout_path,
-                stderr_path=stderr_path,
-                max_output_bytes=MAX_OUTPUT_BYTES,
-            )
-            outcome = self._processes.run(spec, abort)
         if outcome.start_error:
             return StepResult(
                 # The worker checks CLAUDE_BIN at startup; a start failure now is the

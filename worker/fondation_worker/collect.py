@@ -5,6 +5,11 @@ every file is checked: no symlinks (files or directories), no hard links, nothin
 outside the directory, regular files only, UTF-8 text without NUL bytes, bounded size and
 count. Rejected files are reported, not uploaded. File names that are not UTF-8 are shown
 with U+FFFD in titles and reports.
+
+Scrubbed before anything is derived: each file's name and content go through ``scrub``
+(secrets masked, machine paths replaced: job_runner.py) first, and the slug, title, kind
+and order are derived from the scrubbed forms only, then scrubbed once more. What a
+rejection reports is the scrubbed name.
 """
 
 from __future__ import annotations
@@ -14,12 +19,21 @@ import os
 import re
 import stat
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 
 from .contract import DocKind
 from .contract import DropReason as DropCode
-from .models import Doc, Dropped, DropReason
+from .models import Doc, Dropped, DropReason, Redaction
+
+# A text in, the text to keep and how many secrets were masked in it out.
+Scrub = Callable[[str], tuple[str, int]]
+
+
+def no_scrub(text: str) -> tuple[str, int]:
+    return text, 0
+
 
 OUTPUT_DIR_NAME = ".claude-tutorial-output"
 DOC_SUFFIXES = frozenset({".md", ".markdown", ".yaml", ".yml"})
@@ -48,6 +62,8 @@ class Rejection:
 class Collected:
     docs: list[Doc] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    # Secrets masked per document (name, content, title and slug together).
+    redactions: list[Redaction] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
@@ -78,7 +94,7 @@ def first_h1(text: str) -> str | None:
     return None
 
 
-def kind_for(relative: Path) -> DocKind:
+def kind_for(relative: PurePath) -> DocKind:
     parts = [p.lower() for p in relative.parts]
     suffix = relative.suffix.lower()
     if suffix in (".yaml", ".yml"):
@@ -97,10 +113,13 @@ def kind_for(relative: Path) -> DocKind:
     return "other"
 
 
-def slug_for(relative: Path) -> str:
-    raw = "/".join([*relative.parts[:-1], relative.stem]).lower()
-    slug = _SLUG_BAD.sub("-", raw).strip("-")
+def slugify(raw: str) -> str:
+    slug = _SLUG_BAD.sub("-", raw.lower()).strip("-")
     return (slug or "doc")[:MAX_SLUG_CHARS]
+
+
+def slug_for(relative: PurePath) -> str:
+    return slugify("/".join([*relative.parts[:-1], relative.stem]))
 
 
 def printable_name(name: str) -> str:
@@ -112,7 +131,7 @@ def printable_name(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "replace")
 
 
-def title_for(relative: Path, content: str, kind: DocKind) -> str:
+def title_for(relative: PurePath, content: str, kind: DocKind) -> str:
     title = first_h1(content) if kind != "yaml" else None
     name = printable_name(relative.name)
     if not title:
@@ -123,7 +142,7 @@ def title_for(relative: Path, content: str, kind: DocKind) -> str:
     return title[:MAX_TITLE_CHARS] or name[:MAX_TITLE_CHARS]
 
 
-def _order_prefix(relative: Path) -> int | None:
+def _order_prefix(relative: PurePath) -> int | None:
     match = _ORDER_PREFIX.match(relative.stem)
     return int(match.group(1)) if match else None
 
@@ -171,12 +190,18 @@ def _read_checked(root_real: Path, path: Path, max_file_bytes: int) -> str | Rej
 def collect_docs(
     output_dir: Path,
     *,
+    scrub: Scrub = no_scrub,
     max_file_bytes: int = MAX_FILE_BYTES,
     max_docs: int = MAX_DOCS,
     max_total_bytes: int = MAX_TOTAL_BYTES,
 ) -> Collected:
-    """Every acceptable doc under ``output_dir``, sorted by kind order then path."""
+    """Every acceptable doc under ``output_dir``, sorted by kind order then path, each
+    derived from its ``scrub``-bed name and content."""
     collected = Collected()
+
+    def name(path: Path) -> tuple[str, int]:
+        return scrub(printable_name(path.relative_to(output_dir).as_posix()))
+
     if output_dir.is_symlink():
         collected.rejected.append(
             Rejection(OUTPUT_DIR_NAME, "output directory is a symlink", "symlink")
@@ -189,40 +214,40 @@ def collect_docs(
     candidates: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(output_dir, followlinks=False):
         here = Path(dirpath)
-        for name in list(dirnames):
-            if (here / name).is_symlink():
-                rel = (here / name).relative_to(output_dir)
-                collected.rejected.append(
-                    Rejection(printable_name(rel.as_posix()), "symlink", "symlink")
-                )
-                dirnames.remove(name)
+        for entry in list(dirnames):
+            if (here / entry).is_symlink():
+                collected.rejected.append(Rejection(name(here / entry)[0], "symlink", "symlink"))
+                dirnames.remove(entry)
         dirnames.sort()
-        for name in sorted(filenames):
-            candidates.append(here / name)
+        for entry in sorted(filenames):
+            candidates.append(here / entry)
 
     total = 0
     used_slugs: set[str] = set()
     per_kind_index: dict[str, int] = {}
     for path in sorted(candidates, key=lambda p: p.relative_to(output_dir).as_posix()):
-        relative = path.relative_to(output_dir)
-        rel_text = printable_name(relative.as_posix())
+        rel_text, in_name = name(path)
         if path.suffix.lower() not in DOC_SUFFIXES and not path.is_symlink():
             collected.rejected.append(
                 Rejection(rel_text, "not a markdown or YAML file", "not_a_doc")
             )
             continue
-        content = _read_checked(root_real, path, max_file_bytes)
-        if isinstance(content, Rejection):
-            collected.rejected.append(dataclasses.replace(content, path=rel_text))
+        raw = _read_checked(root_real, path, max_file_bytes)
+        if isinstance(raw, Rejection):
+            collected.rejected.append(dataclasses.replace(raw, path=rel_text))
             continue
         if len(collected.docs) >= max_docs:
             collected.rejected.append(
                 Rejection(rel_text, f"more than {max_docs} docs", "over_doc_cap")
             )
             continue
+        content, in_content = scrub(raw)
+        # Everything below comes from the scrubbed name and content only.
+        relative = PurePosixPath(rel_text)
         kind = kind_for(relative)
-        title = title_for(relative, content, kind)
-        slug = slug_for(relative)
+        title, in_title = scrub(title_for(relative, content, kind))
+        slug, in_slug = scrub(slug_for(relative))
+        slug = slugify(slug)
         base, n = slug, 2
         while slug in used_slugs:
             slug = f"{base}-{n}"
@@ -240,6 +265,9 @@ def collect_docs(
         used_slugs.add(slug)
         total += doc.size
         collected.docs.append(doc)
+        hits = in_name + in_content + in_title + in_slug
+        if hits:
+            collected.redactions.append(Redaction(slug=slug, count=hits))
     return collected
 
 

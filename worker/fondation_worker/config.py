@@ -391,11 +391,13 @@ class Settings(BaseSettings):
         description="token of `claude setup-token` for claude",
         json_schema_extra=_doc(role="claude_credentials_oauth_token"),
     )
-    # The process layer around each claude run (sandbox.py): "landlock" confines it to its
-    # clone, config dir and TMPDIR; "off" runs it with the worker's own filesystem view.
+    # The process layer around each claude run (sandbox.py): "landlock" (the default)
+    # confines it to its clone, config dir and TMPDIR; "off" runs it with the worker's own
+    # filesystem view. On a kernel without Landlock the worker refuses to start unless the
+    # operator set "off" explicitly.
     claude_sandbox: Literal["off", "landlock"] = Field(
-        "off",
-        description="confine each claude run (landlock) or not (off)",
+        "landlock",
+        description="confine each claude run (landlock) or not (off); off must be explicit",
         json_schema_extra=_doc(role="fondation_worker_claude_sandbox"),
     )
 

@@ -4,7 +4,9 @@ Readiness says whether this worker can do useful work now: Convex reachable with
 token, Claude authentication not known bad and no usage limit in force, enough disk, not
 draining. Each problem is kept under a key with a human-readable reason.
 
-Both JSON bodies also say what the replica is doing, for `playbooks/status.yml`:
+/readyz also names the defence layers in force (``layers``: the CLI's confinement, Landlock
+and its ABI, the document scan). Both JSON bodies also say what the replica is doing, for
+`playbooks/status.yml`:
 ``version`` (the worker's), ``claude_cli_version`` (the pinned CLI's, from the image:
 null outside it), ``worker_id``, ``current_job`` (the id of the job it has run
 the longest, or null) and ``current_jobs`` (every job it runs, oldest first).
@@ -43,8 +45,11 @@ class HealthState:
         *,
         worker_id: str | None = None,
         claude_cli_version: str | None = None,
+        layers: dict[str, str] | None = None,
     ) -> None:
         self._clock = clock
+        # The defence layers in force (claude_runner.defense_layers), reported by /readyz.
+        self._layers = dict(layers or {})
         self._metrics = metrics
         self._lock = threading.Lock()
         self._stale_after_s = stale_after_s
@@ -161,6 +166,7 @@ class HealthState:
             "reasons": reasons,
             "degraded": [f"{key}: {reason}" for key, reason in sorted(notices.items())],
             "checks": checks,
+            "layers": dict(self._layers),
             **identity,
         }
 

@@ -7,10 +7,11 @@ The runner ends every job with exactly one final call that matches how it ended:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,7 +21,7 @@ import structlog
 from . import watchdog
 from .claude_runner import ClaudeRunner, login_source_dir
 from .clock import Clock
-from .collect import OUTPUT_DIR_NAME, batch_docs, collect_docs
+from .collect import OUTPUT_DIR_NAME, Collected, batch_docs, collect_docs
 from .config import Settings
 from .convex_client import QueueApi
 from .credentials import login_secrets
@@ -44,6 +45,7 @@ from .pause import claude_pause
 from .pipeline import STEPS, Step, render_prompt
 from .process import AbortSignal, ProcessRunner
 from .redact import Redactor
+from .scrub import PathScrubber, drop_tracebacks, machine_places
 from .units import MS_PER_S, seconds
 from .validate import ValidationError, validate_branch, validate_repo_url
 from .workspace import Workspace, create_workspace, disk_status, remove_tree
@@ -117,6 +119,16 @@ class JobRunner:
         self._steps = tuple(steps)
         # The worker's one Claude runner (assembly.py), shared with the auth probe.
         self._claude = claude
+        # What users see (errors, documents) names no directory of this machine.
+        self._paths = PathScrubber(
+            machine_places(
+                temp_dir=settings.temp_dir,
+                config_dir=settings.claude_config_dir,
+                credentials_source=settings.claude_credentials_source,
+                env=self._base_env,
+                claude_bin=settings.claude_bin,
+            )
+        )
         # Workspaces being removed in the background (Workspace.discard): a clean exit
         # waits for them, so a drained worker leaves no .trash- directory behind.
         self._removals: list[threading.Thread] = []
@@ -269,14 +281,14 @@ class JobRunner:
             cost += self._run_step(job, ctx, repo.slug, workspace.repo, workspace.root, step, index)
 
         self._check(ctx)
-        collected = collect_docs(output_dir)
+        collected = self._collect(output_dir, workspace.root)
         for rejection in collected.rejected:
             log.warning("docs.rejected", path=rejection.path, reason=rejection.reason)
             self._metrics.docs_dropped.labels(reason=rejection.code).inc()
         dropped = collected.dropped()
         if not collected.docs:
             raise JobFailed("permanent", "the analysis produced no documents")
-        docs, redactions = self._redact_docs(collected.docs)
+        docs, redactions = collected.docs, collected.redactions
         run_id = str(uuid.uuid4())
         batches = batch_docs(docs)
         ctx.progress.set(
@@ -304,34 +316,27 @@ class JobRunner:
             dropped,
         )
 
-    def _redact_docs(self, docs: Sequence[Doc]) -> tuple[list[Doc], list[Redaction]]:
-        """Mask every secret the worker holds, and token shapes, in the docs before upload.
+    def _collect(self, output_dir: Path, workspace: Path) -> Collected:
+        """The docs, scrubbed before anything is derived from them (collect.py).
 
         The model read an untrusted repository: an injected instruction could make it copy a
-        secret into a document. What was masked is recorded on the job (which doc, how
-        many), in the metrics and in the logs, never the secret itself.
+        secret into a document or a file name. Every secret the worker holds, in any of the
+        disguises redact.py knows, and token shapes are masked in names and contents first;
+        machine paths become placeholders. What was masked is recorded on the job (which doc,
+        how many), in the metrics and in the logs, never the secret itself.
         """
-        source = login_source_dir(self._settings, self._base_env)
-        login = login_secrets(source)
-        for secret in login:
-            self._redactor.register(secret)
-        try:
-            out: list[Doc] = []
-            redactions: list[Redaction] = []
-            for doc in docs:
-                content, in_content = self._redactor.redact_counted(doc.content)
-                title, in_title = self._redactor.redact_counted(doc.title)
-                hits = in_content + in_title
-                if hits:
-                    doc = doc.model_copy(update={"content": content, "title": title})
-                    redactions.append(Redaction(slug=doc.slug, count=hits))
-                    self._metrics.doc_redactions.inc(hits)
-                    log.warning("docs.redacted", slug=doc.slug, count=hits)
-                out.append(doc)
-            return out, redactions
-        finally:
-            for secret in login:
-                self._redactor.unregister(secret)
+        paths = self._paths.with_place(workspace, "<workspace>")
+
+        def scrub(text: str) -> tuple[str, int]:
+            masked, hits = self._redactor.redact_counted(text)
+            return paths.scrub(masked), hits
+
+        with self._login_secrets():
+            collected = collect_docs(output_dir, scrub=scrub)
+        for redaction in collected.redactions:
+            self._metrics.doc_redactions.inc(redaction.count)
+            log.warning("docs.redacted", slug=redaction.slug, count=redaction.count)
+        return collected
 
     def _run_step(
         self,
@@ -422,7 +427,7 @@ class JobRunner:
         ctx.stop_heartbeat()
         if ctx.abort.reason == "fence":
             return self._finish_aborted(job, ctx, "fence")
-        message = self._scrub_paths(self._redactor.redact(failed.message))[:MAX_ERROR_CHARS]
+        message = self._user_facing(failed.message)
         pause = claude_pause(failed.kind, failed.retry_after_ms, self._settings.auth_recheck_ms)
         retry_after = failed.retry_after_ms if pause is None else pause.defer_ms
         offer = ctx.offer(failed.kind)
@@ -476,23 +481,25 @@ class JobRunner:
             log.error("job.final_call_failed", problem=str(exc), reason=reason)
             return JobOutcome("lost", message=str(exc))
 
-    def _scrub_paths(self, message: str) -> str:
-        """Errors are shown to the job's user: they name no directory of this machine."""
-        places = [
-            (self._settings.temp_dir, "<TEMP_DIR>"),
-            (self._settings.claude_config_dir, "<CLAUDE_CONFIG_DIR>"),
-            (self._settings.claude_credentials_source, "<CLAUDE_CREDENTIALS>"),
-        ]
-        home = self._base_env.get("HOME")
-        if home and home != "/":
-            places.append((Path(home), "<HOME>"))
-        # Longest first, so a path inside another is replaced whole.
-        for path, label in sorted(
-            ((p, lab) for p, lab in places if p is not None), key=lambda x: -len(str(x[0]))
-        ):
-            for form in {str(path), str(path.absolute())}:
-                message = message.replace(form, label)
-        return message
+    @contextlib.contextmanager
+    def _login_secrets(self) -> Iterator[None]:
+        """The CLI's login tokens, masked too while they are registered. Read at use time:
+        the CLI rewrites its login file when it refreshes the access token."""
+        login = login_secrets(login_source_dir(self._settings, self._base_env))
+        for secret in login:
+            self._redactor.register(secret)
+        try:
+            yield
+        finally:
+            for secret in login:
+                self._redactor.unregister(secret)
+
+    def _user_facing(self, message: str) -> str:
+        """Errors are shown to the job's user: no traceback, no directory of this machine,
+        no secret."""
+        text = self._paths.scrub(drop_tracebacks(message))
+        with self._login_secrets():
+            return self._redactor.redact(text)[:MAX_ERROR_CHARS]
 
     def _job_timeout_s(self) -> int:
         return int(seconds(self._settings.job_timeout_ms))

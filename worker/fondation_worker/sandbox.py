@@ -10,10 +10,11 @@ it needs no privilege. So each ``claude`` run starts as
 which restricts itself with Landlock and then ``exec``s the CLI. The restriction is
 inherited by everything the CLI starts and cannot be lifted. The CLI may then open for
 writing only its clone, its own per-step config dir and its TMPDIR, and read only those
-plus the system directories a program needs (/usr, /lib*, /bin, /etc, /sys, /dev, its own
-/proc entry): never TEMP_DIR's other workspaces, the worker's config dir, the mounted login
-or another process's /proc entry (``/proc/<worker>/environ``). From ABI 6 it cannot signal
-processes outside its domain either.
+plus the system directories a program needs (/usr, /lib*, /bin, /sys, /dev, its own /proc
+entry) and the few files of /etc the CLI reads: never TEMP_DIR's other workspaces, the
+worker's config dir, the mounted login, /etc/passwd or another process's /proc entry
+(``/proc/<worker>/environ``). From ABI 6 it cannot signal processes outside its domain
+either.
 
 Standard library only, and imported by the launcher before anything else, so the sandboxed
 process loads as little as possible before it confines itself.
@@ -26,6 +27,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 # x86_64 and aarch64 share these numbers (Linux >= 5.13).
 _SYS_CREATE_RULESET = 444
@@ -73,7 +75,32 @@ READ_WRITE = (
 )
 
 # What any dynamically linked program needs to start, read-only.
-SYSTEM_READ_ONLY = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/sys")
+SYSTEM_READ_ONLY = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/sys")
+# Of /etc, only what the pinned CLI (and the git it runs) was seen to open in a worker step
+# (strace of 2.1.332 through the pipeline's steps, the API reached by a host name): the
+# dynamic loader's cache, name resolution, the time zone, CA bundles (Debian's and the other
+# usual places), git's system config, the CLI's managed (operator) settings, machine-id.
+# Everything else there - /etc/passwd, an env file of a native deploy, SSH host keys - is
+# out of reach.
+ETC_READ_ONLY = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.preload",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/localtime",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/pki",
+    "/etc/openssl",
+    "/etc/gitconfig",
+    "/etc/claude-code",
+    "/etc/machine-id",
+)
 # Not all of /proc: measured on this kernel, Landlock did not stop a sandboxed process from
 # reading another process's /proc/<pid>/environ. Only the process's own entry (``/proc/self``
 # is resolved when the rule is added, to the pid that then execs the CLI) and a few
@@ -215,6 +242,7 @@ def launcher_argv(
 
 def _parse(args: Sequence[str]) -> tuple[list[tuple[Path, int]], list[str]]:
     rules: list[tuple[Path, int]] = [(Path(p), READ_ONLY) for p in SYSTEM_READ_ONLY]
+    rules += [(Path(p), READ_ONLY) for p in ETC_READ_ONLY]
     rules += [(Path(p), READ_ONLY) for p in PROC_READ_ONLY]
     rules += [(Path(p), DEVICES) for p in SYSTEM_DEVICES]
     i = 0
@@ -229,18 +257,32 @@ def _parse(args: Sequence[str]) -> tuple[list[tuple[Path, int]], list[str]]:
     raise SystemExit("sandbox: no command after --")
 
 
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and exit: never a traceback (it would name install paths, and the
+    worker stores what the CLI's stderr ends with as the job's error)."""
+    sys.stderr.write(f"fondation-worker sandbox: {message}\n")
+    sys.stderr.flush()
+    os._exit(EXIT_SANDBOX_FAILED)
+
+
 def main(args: Sequence[str]) -> None:
-    rules, command = _parse(args)
+    try:
+        rules, command = _parse(args)
+    except SystemExit as exc:
+        _fail(str(exc.code).removeprefix("sandbox: "))
     if not command:
-        raise SystemExit("sandbox: empty command")
+        _fail("empty command")
     try:
         confine(rules)
     except SandboxError as exc:
         # Never fall back to running unconfined: the worker asked for the sandbox.
-        sys.stderr.write(f"fondation-worker sandbox: {exc.strerror}\n")
-        sys.stderr.flush()
-        os._exit(EXIT_SANDBOX_FAILED)
-    os.execvp(command[0], command)  # noqa: S606 - an argument list, no shell
+        _fail(exc.strerror or "cannot confine the process")
+    except Exception as exc:  # any failure ends here, as one line
+        _fail(f"cannot confine the process: {type(exc).__name__}")
+    try:
+        os.execvp(command[0], command)  # noqa: S606 - an argument list, no shell
+    except OSError as exc:
+        _fail(f"cannot start {os.path.basename(command[0])}: {exc.strerror}")
 
 
 if __name__ == "__main__":

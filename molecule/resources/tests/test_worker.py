@@ -199,6 +199,22 @@ def test_healthz_answers_on_loopback(host: Any) -> None:
     assert host.socket(f"tcp://127.0.0.1:{HEALTH_PORT}").is_listening
 
 
+def test_claude_runs_are_confined_by_landlock(host: Any) -> None:
+    """The default: every claude run of the real image under Landlock (CLAUDE_SANDBOX)."""
+    deadline = time.monotonic() + 60
+    layers: dict[str, str] = {}
+    while time.monotonic() < deadline and not layers:
+        body = host.run(f"curl -s --max-time 5 http://127.0.0.1:{HEALTH_PORT}/readyz").stdout
+        try:
+            layers = json.loads(body).get("layers", {})
+        except ValueError:
+            time.sleep(1)
+    assert layers.get("landlock", "").startswith("on (ABI "), f"{layers}{journal(host)}"
+    assert layers["cli"] == layers["documents"] == "on"
+    setting = host.run(f"docker exec {CONTAINER} printenv CLAUDE_SANDBOX").stdout.strip()
+    assert setting == "landlock"
+
+
 def test_docker_healthcheck_reports_healthy(host: Any) -> None:
     # The image's HEALTHCHECK (15 s interval) runs `fondation-worker healthcheck` inside.
     deadline = time.monotonic() + 60

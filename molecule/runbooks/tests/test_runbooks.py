@@ -245,6 +245,9 @@ def test_status_reported_the_one_replica(host: Any) -> None:
     assert re.fullmatch(r"[0-9a-f]{12}", row["image"]), row
     assert image_env(host).startswith(f"sha256:{row['image']}"), row
     assert row["version"] not in ("", "unknown"), row
+    # The layers in force, Landlock on by default with the real image.
+    assert row["layers"]["landlock"].startswith("on (ABI "), row
+    assert row["layers"]["cli"] == row["layers"]["documents"] == "on", row
     if os.environ.get("FONDATION_TEST_CONVEX_URL"):
         # side_effect.yml waited for /readyz before this status run.
         assert row["ready"] is True, row

@@ -20,7 +20,7 @@ from typing import Literal
 
 from ..assembly import stage_login
 from ..classify import Classification
-from ..claude_runner import ClaudeRunner
+from ..claude_runner import ClaudeRunner, defense_layers
 from ..clock import SystemClock
 from ..config import Settings
 from ..convex_client import ConvexClient
@@ -76,8 +76,12 @@ def runtime_problems(settings: Settings) -> list[str]:
         if problem:
             problems.append(f"LOG_FILE: {problem}")
     if settings.claude_sandbox == "landlock" and landlock_abi() < 1:
-        # Never run the CLI unconfined when the operator asked for the sandbox.
-        problems.append("CLAUDE_SANDBOX=landlock: this kernel has no Landlock (Linux >= 5.13)")
+        # Never run the CLI unconfined unless the operator said so.
+        problems.append(
+            "CLAUDE_SANDBOX=landlock (the default): this kernel has no Landlock (Linux >= 5.13 "
+            "with landlock among its LSMs); set CLAUDE_SANDBOX=off to run the Claude CLI "
+            "without it"
+        )
     return problems
 
 
@@ -217,10 +221,18 @@ class Check(StrEnum):
     CONVEX = "convex"
     DISK = "disk"
     GIT = "git"
+    LAYERS = "layers"
     CLAUDE = "claude"
 
 
 CHECKS: tuple[Check, ...] = tuple(Check)
+
+
+def check_layers(settings: Settings) -> CheckResult:
+    """The defence layers in force; a warning when the operator turned Landlock off."""
+    layers = defense_layers(settings)
+    text = "; ".join(f"{name} {state}" for name, state in layers.items())
+    return CheckResult("ok" if layers["landlock"].startswith("on") else "warn", "layers", text)
 
 
 def check_all(
@@ -240,5 +252,7 @@ def check_all(
         yield check_disk(settings)
     if Check.GIT in only:
         yield check_git(settings)
+    if Check.LAYERS in only:
+        yield check_layers(settings)
     if Check.CLAUDE in only:
         yield from check_claude(settings, claude_timeout_s)
