@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fondation_worker import checks, claude_runner
+from fondation_worker import claude_runner
 from fondation_worker.claude_runner import claude_argv, claude_env, cli_settings, sandboxed
+from fondation_worker.cli import checks
 from fondation_worker.sandbox import landlock_abi
 from tests.support import TEST_WORKER_TOKEN, make_settings
 

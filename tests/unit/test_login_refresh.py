@@ -3,7 +3,7 @@
 Refresh tokens are single-use. ``TokenServer`` is the OAuth endpoint's rule: a refresh
 spends the token and issues a new one; spending a spent token fails (the step is logged
 out). ``cli_run`` does with its config dir what the pinned CLI does: it refreshes when the
-access token expires within 5 minutes (2.1.332: ``Date.now()+300000>=expiresAt``) and
+access token expires within 5 minutes (the pinned CLI: ``Date.now()+300000>=expiresAt``) and
 writes the new login into its config dir. Steps run in threads, as jobs do with
 MAX_CONCURRENT_JOBS > 1.
 """

@@ -126,7 +126,7 @@ class LoginAborted(Exception):
 
 
 # The CLI refreshes a subscription login's access token when it is used less than 5 minutes
-# before it expires (2.1.332: ``Date.now()+300000>=expiresAt``). A step whose copy expires
+# before it expires (the pinned CLI: ``Date.now()+300000>=expiresAt``). A step whose copy expires
 # less than this margin after the step could end might refresh it.
 REFRESH_MARGIN_S = 10 * 60
 _WATCH_S = 0.2

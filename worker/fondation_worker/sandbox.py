@@ -77,7 +77,7 @@ READ_WRITE = (
 # What any dynamically linked program needs to start, read-only.
 SYSTEM_READ_ONLY = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/sys")
 # Of /etc, only what the pinned CLI (and the git it runs) was seen to open in a worker step
-# (strace of 2.1.332 through the pipeline's steps, the API reached by a host name): the
+# (strace of the pinned CLI through the pipeline's steps, the API reached by a host name): the
 # dynamic loader's cache, name resolution, the time zone, CA bundles (Debian's and the other
 # usual places), git's system config, the CLI's managed (operator) settings, machine-id.
 # Everything else there - /etc/passwd, an env file of a native deploy, SSH host keys - is
