@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -96,6 +96,25 @@ class JobContext:
     offer: Callable[[ErrorKind | None], Offer | None] = _no_offer
 
 
+@dataclass
+class Attempt:
+    """One attempt at one job: what every stage of it reads (River's JobExecutor holds the
+    same). The runner is shared by every job of the worker; an attempt is not."""
+
+    job: ClaimedJob
+    ctx: JobContext
+    # The job's GitHub token (None: a public repository), registered with the redactor.
+    token: str | None
+    started: float  # on the runner's monotonic clock
+    # Created for this attempt; removed after its final call, in the background.
+    workspaces: list[Workspace] = field(default_factory=list)
+
+    def check(self) -> None:
+        """Stop here when the job was told to stop (cancel, shutdown, fence, timeout)."""
+        if self.ctx.abort.reason is not None:
+            raise JobAborted(self.ctx.abort.reason)
+
+
 class JobRunner:
     def __init__(
         self,
@@ -135,11 +154,12 @@ class JobRunner:
 
     def run(self, job: ClaimedJob, ctx: JobContext) -> JobOutcome:
         token = job.github_token.get_secret_value() if job.github_token else None
+        attempt = Attempt(job, ctx, token, started=self._clock.monotonic())
         self._redactor.register(token)
         self._redactor.register(job.lease_token.get_secret_value())
         try:
             with structlog.contextvars.bound_contextvars(job_id=job.job_id, attempt=job.attempt):
-                return self._run(job, ctx, token)
+                return self._run(attempt)
         finally:
             self._redactor.unregister(token)
             self._redactor.unregister(job.lease_token.get_secret_value())
@@ -158,73 +178,56 @@ class JobRunner:
 
     # --- the work -------------------------------------------------------------------
 
-    def _run(self, job: ClaimedJob, ctx: JobContext, token: str | None) -> JobOutcome:
-        started = self._clock.monotonic()
+    def _run(self, attempt: Attempt) -> JobOutcome:
+        job = attempt.job
         log.info(
             "job.started",
             repo=job.repo_url,
             branch=job.branch,
             max_attempts=job.max_attempts,
-            private=token is not None,
+            private=attempt.token is not None,
         )
         # The workspace outlives _execute: it is removed after the final call, in the
         # background, so the job's end is reported without waiting for the removal.
-        spaces: list[Workspace] = []
         try:
-            return self._attempt(job, ctx, token, started, spaces)
+            return self._attempt(attempt)
         finally:
-            for workspace in spaces:
+            for workspace in attempt.workspaces:
                 removal = workspace.discard()
                 if removal is not None:
                     self._removals = [t for t in self._removals if t.is_alive()] + [removal]
 
-    def _attempt(
-        self,
-        job: ClaimedJob,
-        ctx: JobContext,
-        token: str | None,
-        started: float,
-        spaces: list[Workspace],
-    ) -> JobOutcome:
+    def _attempt(self, attempt: Attempt) -> JobOutcome:
+        ctx = attempt.ctx
         try:
-            docs = self._execute(job, ctx, token, started, spaces)
+            docs = self._execute(attempt)
         except JobAborted as aborted:
-            return self._finish_aborted(job, ctx, aborted.reason)
+            return self._finish_aborted(attempt, aborted.reason)
         except JobFailed as failed:
             if ctx.abort.reason == "fence":
-                return self._finish_aborted(job, ctx, "fence")
-            return self._finish_failed(job, ctx, failed)
+                return self._finish_aborted(attempt, "fence")
+            return self._finish_failed(attempt, failed)
         except LeaseLost as exc:
             ctx.stop_heartbeat()
             log.error("job.lease_lost", problem=str(exc))
             return JobOutcome("fenced", message=str(exc))
         except (ConvexUnavailable, OperatorActionNeeded) as exc:
             if ctx.abort.reason == "fence":
-                return self._finish_aborted(job, ctx, "fence")
+                return self._finish_aborted(attempt, "fence")
             ctx.stop_heartbeat()
             # We cannot report anything now; the lease will run out and the job comes back.
             log.error("job.abandoned", problem=str(exc))
             return JobOutcome("lost", message=str(exc))
         except WorkerError as exc:
-            return self._finish_failed(job, ctx, JobFailed("transient", f"worker error: {exc}"))
+            return self._finish_failed(attempt, JobFailed("transient", f"worker error: {exc}"))
         except Exception as exc:
             log.exception("job.internal_error")
             internal = JobFailed("transient", f"internal worker error: {type(exc).__name__}")
-            return self._finish_failed(job, ctx, internal)
-        return self._finish_completed(job, ctx, docs)
+            return self._finish_failed(attempt, internal)
+        return self._finish_completed(attempt, docs)
 
-    def _check(self, ctx: JobContext) -> None:
-        if ctx.abort.reason is not None:
-            raise JobAborted(ctx.abort.reason)
-
-    def _execute(
-        self,
-        job: ClaimedJob,
-        ctx: JobContext,
-        token: str | None,
-        started: float,
-        spaces: list[Workspace],
-    ) -> _Done:
+    def _execute(self, attempt: Attempt) -> _Done:
+        job, ctx = attempt.job, attempt.ctx
         settings = self._settings
         try:
             repo = validate_repo_url(job.repo_url, settings.allowed_repo_hosts)
@@ -232,9 +235,9 @@ class JobRunner:
         except ValidationError as exc:
             raise JobFailed("invalid_repository", str(exc)) from None
         total = len(self._steps)
-        self._check(ctx)
+        attempt.check()
         workspace = create_workspace(settings.jobs_dir, job.job_id)
-        spaces.append(workspace)
+        attempt.workspaces.append(workspace)
         if ctx.lease_file is not None:
             ctx.lease_file.attach(workspace.root / LEASE_FILE_NAME)
         disk = disk_status(settings.temp_dir, settings.min_free_disk_mb)
@@ -248,7 +251,7 @@ class JobRunner:
         clone(
             url=repo.url,
             branch=branch,
-            token=token,
+            token=attempt.token,
             workspace=workspace,
             options=CloneOptions(
                 git_bin=settings.git_bin,
@@ -263,12 +266,12 @@ class JobRunner:
         log.info("job.cloned")
         output_dir = workspace.repo / OUTPUT_DIR_NAME
         remove_tree(output_dir)  # whatever the repository shipped there is not ours
-        self._check(ctx)
+        attempt.check()
         # No jobs:start call: the scheduler claims with start=True (running from the claim).
 
         cost = 0.0
         for index, step in enumerate(self._steps, start=1):
-            self._check(ctx)
+            attempt.check()
             ctx.progress.set(
                 Progress(
                     step=step.name,
@@ -278,9 +281,9 @@ class JobRunner:
                 )
             )
             log.info("step.started", step=step.name, index=index, total=total)
-            cost += self._run_step(job, ctx, repo.slug, workspace.repo, workspace.root, step, index)
+            cost += self._run_step(attempt, repo.slug, workspace, step, index)
 
-        self._check(ctx)
+        attempt.check()
         collected = self._collect(output_dir, workspace.root)
         for rejection in collected.rejected:
             log.warning("docs.rejected", path=rejection.path, reason=rejection.reason)
@@ -301,11 +304,11 @@ class JobRunner:
         )
         # Every batch but the last now; the last rides with jobs:complete (one call fewer).
         for batch in batches[:-1]:
-            self._check(ctx)
+            attempt.check()
             self._queue.upload_docs(job.job_id, job.lease_token, run_id, batch)
         log.info("docs.uploaded", docs=len(collected.docs), batches=len(batches) - 1)
-        self._check(ctx)
-        duration_ms = (self._clock.monotonic() - started) * MS_PER_S
+        attempt.check()
+        duration_ms = (self._clock.monotonic() - attempt.started) * MS_PER_S
         return _Done(
             run_id,
             len(collected.docs),
@@ -339,15 +342,9 @@ class JobRunner:
         return collected
 
     def _run_step(
-        self,
-        job: ClaimedJob,
-        ctx: JobContext,
-        repo_slug: str,
-        repo_dir: Path,
-        scratch: Path,
-        step: Step,
-        index: int,
+        self, attempt: Attempt, repo_slug: str, workspace: Workspace, step: Step, index: int
     ) -> float:
+        job, repo_dir = attempt.job, workspace.repo
         prompt = render_prompt(
             step,
             repo_name=repo_slug,
@@ -358,8 +355,8 @@ class JobRunner:
         result = self._claude.run(
             prompt,
             cwd=repo_dir,
-            scratch=scratch,
-            abort=ctx.abort,
+            scratch=workspace.root,
+            abort=attempt.ctx.abort,
             timeout_s=seconds(self._settings.step_timeout_ms),
             job_id=job.job_id,
             step=step.name,
@@ -389,10 +386,11 @@ class JobRunner:
 
     # --- the one final call -----------------------------------------------------------
 
-    def _finish_completed(self, job: ClaimedJob, ctx: JobContext, done: _Done) -> JobOutcome:
+    def _finish_completed(self, attempt: Attempt, done: _Done) -> JobOutcome:
+        job, ctx = attempt.job, attempt.ctx
         ctx.stop_heartbeat()
         if ctx.abort.reason == "fence":
-            return self._finish_aborted(job, ctx, "fence")
+            return self._finish_aborted(attempt, "fence")
         summary = Summary(
             docs_count=done.docs,
             duration_ms=round(done.duration_ms),
@@ -423,10 +421,11 @@ class JobRunner:
         )
         return JobOutcome("completed", docs=done.docs, offered=offer is not None)
 
-    def _finish_failed(self, job: ClaimedJob, ctx: JobContext, failed: JobFailed) -> JobOutcome:
+    def _finish_failed(self, attempt: Attempt, failed: JobFailed) -> JobOutcome:
+        job, ctx = attempt.job, attempt.ctx
         ctx.stop_heartbeat()
         if ctx.abort.reason == "fence":
-            return self._finish_aborted(job, ctx, "fence")
+            return self._finish_aborted(attempt, "fence")
         message = self._user_facing(failed.message)
         pause = claude_pause(failed.kind, failed.retry_after_ms, self._settings.auth_recheck_ms)
         retry_after = failed.retry_after_ms if pause is None else pause.defer_ms
@@ -451,7 +450,8 @@ class JobRunner:
         )
         return JobOutcome(outcome, failed.kind, message, retry_after, offered=offer is not None)
 
-    def _finish_aborted(self, job: ClaimedJob, ctx: JobContext, reason: str) -> JobOutcome:
+    def _finish_aborted(self, attempt: Attempt, reason: str) -> JobOutcome:
+        job, ctx = attempt.job, attempt.ctx
         ctx.stop_heartbeat()
         if reason == "fence":
             # Another worker may own the job now: not one more call for it.
@@ -459,8 +459,7 @@ class JobRunner:
             return JobOutcome("fenced", message="lease could not be renewed")
         if reason == "timeout":
             return self._finish_failed(
-                job,
-                ctx,
+                attempt,
                 JobFailed(
                     "timeout", f"job took longer than JOB_TIMEOUT_MS ({self._job_timeout_s()} s)"
                 ),
