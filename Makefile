@@ -27,9 +27,9 @@ $(VENV)/.stamp: pyproject.toml constraints.txt
 node_modules/.stamp: package.json package-lock.json
 	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' \
 	  || { echo "Node.js >= 20 is required"; exit 1; }
-	@# Not `npm ci`: vite names an optional package the registry no longer serves, which
-	@# `npm ci` rejects; `npm install` takes the same locked versions and leaves the lock as is.
-	npm install --no-audit --no-fund --loglevel=error
+	@# `npm ci`: exactly the lock, which it never rewrites (`npm install` completed a lock
+	@# missing an optional entry, and a fresh clone's tree was dirty after `make deps`).
+	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 deps: $(VENV)/.stamp node_modules/.stamp ## install the Python venv and node_modules
