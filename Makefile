@@ -44,18 +44,25 @@ image: deps ## build the worker image and its registry-less archive (build/image
 	scripts/build-image.sh
 
 # --- checks ------------------------------------------------------------------------------
-test: deps ## every check: lint, Convex tests, short chaos run, Python tests, Molecule
+# The tree is compared with its state before anything ran (a fresh clone: git status empty)
+# after `make deps` and at the end; the deploy stage is a newcomer's `make deploy`, twice.
+test: ## every check: lint, Convex tests, a newcomer's make deploy, short chaos, Python tests, Molecule
 	@$(STAGE) reset
+	@scripts/clean-tree.sh snapshot
+	@$(STAGE) run deps $(MAKE) --no-print-directory deps
+	@$(STAGE) run tree-deps scripts/clean-tree.sh check "make deps"
 	@$(STAGE) run engine scripts/docker-engine.sh
 	@$(STAGE) run images scripts/base-image.sh all
 	@# Three checks that need nothing from one another and assert no timings, side by side.
 	@$(STAGE) parallel lint "$(MAKE) --no-print-directory lint" \
 	  image "scripts/build-image.sh" \
 	  convex-test "$(MAKE) --no-print-directory convex-test"
+	@$(STAGE) run deploy scripts/first-deploy-check.sh
 	@$(STAGE) run chaos-short $(MAKE) --no-print-directory chaos-short
 	@# Molecule waits on nested engines most of the time; the Python suites use the cores.
 	@$(STAGE) parallel molecule "$(MAKE) --no-print-directory molecule" \
 	  pytest "$(MAKE) --no-print-directory pytest"
+	@$(STAGE) run tree scripts/clean-tree.sh check "make test"
 	@$(STAGE) summary
 
 lint: deps ## ruff, mypy --strict, yamllint, ansible-lint (production), tsc
