@@ -27,9 +27,9 @@ $(VENV)/.stamp: pyproject.toml constraints.txt
 node_modules/.stamp: package.json package-lock.json
 	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' \
 	  || { echo "Node.js >= 20 is required"; exit 1; }
-	@# Not `npm ci`: vite names an optional package the registry no longer serves, which
-	@# `npm ci` rejects; `npm install` takes the same locked versions and leaves the lock as is.
-	npm install --no-audit --no-fund --loglevel=error
+	@# `npm ci`: exactly the lock, which it never rewrites (`npm install` completed a lock
+	@# missing an optional entry, and a fresh clone's tree was dirty after `make deps`).
+	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 deps: $(VENV)/.stamp node_modules/.stamp ## install the Python venv and node_modules
@@ -44,18 +44,25 @@ image: deps ## build the worker image and its registry-less archive (build/image
 	scripts/build-image.sh
 
 # --- checks ------------------------------------------------------------------------------
-test: deps ## every check: lint, Convex tests, short chaos run, Python tests, Molecule
+# The tree is compared with its state before anything ran (a fresh clone: git status empty)
+# after `make deps` and at the end; the deploy stage is a newcomer's `make deploy`, twice.
+test: ## every check: lint, Convex tests, a newcomer's make deploy, short chaos, Python tests, Molecule
 	@$(STAGE) reset
+	@scripts/clean-tree.sh snapshot
+	@$(STAGE) run deps $(MAKE) --no-print-directory deps
+	@$(STAGE) run tree-deps scripts/clean-tree.sh check "make deps"
 	@$(STAGE) run engine scripts/docker-engine.sh
 	@$(STAGE) run images scripts/base-image.sh all
 	@# Three checks that need nothing from one another and assert no timings, side by side.
 	@$(STAGE) parallel lint "$(MAKE) --no-print-directory lint" \
 	  image "scripts/build-image.sh" \
 	  convex-test "$(MAKE) --no-print-directory convex-test"
+	@$(STAGE) run deploy scripts/first-deploy-check.sh
 	@$(STAGE) run chaos-short $(MAKE) --no-print-directory chaos-short
 	@# Molecule waits on nested engines most of the time; the Python suites use the cores.
 	@$(STAGE) parallel molecule "$(MAKE) --no-print-directory molecule" \
 	  pytest "$(MAKE) --no-print-directory pytest"
+	@$(STAGE) run tree scripts/clean-tree.sh check "make test"
 	@$(STAGE) summary
 
 lint: deps ## ruff, mypy --strict, yamllint, ansible-lint (production), tsc

@@ -30,10 +30,15 @@ try_pull() {  # a missing registry fails fast ("no such host"), so trying costs 
 ensure_debootstrap() {
   command -v debootstrap >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then
-    log "installing debootstrap"
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq debootstrap >/dev/null \
-      || { timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-           timeout 600 apt-get install -y -qq debootstrap >/dev/null; }
+    # One install at a time (`all` builds the Debian 12 and 13 chains side by side).
+    (
+      flock 9
+      command -v debootstrap >/dev/null 2>&1 && exit 0
+      log "installing debootstrap"
+      DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq debootstrap >/dev/null \
+        || { timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+             timeout 600 apt-get install -y -qq debootstrap >/dev/null; }
+    ) 9>"${TMPDIR:-/tmp}/fondation-base-image-apt.lock"
   else
     log "debootstrap is missing and we cannot install it: install it or provide $1 yourself"
     exit 1
@@ -87,8 +92,16 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(all)
 for target in "${targets[@]}"; do
   case $target in
-    all) plain_debian bookworm; plain_debian trixie
-         systemd_docker_debian 12 bookworm; systemd_debian 13 trixie ;;  # the former builds :12
+    all)
+      # The Debian 12 and 13 chains side by side: each is mostly downloads and dpkg.
+      systemd_docker_debian 12 bookworm &  # builds debian:bookworm and :12 on the way
+      chain12=$!
+      systemd_debian 13 trixie &
+      chain13=$!
+      failed=0
+      wait "$chain12" || failed=1
+      wait "$chain13" || failed=1
+      [ "$failed" = 0 ] || { log "a base image failed to build (above)"; exit 1; } ;;
     bookworm|trixie) plain_debian "$target" ;;
     systemd-12) systemd_debian 12 bookworm ;;
     systemd-13) systemd_debian 13 trixie ;;

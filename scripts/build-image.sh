@@ -6,8 +6,11 @@
 #  2. docker build from the local debian:bookworm base (scripts/base-image.sh);
 #  3. tag <version>, <version>-<revision> and latest, and write a compressed `docker save`
 #     archive named after the image ID, for registry-less delivery by Ansible.
-# An unchanged tree rebuilds from cache and reuses the archive. BUILD_NO_CACHE=1 forces a
-# cold build (the benchmark uses it).
+# An unchanged tree rebuilds from cache and reuses the archive; one whose recipe (every input
+# of the image: worker/, the Python metadata and pins, the base image, version and revision)
+# was already built and saved here skips even that: `make test` asks for the image from
+# several stages, and each ask after the first costs a second, not a `pip wheel` and a
+# `docker build`. BUILD_NO_CACHE=1 forces a cold build (the benchmark uses it).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -25,6 +28,27 @@ revision=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 bash scripts/docker-engine.sh
 bash scripts/base-image.sh bookworm
 mkdir -p "$context/wheels" "$archives"
+
+# The recipe: a hash of every input of the image. Built and saved before (build/images/
+# recipe-<hash> names the image ID and its archive): tag that image again (another checkout
+# on this engine may have moved the tags) and stop here.
+recipe=$( { find worker -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z \
+              | xargs -0 sha256sum
+            sha256sum pyproject.toml constraints.txt README.md
+            docker image inspect --format '{{.Id}}' debian:bookworm
+            echo "$image $version $revision" ; } | sha256sum | cut -c1-16)
+recipe_file=$archives/recipe-$recipe
+if [ "${BUILD_NO_CACHE:-0}" != 1 ] && [ -f "$recipe_file" ]; then
+  read -r id archive <"$recipe_file"
+  if [ -f "$archive" ] && [ -f "$archive.index.json" ] && docker image inspect "$id" >/dev/null 2>&1; then
+    for tag in "$version" "$version-$revision" latest; do docker tag "$id" "$image:$tag"; done
+    ln -sfn "$(basename "$archive")" "$archives/$image-latest.tar.gz"
+    short=${id#sha256:}
+    log "unchanged: $image:$version-$revision id ${short:0:12} (recipe $recipe built and saved before)"
+    echo "$archive"
+    exit 0
+  fi
+fi
 
 # 1a. Claude CLI: fetched once per version, its sha256 checked every time.
 tgz=$(bash scripts/claude-cli.sh tarball)
@@ -87,4 +111,5 @@ if [ ! -f "$archive.index.json" ]; then
   timeout 600 "$python" roles/fondation_worker/files/slim_image_archive.py --archive "$archive" --index-only
 fi
 ln -sfn "$(basename "$archive")" "$archives/$image-latest.tar.gz"
+echo "$id $archive" >"$recipe_file"
 echo "$archive"

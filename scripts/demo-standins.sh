@@ -4,8 +4,8 @@
 # the worker image talks to (scripts/demo_standins.py). Development only, like the dev backend.
 #   demo-standins.sh start   start them (idempotent); print the state file's path
 #   demo-standins.sh stop    stop them
-# Env: DEMO_STANDINS_HOST (the Docker bridge gateway), DEMO_GIT_PORT (3211),
-#      DEMO_API_PORT (3212), DEMO_STANDINS_STATE (build/demo-standins).
+# Env: DEMO_STANDINS_HOST (listen address; default: scripts/host-address.sh's),
+#      DEMO_GIT_PORT (3211), DEMO_API_PORT (3212), DEMO_STANDINS_STATE (build/demo-standins).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 state=${DEMO_STANDINS_STATE:-$root/build/demo-standins}
@@ -14,19 +14,24 @@ log() { printf 'demo-standins: %s\n' "$*" >&2; }
 # shellcheck source=scripts/lib/daemon.sh
 . "$root/scripts/lib/daemon.sh"
 
-bridge_gateway() {
-  local gw
-  gw=$(docker network inspect bridge --format '{{ (index .IPAM.Config 0).Gateway }}' 2>/dev/null || true)
-  echo "${gw:-127.0.0.1}"
-}
-host=${DEMO_STANDINS_HOST:-$(bridge_gateway)}
 python=${PYTHON:-$root/.venv/bin/python}
 
 start() {
+  # The address containers reach this host on: the worker container inside the local target
+  # clones from here and calls the API here (scripts/host-address.sh fails with its reason
+  # when it cannot tell; on loopback the demo job could not connect).
+  local host
+  host=${DEMO_STANDINS_HOST:-$("$root/scripts/host-address.sh")}
   if daemon_pid >/dev/null && [ -s "$state/standins.json" ]; then
-    echo "$state/standins.json"; return 0
+    # Ones left listening elsewhere (on loopback, by an older checkout) no container reaches.
+    if [ "$(cat "$state/host" 2>/dev/null)" = "$host" ]; then
+      echo "$state/standins.json"; return 0
+    fi
+    log "restarting: they listen on $(cat "$state/host" 2>/dev/null || echo 'an unrecorded address'), not $host"
+    stop
   fi
   rm -f "$state/standins.json"
+  echo "$host" >"$state/host"
   # A module of the repository root: it imports the stand-ins from tests.support.
   (cd "$root" && daemon_spawn "$state/standins.log" "$python" -m scripts.demo_standins serve \
     --host "$host" --git-port "${DEMO_GIT_PORT:-3211}" --api-port "${DEMO_API_PORT:-3212}" \
@@ -38,7 +43,7 @@ start() {
   stop; exit 1
 }
 
-stop() { daemon_stop "$state/standins.json"; }
+stop() { daemon_stop "$state/standins.json" "$state/host"; }
 
 case ${1:-} in
   start) start ;;

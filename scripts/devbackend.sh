@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Run the local Convex dev backend (devbackend/server.ts: our real convex/ functions under
-# convex-test) where both this host and containers can reach it: on the Docker bridge
-# gateway address when there is one, else loopback. A development stand-in, never production.
+# convex-test) where both this host and containers can reach it: on the address containers
+# reach this host on (scripts/host-address.sh). A development stand-in, never production.
 #   devbackend.sh start   start it (idempotent) and print its CONVEX_URL
 #   devbackend.sh stop    stop it
-#   devbackend.sh url     print the URL of the running one
-# Env: DEV_BACKEND_PORT (3210), WORKER_TOKEN and OPERATOR_TOKEN (fixed local test values;
-#      the operator functions accept only OPERATOR_TOKEN), ALLOWED_REPO_HOSTS,
-#      RECLAIM_INTERVAL_MS, DEV_BACKEND_STATE (state dir; one per concurrent backend).
+#   devbackend.sh url     print the URL of the running one (exit 1 when none runs)
+# Env: DEV_BACKEND_HOST (listen address; default: scripts/host-address.sh's), DEV_BACKEND_PORT
+#      (3210), WORKER_TOKEN and OPERATOR_TOKEN (fixed local test values; the operator
+#      functions accept only OPERATOR_TOKEN), ALLOWED_REPO_HOSTS, RECLAIM_INTERVAL_MS,
+#      DEV_BACKEND_STATE (state dir; one per concurrent backend).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 state=${DEV_BACKEND_STATE:-$root/build/devbackend}
@@ -17,21 +18,18 @@ log() { printf 'devbackend: %s\n' "$*" >&2; }
 . "$root/scripts/lib/daemon.sh"
 
 port=${DEV_BACKEND_PORT:-3210}
-bridge_gateway() {
-  # The IPAM gateway when the engine reports one, else docker0's own address.
-  local gw
-  gw=$(docker network inspect bridge --format '{{ (index .IPAM.Config 0).Gateway }}' 2>/dev/null || true)
-  [ -n "$gw" ] || gw=$(ip -4 -o addr show docker0 2>/dev/null | awk '{ split($4, a, "/"); print a[1]; exit }')
-  echo "${gw:-127.0.0.1}"
-}
-host=${DEV_BACKEND_HOST:-$(bridge_gateway)}
-url="http://$host:$port"
 
 healthy() { curl -fsS --max-time 2 "$1/health" >/dev/null 2>&1; }
 
 start() {
-  # A backend already running with other repository hosts would refuse this caller's jobs.
-  local settings="allowed_repo_hosts=${ALLOWED_REPO_HOSTS:-github.com}"
+  # The address containers reach this host on (scripts/host-address.sh says how); it fails
+  # with its reason rather than fall back to loopback, which no container reaches.
+  local host url
+  host=${DEV_BACKEND_HOST:-$("$root/scripts/host-address.sh")}
+  url="http://$host:$port"
+  # A backend already running with other repository hosts would refuse this caller's jobs;
+  # one on another address (loopback, left by an older checkout) no container reaches.
+  local settings="allowed_repo_hosts=${ALLOWED_REPO_HOSTS:-github.com} host=$host:$port"
   if daemon_pid >/dev/null && healthy "$(cat "$state/url")"; then
     if [ "$(cat "$state/settings" 2>/dev/null)" = "$settings" ]; then
       cat "$state/url"; return 0
@@ -65,6 +63,8 @@ stop() { daemon_stop "$state/url"; }
 case ${1:-} in
   start) start ;;
   stop) stop ;;
-  url) daemon_pid >/dev/null && cat "$state/url" ;;
+  url)
+    if daemon_pid >/dev/null && [ -s "$state/url" ]; then cat "$state/url"
+    else log "none runs from $state (scripts/devbackend.sh start)"; exit 1; fi ;;
   *) echo "usage: $0 start|stop|url" >&2; exit 2 ;;
 esac

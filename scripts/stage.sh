@@ -9,21 +9,50 @@
 #                                  0 only if every one passed
 #                                  A failed stage prints the summary itself (make stops there).
 #   stage.sh summary               print stage times, then each test runner's summary lines
+# Besides wall time, each stage's CPU: `cpu`, the seconds its own processes used (those it
+# waited for: not the daemons it left running), and `docker`, what the Docker engine and
+# every container used while it ran (its containers' and, on a shared engine or beside a
+# parallel stage, anyone else's). On a busy machine wall time says little; these say what the
+# stage costs.
 set -uo pipefail
 logs=${STAGE_LOG_DIR:-build/logs}
 mkdir -p "$logs"
+
+# CPU milliseconds of the calling shell's finished children: `times` must run in that shell
+# (in a command substitution it would count the substitution's own children), so the caller
+# runs `times >"$times_file"` first.
+times_file=$logs/.times.$$.$BASHPID
+children_cpu_ms() {
+  awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
+                 printf "%d\n", t * 1000 }' "$times_file"
+  rm -f "$times_file"
+}
+# CPU milliseconds the Docker engine (dockerd, containerd) and all containers used so far
+# (cgroup v1 cpuacct of docker/; 0 where neither is readable).
+docker_cpu_ms() {
+  local ns=0 ticks=0 pid hz
+  [ -r /sys/fs/cgroup/cpuacct/docker/cpuacct.usage ] && ns=$(cat /sys/fs/cgroup/cpuacct/docker/cpuacct.usage)
+  hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+  for pid in $(pgrep -x dockerd 2>/dev/null) $(pgrep -x containerd 2>/dev/null); do
+    ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo $((ns / 1000000 + ticks * 1000 / hz))
+}
+seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
 
 case ${1:-} in
   reset) : >"$logs/stages.tsv"; date +%s >"$logs/started" ;;
   run)
     name=$2; shift 2
     printf '\n==> stage %s\n' "$name"
-    start=$(date +%s%N)
+    start=$(date +%s%N); docker_start=$(docker_cpu_ms)
     "$@" 2>&1 | tee "$logs/$name.log"
     rc=${PIPESTATUS[0]}
     secs=$(( ($(date +%s%N) - start) / 1000000 ))
-    printf '%s\t%d.%03d\t%s\n' "$name" $((secs / 1000)) $((secs % 1000)) "$rc" >>"$logs/stages.tsv"
-    printf '<== stage %s: %d.%03d s, exit %s\n' "$name" $((secs / 1000)) $((secs % 1000)) "$rc"
+    times >"$times_file"; cpu=$(children_cpu_ms); docker=$(( $(docker_cpu_ms) - docker_start ))
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$(seconds "$secs")" "$rc" "$(seconds "$cpu")" \
+      "$(seconds "$docker")" >>"$logs/stages.tsv"
+    printf '<== stage %s: %s s, exit %s\n' "$name" "$(seconds "$secs")" "$rc"
     # make stops at the first failed stage: print the summary now, or nobody sees one.
     [ "$rc" = 0 ] || "$0" summary
     exit "$rc" ;;
@@ -33,11 +62,14 @@ case ${1:-} in
     while [ $# -ge 2 ]; do
       name=$1; cmd=$2; shift 2
       printf '\n==> stage %s (in parallel; its output follows when it ends)\n' "$name"
-      ( start=$(date +%s%N)
+      ( start=$(date +%s%N); docker_start=$(docker_cpu_ms)
         bash -c "$cmd" >"$logs/$name.log" 2>&1
         rc=$?
         secs=$(( ($(date +%s%N) - start) / 1000000 ))
-        printf '%s\t%d.%03d\t%s\n' "$name" $((secs / 1000)) $((secs % 1000)) "$rc" >"$logs/$name.rc"
+        times_file=$logs/.times.$name; times >"$times_file"
+        cpu=$(children_cpu_ms); docker=$(( $(docker_cpu_ms) - docker_start ))
+        printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$(seconds "$secs")" "$rc" "$(seconds "$cpu")" \
+          "$(seconds "$docker")" >"$logs/$name.rc"
         exit "$rc" ) &
       names+=("$name"); pids+=($!)
     done
@@ -48,18 +80,21 @@ case ${1:-} in
       printf '\n==> stage %s: output\n' "$name"
       cat "$logs/$name.log"
       cat "$logs/$name.rc" >>"$logs/stages.tsv"
-      IFS=$'\t' read -r _ took rc <"$logs/$name.rc"
+      IFS=$'\t' read -r _ took rc _ <"$logs/$name.rc"
       printf '<== stage %s: %s s, exit %s\n' "$name" "$took" "$rc"
     done
     [ "$failed" = 0 ] || "$0" summary
     exit "$failed" ;;
   summary)
     printf '\n==> make test summary\n'
-    printf '%-14s %10s  %s\n' stage seconds exit
-    awk -F'\t' '{ printf "%-14s %10s  %s\n", $1, $2, $3; total += $2 }
-                END { printf "%-14s %10.3f  (stages added up)\n", "total", total }' "$logs/stages.tsv"
+    printf '%-14s %10s  %-4s  %9s  %9s\n' stage seconds exit cpu docker
+    awk -F'\t' '{ printf "%-14s %10s  %-4s  %9s  %9s\n", $1, $2, $3, $4, $5; total += $2; cpu += $4 }
+                END { printf "%-14s %10.3f  %-4s  %9.3f  (stages added up)\n", "total", total, "", cpu }' \
+      "$logs/stages.tsv"
     [ -f "$logs/started" ] && printf '%-14s %10d  (wall clock: parallel stages overlap)\n' \
       "wall" $(( $(date +%s) - $(cat "$logs/started") ))
+    echo "cpu: CPU seconds of the stage's own processes; docker: of the engine and every"
+    echo "container while it ran (anyone's: parallel stages share theirs)"
     echo
     # Each runner's own closing line: vitest ("Tests  N passed"), testinfra and pytest
     # ("N passed in Xs"). pytest's main suite comes last.

@@ -1,7 +1,7 @@
 # The systemd host with the Docker engine and the usual host packages already installed: a
 # VPS that already runs Docker. The Molecule scenarios about fleet rollouts and runbooks
-# start from it; the default and upgrade scenarios keep the bare host, so installing from
-# nothing stays tested on Debian 12 and 13. The packages are the ones the roles install
+# start from it; installing from nothing stays tested on bare hosts (Debian 13 in the default
+# scenario, Debian 12 in make test's deploy stage). The packages are the ones the roles install
 # (docker_engine, host_baseline, fondation_worker) and the test git server's, installed the
 # way the roles' apt tasks install them (recommends included), so the roles find them there.
 ARG BASE=fondation/debian-systemd:12

@@ -33,8 +33,18 @@ def test_a_failed_stage_keeps_its_exit_status_and_prints_the_summary(tmp_path: P
     failed = stage(tmp_path, "run", "image", "bash", "-c", "exit 3")
     assert failed.returncode == 3
     table = failed.stdout.split("make test summary", 1)[1]
-    rows = [line.split()[::2] for line in table.splitlines()[2:4]]
+    rows = [line.split()[0:3:2] for line in table.splitlines()[2:4]]
     assert rows == [["lint", "0"], ["image", "3"]]
+
+
+def test_each_stage_reports_the_cpu_its_processes_used(tmp_path: Path) -> None:
+    stage(tmp_path, "reset")
+    stage(tmp_path, "run", "busy", "bash", "-c", "for i in $(seq 1 200000); do :; done")
+    stage(tmp_path, "run", "idle", "sleep", "0.5")
+    table = stage(tmp_path, "summary").stdout.split("make test summary", 1)[1]
+    cpu = {line.split()[0]: float(line.split()[3]) for line in table.splitlines()[2:4]}
+    assert cpu["busy"] > 0.1, table
+    assert cpu["idle"] < 0.1, table
 
 
 def test_a_failed_parallel_stage_prints_the_summary_with_both_stages(tmp_path: Path) -> None:

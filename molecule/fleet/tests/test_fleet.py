@@ -1,5 +1,5 @@
-"""After a broken release was rolled out to three hosts on A: it failed on the canary and
-went no further; every host runs A, and the jobs the other two held ran through the rollout
+"""After a broken release was rolled out to two hosts on A: it failed on the canary and
+went no further; every host runs A, and the job the other held ran through the rollout
 and completed. The canary then took a good B and playbooks/rollback.yml's way back to A."""
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def test_docker_reports_a_healthy(host: Any) -> None:
 
 
 def test_no_host_keeps_the_broken_image(host: Any) -> None:
-    # On the canary B's deploy pruned it; the others never received it.
+    # On the canary B's deploy pruned it; the other never received it.
     variants = host.run(
         "docker image ls --filter label=org.opencontainers.image.title=fondation-worker "
         "--format '{{.ID}} {{.Repository}}:{{.Tag}}'"
@@ -163,7 +163,7 @@ def test_each_host_ran_its_own_job_before_the_rollout(host: Any) -> None:
 def test_the_jobs_beyond_the_canary_ran_through_the_rollout(host: Any) -> None:
     backend()
     in_flight = float(host.file(f"{STATE}/in-flight-after").content_string.strip())
-    # The canary had finished its job before the rollout; the others still held theirs.
+    # The canary had finished its job before the rollout; the other still held its.
     assert in_flight == (0 if is_canary(host) else 1), journal(host)
 
 
