@@ -5,8 +5,11 @@
 #      their ports listening;
 #   2. `make deploy`, with no variable of ours set, completes the demo job with documents
 #      (checked in the dev backend, not only in what the demo printed);
-#   3. `make deploy` again changes nothing on the target (changed=0) and completes a job;
-#   4. `make clean-local` leaves no container, volume, process or listening port of the demo.
+#   3. the commands README, OPERATIONS and RUNBOOK give for a worker host run there as
+#      written (tests/docs/test_docs_commands_on_the_host.py, which skips anywhere else);
+#   4. `make deploy` again changes nothing on the target (changed=0), even after those
+#      commands restarted replicas, and completes a job;
+#   5. `make clean-local` leaves no container, volume, process or listening port of the demo.
 # Exits non-zero at the first step that fails, after printing what it saw; a failed run
 # cleans up behind itself (make clean-local), so the next one starts clean again.
 # Each make's whole output: build/logs/deploy/<step>.log.
@@ -116,6 +119,19 @@ expect_clean "not a clean start: the demo (of this or another checkout) is alrea
 trap cleanup_on_failure EXIT
 
 deploy first
+
+# The documented host commands, on the target make deploy just built. A skip would pass
+# unseen, so the run must report passes and no skip.
+say "the documented commands on $target (output: $logs/docs-on-the-host.log)"
+rc=0
+FONDATION_DOCS_TARGET=$target timeout 900 .venv/bin/python -m pytest -q -rs -p no:cacheprovider \
+  tests/docs/test_docs_commands_on_the_host.py >"$logs/docs-on-the-host.log" 2>&1 || rc=$?
+summary=$(tail -n 1 "$logs/docs-on-the-host.log")
+[ "$rc" = 0 ] || fail "the documented host commands failed (exit $rc):"$'\n'"$(tail -n 40 "$logs/docs-on-the-host.log")"
+[[ $summary =~ passed ]] && ! [[ $summary =~ skipped ]] \
+  || fail "the documented host commands did not all run: $summary"
+say "the documented commands on $target: $summary"
+
 deploy again
 changed=$(cat "$logs/again.changed")
 [ "$changed" = 0 ] || fail "again: the second make deploy changed $changed things on $target: $(grep -E "^(changed|TASK)" "$logs/again.log" | grep -B1 '^changed' | head -n 40)"
