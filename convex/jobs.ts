@@ -12,6 +12,7 @@ import {
   loadLeasedJob,
   oldestExpired,
   oldestReady,
+  oldestTargeted,
   publicJob,
   requireJob,
   setStatus,
@@ -237,14 +238,31 @@ export const claimOne = workerMutation({
     }
 
     for (let i = 0; i < CLAIM_SCAN_LIMIT; i++) {
-      const [ready, expired] = await Promise.all([oldestReady(ctx, now), oldestExpired(ctx, now)]);
-      let job: Job | null = ready;
-      if (expired !== null && (ready === null || (expired.leaseUntil ?? 0) < ready.runAt)) {
+      const [targeted, ready, expired] = await Promise.all([
+        oldestTargeted(ctx, workerId, now),
+        oldestReady(ctx, now),
+        oldestExpired(ctx, now),
+      ]);
+      // A job targeted at this worker first (the rollout's smoke job waits for nothing else).
+      let job: Job | null = targeted ?? ready;
+      if (targeted === null && expired !== null && (ready === null || (expired.leaseUntil ?? 0) < ready.runAt)) {
         job = expired;
       }
       if (job === null) return null;
       const wasExpired = isLeased(job.status);
       if (wasExpired && (await settleExpired(ctx, job, now)) !== null) continue;
+      if (wasExpired && job.targetWorkerId !== undefined && job.targetWorkerId !== workerId) {
+        // Another worker's job whose lease expired: back in the queue for its own worker.
+        await setStatus(
+          ctx,
+          job,
+          "pending",
+          { runAt: now, lastError: `lease expired (worker ${job.lockedBy ?? "unknown"})`, lastErrorKind: "lease_expired" },
+          now,
+          { failedAttempt: true },
+        );
+        continue;
+      }
 
       const generation = job.leaseGeneration + 1;
       // start: the caller begins at once (no separate jobs:start call): straight to running.
@@ -580,6 +598,8 @@ export const enqueue = mutation({
     githubToken: v.optional(v.string()),
     maxAttempts: v.optional(v.number()),
     userId: v.optional(v.string()),
+    // Operator only: the one worker (WORKER_ID) allowed to claim it (the rollout's smoke job).
+    targetWorkerId: v.optional(v.string()),
     token: v.optional(v.string()),
   },
   returns: v.object({ jobId: v.string(), created: v.boolean() }),
@@ -594,6 +614,11 @@ export const enqueue = mutation({
       args.githubToken === undefined
         ? undefined
         : must(checkIdent("githubToken", args.githubToken, MAX_TOKEN_LENGTH));
+    if (args.targetWorkerId !== undefined && caller.kind !== "operator") {
+      fail("UNAUTHORIZED", "targetWorkerId is for operators (the operator token) only");
+    }
+    const targetWorkerId =
+      args.targetWorkerId === undefined ? undefined : must(checkIdent("targetWorkerId", args.targetWorkerId));
     const maxAttempts = args.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > MAX_MAX_ATTEMPTS) {
       invalid(`maxAttempts must be an integer between 1 and ${MAX_MAX_ATTEMPTS}`);
@@ -612,7 +637,7 @@ export const enqueue = mutation({
     }
     const jobId = await insertJob(
       ctx,
-      { repoUrl, branch, userId, dedupeKey, maxAttempts, githubToken },
+      { repoUrl, branch, userId, dedupeKey, maxAttempts, githubToken, targetWorkerId },
       Date.now(),
     );
     return { jobId: jobId as string, created: true };

@@ -1,8 +1,8 @@
 // Queue metrics from small aggregate tables kept exact on every transition (lib/model.ts):
 // no table scan, no capped count. Every read walks an index with a bound that does not grow
 // with the number of jobs.
-import { v } from "convex/values";
-import { internalMutation, query } from "./_generated/server";
+import { v, type Infer } from "convex/values";
+import { internalMutation, internalQuery, query, type QueryCtx } from "./_generated/server";
 import { requireWorkerOrOperator } from "./lib/auth";
 import { oldestExpired, oldestReady, queueMinute, readCounter, statsStart, statusKey } from "./lib/model";
 import {
@@ -76,8 +76,31 @@ function summarize(buckets: Doc<"statsBuckets">[]) {
   };
 }
 
+const vQueueFigures = v.object({
+  now: v.number(),
+  counts: v.object({
+    pending: v.number(),
+    claimed: v.number(),
+    running: v.number(),
+    completed: v.number(),
+    failed: v.number(),
+    dead: v.number(),
+    canceled: v.number(),
+  }),
+  ready: v.number(),
+  scheduled: v.number(),
+  inProgress: v.number(),
+  oldestReadyAgeMs: v.union(v.number(), v.null()),
+  oldestExpiredLeaseAgeMs: v.union(v.number(), v.null()),
+  lastHour: vWindow,
+  lastDay: vWindow,
+});
+export type QueueFigures = Infer<typeof vQueueFigures>;
+
 /**
- * Queue metrics for operators and alerting (worker token).
+ * The queue's figures, read once for every reader: `metrics:queue` (JSON, worker or operator
+ * token) and the Prometheus endpoint of http.ts (`GET /metrics`, scrape token), which renders
+ * whatever this returns (lib/exposition.ts), so a new figure reaches both.
  * - counts: jobs per status (exact);
  * - ready: queued jobs with runAt <= now; scheduled: queued jobs waiting for a later runAt;
  * - inProgress: claimed + running; oldestReadyAgeMs: how long the oldest ready job has
@@ -88,76 +111,73 @@ function summarize(buckets: Doc<"statsBuckets">[]) {
  *   successRate = completed / (completed + dead); durations are from start to completion,
  *   p95 is estimated from a histogram (exact within its bucket bounds).
  */
+export async function queueFigures(ctx: QueryCtx): Promise<QueueFigures> {
+  const now = Date.now();
+  const values = await Promise.all(JOB_STATUSES.map((s) => readCounter(ctx, statusKey(s))));
+  const counts = Object.fromEntries(JOB_STATUSES.map((s, i) => [s, values[i]])) as Record<
+    (typeof JOB_STATUSES)[number],
+    number
+  >;
+
+  // scheduled = queued jobs in later minutes + those due later in the current minute.
+  const minute = queueMinute(now);
+  const future = await ctx.db
+    .query("queueBuckets")
+    .withIndex("by_minute", (q) => q.gt("minute", minute))
+    .take(MAX_FUTURE_QUEUE_BUCKETS);
+  let scheduled = future.reduce((a, b) => a + b.count, 0);
+  for (const status of ["pending", "failed"] as const) {
+    const later = await ctx.db
+      .query("jobs")
+      .withIndex("by_status_runAt", (q) =>
+        q.eq("status", status).gt("runAt", now).lt("runAt", minute + QUEUE_BUCKET_MS),
+      )
+      .take(CURRENT_MINUTE_WALK);
+    scheduled += later.length;
+  }
+  const queued = counts.pending + counts.failed;
+  const ready = Math.max(0, queued - scheduled);
+
+  const [oldest, expired] = await Promise.all([oldestReady(ctx, now), oldestExpired(ctx, now)]);
+
+  const current = statsStart(now);
+  const day = await ctx.db
+    .query("statsBuckets")
+    .withIndex("by_start", (q) => q.gt("start", current - DAY_BUCKETS * STATS_BUCKET_MS))
+    .take(DAY_BUCKETS + 1);
+  const hour = day.filter((b) => b.start > current - HOUR_BUCKETS * STATS_BUCKET_MS);
+
+  return {
+    now,
+    counts,
+    ready,
+    scheduled,
+    inProgress: counts.claimed + counts.running,
+    oldestReadyAgeMs: oldest === null ? null : now - oldest.runAt,
+    oldestExpiredLeaseAgeMs: expired === null ? null : now - (expired.leaseUntil ?? now),
+    lastHour: summarize(hour),
+    lastDay: summarize(day),
+  };
+}
+
+/** Queue metrics for operators and alerting (worker or operator token): queueFigures. */
 export const queue = query({
   args: { token: v.optional(v.string()) },
-  returns: v.object({
-    now: v.number(),
-    counts: v.object({
-      pending: v.number(),
-      claimed: v.number(),
-      running: v.number(),
-      completed: v.number(),
-      failed: v.number(),
-      dead: v.number(),
-      canceled: v.number(),
-    }),
-    ready: v.number(),
-    scheduled: v.number(),
-    inProgress: v.number(),
-    oldestReadyAgeMs: v.union(v.number(), v.null()),
-    oldestExpiredLeaseAgeMs: v.union(v.number(), v.null()),
-    lastHour: vWindow,
-    lastDay: vWindow,
-  }),
+  returns: vQueueFigures,
   handler: async (ctx, args) => {
     requireWorkerOrOperator(args.token);
-    const now = Date.now();
-    const values = await Promise.all(JOB_STATUSES.map((s) => readCounter(ctx, statusKey(s))));
-    const counts = Object.fromEntries(JOB_STATUSES.map((s, i) => [s, values[i]])) as Record<
-      (typeof JOB_STATUSES)[number],
-      number
-    >;
-
-    // scheduled = queued jobs in later minutes + those due later in the current minute.
-    const minute = queueMinute(now);
-    const future = await ctx.db
-      .query("queueBuckets")
-      .withIndex("by_minute", (q) => q.gt("minute", minute))
-      .take(MAX_FUTURE_QUEUE_BUCKETS);
-    let scheduled = future.reduce((a, b) => a + b.count, 0);
-    for (const status of ["pending", "failed"] as const) {
-      const later = await ctx.db
-        .query("jobs")
-        .withIndex("by_status_runAt", (q) =>
-          q.eq("status", status).gt("runAt", now).lt("runAt", minute + QUEUE_BUCKET_MS),
-        )
-        .take(CURRENT_MINUTE_WALK);
-      scheduled += later.length;
-    }
-    const queued = counts.pending + counts.failed;
-    const ready = Math.max(0, queued - scheduled);
-
-    const [oldest, expired] = await Promise.all([oldestReady(ctx, now), oldestExpired(ctx, now)]);
-
-    const current = statsStart(now);
-    const day = await ctx.db
-      .query("statsBuckets")
-      .withIndex("by_start", (q) => q.gt("start", current - DAY_BUCKETS * STATS_BUCKET_MS))
-      .take(DAY_BUCKETS + 1);
-    const hour = day.filter((b) => b.start > current - HOUR_BUCKETS * STATS_BUCKET_MS);
-
-    return {
-      now,
-      counts,
-      ready,
-      scheduled,
-      inProgress: counts.claimed + counts.running,
-      oldestReadyAgeMs: oldest === null ? null : now - oldest.runAt,
-      oldestExpiredLeaseAgeMs: expired === null ? null : now - (expired.leaseUntil ?? now),
-      lastHour: summarize(hour),
-      lastDay: summarize(day),
-    };
+    return await queueFigures(ctx);
   },
+});
+
+/**
+ * The same figures for the Prometheus endpoint (http.ts): internal, so only the HTTP action
+ * reaches it, after it checked the scrape token.
+ */
+export const queueFiguresInternal = internalQuery({
+  args: {},
+  returns: vQueueFigures,
+  handler: async (ctx) => await queueFigures(ctx),
 });
 
 /** Cron: delete stats buckets older than the retention (at most 100 per run). */

@@ -127,6 +127,7 @@ export type NewJob = {
   dedupeKey?: string;
   maxAttempts: number;
   githubToken?: string;
+  targetWorkerId?: string;
 };
 
 export async function insertJob(ctx: MutationCtx, job: NewJob, now: number): Promise<Id<"jobs">> {
@@ -141,6 +142,7 @@ export async function insertJob(ctx: MutationCtx, job: NewJob, now: number): Pro
     maxAttempts: job.maxAttempts,
     deferrals: 0,
     dedupeKey: job.dedupeKey,
+    targetWorkerId: job.targetWorkerId,
     leaseGeneration: 0,
     cancelRequested: false,
     uploadCount: 0,
@@ -316,18 +318,38 @@ export async function loadLeasedJob(ctx: QueryCtx, jobId: string, leaseToken: st
   return job;
 }
 
-/** The oldest queued job with runAt <= now (pending or failed), or null. */
+/**
+ * The oldest queued job with runAt <= now (pending or failed) that any worker may take, or
+ * null. Jobs targeted at one worker (targetWorkerId) are skipped: they are few (a rollout's
+ * smoke job), so the walk past them stays short.
+ */
 export async function oldestReady(ctx: QueryCtx, now: number): Promise<Job | null> {
-  const [p, f] = await Promise.all([
-    ctx.db
-      .query("jobs")
-      .withIndex("by_status_runAt", (q) => q.eq("status", "pending").lte("runAt", now))
-      .first(),
-    ctx.db
-      .query("jobs")
-      .withIndex("by_status_runAt", (q) => q.eq("status", "failed").lte("runAt", now))
-      .first(),
-  ]);
+  const [p, f] = await Promise.all(
+    (["pending", "failed"] as const).map((status) =>
+      ctx.db
+        .query("jobs")
+        .withIndex("by_status_runAt", (q) => q.eq("status", status).lte("runAt", now))
+        .filter((q) => q.eq(q.field("targetWorkerId"), undefined))
+        .first(),
+    ),
+  );
+  if (p === null) return f;
+  if (f === null) return p;
+  return f.runAt < p.runAt ? f : p;
+}
+
+/** The oldest queued job with runAt <= now targeted at `workerId`, or null (one index read each). */
+export async function oldestTargeted(ctx: QueryCtx, workerId: string, now: number): Promise<Job | null> {
+  const [p, f] = await Promise.all(
+    (["pending", "failed"] as const).map((status) =>
+      ctx.db
+        .query("jobs")
+        .withIndex("by_target_status_runAt", (q) =>
+          q.eq("targetWorkerId", workerId).eq("status", status).lte("runAt", now),
+        )
+        .first(),
+    ),
+  );
   if (p === null) return f;
   if (f === null) return p;
   return f.runAt < p.runAt ? f : p;
@@ -450,6 +472,7 @@ export function publicJob(job: Job) {
     lockedBy: job.lockedBy,
     leaseUntil: job.leaseUntil,
     dedupeKey: job.dedupeKey,
+    targetWorkerId: job.targetWorkerId,
     lastError: job.lastError,
     lastErrorKind: job.lastErrorKind,
     requeues: job.requeues,
