@@ -61,8 +61,8 @@ test: deps ## every check: lint, Convex tests, short chaos run, Python tests, Mo
 	@$(STAGE) summary
 
 lint: deps ## ruff, mypy --strict, yamllint, ansible-lint (production), tsc
-	ruff check worker tests molecule bench scripts chaos roles/fondation_worker/files
-	ruff format --check worker tests molecule bench scripts chaos roles/fondation_worker/files
+	ruff check worker tests molecule bench scripts chaos roles/fondation_worker/files monitoring
+	ruff format --check worker tests molecule bench scripts chaos roles/fondation_worker/files monitoring
 	mypy
 	yamllint --strict .
 	ansible-lint
