@@ -3,7 +3,8 @@
 # and the fleet dashboard regenerated and compared with the committed JSON.
 #   monitoring.sh ensure      make sure promtool and prometheus are on PATH (Debian's
 #                             `prometheus` package, installed when root on Debian)
-#   monitoring.sh check       promtool check rules + promtool test rules
+#   monitoring.sh check       promtool check rules + promtool test rules, and the example
+#                             scrape configuration's syntax
 #   monitoring.sh dashboard   regenerate monitoring/dashboards/*.json (make dashboard)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +31,7 @@ case ${1:-} in
   check)
     ensure
     promtool check rules "$root"/monitoring/rules/*.yml
+    promtool check config --syntax-only "$root/monitoring/prometheus.example.yml"
     promtool test rules "$root"/monitoring/tests/*.yml
     ;;
   dashboard)
