@@ -338,21 +338,21 @@ export async function oldestReady(ctx: QueryCtx, now: number): Promise<Job | nul
   return f.runAt < p.runAt ? f : p;
 }
 
-/** The oldest queued job with runAt <= now targeted at `workerId`, or null (one index read each). */
+/**
+ * A queued job with runAt <= now targeted at `workerId` (failed ones first, then pending,
+ * each oldest first), or null. One index range: statuses sort as strings, and the only
+ * statuses from "failed" to "pending" are the two queued ones (policy.ts JOB_STATUSES; a
+ * new status must not sort between them). Jobs due later are walked past: a worker has at
+ * most a few targeted jobs queued (a rollout's smoke job).
+ */
 export async function oldestTargeted(ctx: QueryCtx, workerId: string, now: number): Promise<Job | null> {
-  const [p, f] = await Promise.all(
-    (["pending", "failed"] as const).map((status) =>
-      ctx.db
-        .query("jobs")
-        .withIndex("by_target_status_runAt", (q) =>
-          q.eq("targetWorkerId", workerId).eq("status", status).lte("runAt", now),
-        )
-        .first(),
-    ),
-  );
-  if (p === null) return f;
-  if (f === null) return p;
-  return f.runAt < p.runAt ? f : p;
+  return await ctx.db
+    .query("jobs")
+    .withIndex("by_target_status_runAt", (q) =>
+      q.eq("targetWorkerId", workerId).gte("status", "failed").lte("status", "pending"),
+    )
+    .filter((q) => q.lte(q.field("runAt"), now))
+    .first();
 }
 
 /** The claimed/running job whose lease expired first (leaseUntil < now), or null. */

@@ -2,6 +2,7 @@
 // on its canary and nowhere else, and never holds up the other workers' jobs.
 import { afterEach, beforeEach, expect, test } from "vitest";
 import { api } from "../../convex/_generated/api";
+import { JOB_STATUSES } from "../../convex/lib/policy";
 import {
   OPERATOR, REPO, TOKEN, advance, claim, claimOk, enqueue, expectAggregatesExact, expectCode, getJob, makeT, setupEnv, teardownEnv,
 } from "./helpers";
@@ -69,4 +70,24 @@ test("targetWorkerId is an operator's: a signed-in user cannot target a worker",
     "INVALID_ARGUMENT",
   );
   expect(TOKEN).not.toBe(OPERATOR);
+});
+
+test("a targeted job that failed and retries later comes back to its worker only", async () => {
+  const t = makeT();
+  const smoke = await enqueueFor(t, "canary-1", 3);
+  const c = await claimOk(t, "canary-1");
+  await t.mutation(api.jobs.retryOrFail, {
+    token: TOKEN, jobId: c.jobId, leaseToken: c.leaseToken, error: "flaky", errorKind: "transient",
+  });
+  expect((await getJob(t, smoke)).status).toBe("failed");
+  expect(await claim(t, "canary-1")).toBeNull(); // its back-off has not passed
+  advance(30_000);
+  expect(await claim(t, "other-1")).toBeNull();
+  expect((await claimOk(t, "canary-1")).jobId).toBe(smoke);
+});
+
+test("the targeted lookup's one index range holds exactly the queued statuses", () => {
+  // oldestTargeted reads statuses from "failed" to "pending" as strings.
+  const inRange = JOB_STATUSES.filter((s) => s >= "failed" && s <= "pending").sort();
+  expect(inRange).toEqual(["failed", "pending"]);
 });

@@ -42,7 +42,8 @@ def test_the_endpoint_parses_with_prometheus_client_and_matches_metrics_queue(
 
     jobs = {s.labels["status"]: s.value for s in families["fondation_queue_jobs"].samples}
     assert jobs == {status: float(n) for status, n in queue["counts"].items()}
-    assert jobs["pending"] == 2 and jobs["claimed"] == 1
+    assert jobs["pending"] == 2
+    assert jobs["claimed"] == 1
     assert families["fondation_queue_ready"].samples[0].value == queue["ready"] == 2
     assert families["fondation_queue_in_progress"].samples[0].value == 1
     assert families["fondation_queue_ready"].type == "gauge"
