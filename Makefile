@@ -49,7 +49,7 @@ test: deps ## every check: lint, Convex tests, short chaos run, Python tests, Mo
 	@$(STAGE) reset
 	@$(STAGE) run engine scripts/docker-engine.sh
 	@$(STAGE) run images scripts/base-image.sh all
-	@# Three checks that need nothing from one another and assert no timings, side by side.
+	@# Four checks that need nothing from one another and assert no timings, side by side.
 	@$(STAGE) parallel lint "$(MAKE) --no-print-directory lint" \
 	  image "scripts/build-image.sh" \
 	  convex-test "$(MAKE) --no-print-directory convex-test" \
