@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # scripts/devbackend.sh's local operator token (enqueue is an operator call, never the
 # worker token's), public on purpose: it only guards that stand-in.
 LOCAL_OPERATOR_TOKEN = "local-operator-token-not-secret"  # noqa: S105
-LOCAL_WORKER_TOKEN = "local-dev-token-not-secret"  # noqa: S105
 
 
 def worker_cli() -> str:
@@ -46,13 +45,12 @@ def main() -> int:
     target = os.environ.get("FONDATION_LOCAL_TARGET", "fondation-local")
 
     # Only what the CLI needs to reach the dev backend: other worker settings exported in
-    # this shell must not leak into the demo. OPERATOR_TOKEN is the one devbackend.sh used.
+    # this shell must not leak into the demo. OPERATOR_TOKEN is the one devbackend.sh used;
+    # an operator command needs no worker token (config.CREDENTIALS).
     kept = ("PATH", "HOME", "LANG", "TERM")
     env = {name: os.environ[name] for name in kept if name in os.environ}
     env["CONVEX_URL"] = url
     env["OPERATOR_TOKEN"] = os.environ.get("OPERATOR_TOKEN", LOCAL_OPERATOR_TOKEN)
-    # The CLI's settings require a worker token even for operator commands; it is not sent.
-    env["WORKER_TOKEN"] = os.environ.get("WORKER_TOKEN", LOCAL_WORKER_TOKEN)
     command = [worker_cli(), "enqueue", repo, "--dedupe-key", f"demo:{repo}", "--wait"]
     shown = " ".join(shlex.quote(part) for part in ["fondation-worker", *command[1:]])
     print(f"==> {shown}   (dev backend {url})", flush=True)

@@ -42,6 +42,7 @@ EXTERNAL_NAMES = {
     "SCW_DEFAULT_PROJECT_ID": "Scaleway's standard project variable",
     "ANSIBLE_CONFIG": "read by ansible-playbook",
     "ANSIBLE_VAULT_PASSWORD_FILE": "read by ansible-playbook",
+    "FONDATION_DOCS_TARGET": "read by tests/docs/test_docs_commands_on_the_host.py",
 }
 
 # Paths (and everything under them) that exist only once an operator or a build made them.

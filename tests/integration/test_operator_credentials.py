@@ -5,11 +5,14 @@ token is refused by every operator function (enqueue, get, listByUser, cancel wi
 the docs reads, ``operator:*``) and changes nothing; without an operator token the refusal
 names ``OPERATOR_TOKEN``, and the worker functions, the worker's lease-token read and the
 queue metrics keep working. The operator token runs every operator function. The CLI's
-operator commands carry the refusal to the operator.
+operator commands carry the refusal to the operator, and run with CONVEX_URL and
+OPERATOR_TOKEN alone (no WORKER_TOKEN on an operator's machine); `run` and `check` refuse to
+start without WORKER_TOKEN and name only it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -182,13 +185,19 @@ def test_without_an_operator_token_the_worker_still_works(without_operator: DevB
 
 
 def operator_cli(backend: DevBackend, tmp_path: Path, *args: str, **env: str) -> Any:
+    """The console script with CONVEX_URL, the worker's token (as inside a replica) and
+    ``env``."""
+    return cli(backend, tmp_path, *args, WORKER_TOKEN=TEST_WORKER_TOKEN, **env)
+
+
+def cli(backend: DevBackend, tmp_path: Path, *args: str, **env: str) -> Any:
+    """The console script with CONVEX_URL and exactly ``env`` besides."""
     return subprocess.run(
         [str(WORKER_BIN), *args],
         env={
             "PATH": os.environ["PATH"],
             "HOME": str(tmp_path),
             "CONVEX_URL": backend.url,
-            "WORKER_TOKEN": TEST_WORKER_TOKEN,
             "TEMP_DIR": str(tmp_path / "cli-tmp"),
             "CLAUDE_BIN": str(FAKE_CLAUDE),
             **env,
@@ -207,7 +216,9 @@ def test_the_cli_operator_commands_need_the_operator_token(
     # No OPERATOR_TOKEN on the host: a config error, no call with the worker token.
     missing = operator_cli(with_operator, tmp_path, "stuck")
     assert missing.returncode == 2, missing.stdout + missing.stderr
-    assert "config error: OPERATOR_TOKEN" in missing.stderr
+    [line] = missing.stderr.splitlines()  # names OPERATOR_TOKEN only: the worker's is no use
+    assert line.startswith("fondation-worker: config error: OPERATOR_TOKEN: is required by ")
+    assert "WORKER_TOKEN:" not in line
     # The worker token handed over as OPERATOR_TOKEN: refused by Convex.
     posing = operator_cli(with_operator, tmp_path, "stuck", OPERATOR_TOKEN=TEST_WORKER_TOKEN)
     assert posing.returncode == 1, posing.stdout + posing.stderr
@@ -224,3 +235,46 @@ def test_the_cli_operator_commands_need_the_operator_token(
     for proc in (missing, posing, good, unset):
         assert TEST_WORKER_TOKEN not in proc.stdout + proc.stderr
         assert TEST_OPERATOR_TOKEN not in proc.stdout + proc.stderr
+
+
+def test_an_operator_needs_only_convex_url_and_the_operator_token(
+    with_operator: DevBackend, tmp_path: Path
+) -> None:
+    """Every operator command on an operator's machine: no WORKER_TOKEN anywhere."""
+    with_operator.reset()
+    operator = {"OPERATOR_TOKEN": TEST_OPERATOR_TOKEN}
+    queued = cli(with_operator, tmp_path, "enqueue", REPO, "--user-id", "ada", **operator)
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    job_id = queued.stdout.split()[1]
+    assert queued.stdout == f"job {job_id} queued\n"
+    status = cli(with_operator, tmp_path, "status", "--json", **operator)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["counts"]["pending"] == 1
+    stuck = cli(with_operator, tmp_path, "stuck", **operator)
+    assert (stuck.returncode, stuck.stdout.split(" (")[0]) == (0, "no stuck jobs"), stuck.stderr
+    reclaim = cli(with_operator, tmp_path, "reclaim", **operator)
+    assert reclaim.returncode == 0, reclaim.stderr
+    assert reclaim.stdout == "no expired leases: nothing to reclaim\n"
+    requeue = cli(with_operator, tmp_path, "requeue", job_id, **operator)
+    assert requeue.returncode == 1  # reached Convex: the job is pending, not dead
+    assert f"job {job_id} is pending: only a dead job can be requeued" in requeue.stderr
+    cancel = cli(with_operator, tmp_path, "cancel", job_id, "--yes", **operator)
+    assert cancel.returncode == 0, cancel.stderr
+    assert cancel.stdout.endswith(f"job {job_id} canceled\n")
+    assert with_operator.job(job_id)["status"] == "canceled"
+    for proc in (queued, status, stuck, reclaim, requeue, cancel):
+        assert "config error" not in proc.stderr
+        assert TEST_OPERATOR_TOKEN not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_the_worker_commands_need_the_worker_token_and_name_only_it(
+    with_operator: DevBackend, tmp_path: Path, command: str
+) -> None:
+    proc = cli(with_operator, tmp_path, command, OPERATOR_TOKEN=TEST_OPERATOR_TOKEN)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        "fondation-worker: config error: WORKER_TOKEN: is required by the worker commands "
+        "(run, check) but not set: set it to the Convex deployment's WORKER_TOKEN"
+    ]
+    assert proc.stdout == ""

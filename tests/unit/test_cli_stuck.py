@@ -237,12 +237,25 @@ OPERATOR_COMMANDS = (
 
 
 def test_config_errors_exit_2(fake: FakeConvex, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("WORKER_TOKEN")
+    monkeypatch.setenv("LEASE_MS", "soon")
     for args in OPERATOR_COMMANDS:
         result = run(*args)
         assert result.exit_code == 2, args
-        assert "config error: WORKER_TOKEN" in result.stderr
+        assert "config error: LEASE_MS" in result.stderr
     assert fake.calls == []
+
+
+@pytest.mark.parametrize("args", OPERATOR_COMMANDS, ids=lambda a: a[0])
+def test_operator_commands_run_without_the_worker_token(
+    fake: FakeConvex, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    # An operator's laptop holds CONVEX_URL and OPERATOR_TOKEN, never a worker's token.
+    monkeypatch.delenv("WORKER_TOKEN")
+    fake.jobs["j1"] = public_job("j1", "dead")
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert fake.calls
+    assert {a["token"] for _, a in fake.calls} == {OPERATOR}
 
 
 @pytest.mark.parametrize("args", OPERATOR_COMMANDS, ids=lambda a: a[0])
@@ -417,3 +430,20 @@ def test_status_reads_the_metrics_with_either_token(
     assert result.exit_code == 0, result.output
     assert fake.calls[-1] == ("metrics:queue", {"token": TOKEN})
     assert json.loads(result.stdout)["counts"] == {"pending": 1}
+
+
+def test_status_needs_one_token_either_one(
+    fake: FakeConvex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WORKER_TOKEN")
+    result = run("status", "--json")
+    assert result.exit_code == 0, result.output
+    assert fake.calls[-1] == ("metrics:queue", {"token": OPERATOR})
+    monkeypatch.delenv("OPERATOR_TOKEN")
+    calls = len(fake.calls)
+    result = run("status", "--json")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(
+        "fondation-worker: config error: OPERATOR_TOKEN or WORKER_TOKEN: one is required by "
+    )
+    assert len(fake.calls) == calls

@@ -5,8 +5,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
-from fondation_worker.config import RENAMED, load_settings
+from fondation_worker import cli
+from fondation_worker.config import CREDENTIALS, RENAMED, credential_of, load_settings
 from fondation_worker.errors import ConfigError
 from tests.support import WORKER_BIN
 
@@ -97,11 +100,75 @@ def test_missing_required(env: pytest.MonkeyPatch) -> None:
     env.delenv("CONVEX_URL")
     env.delenv("WORKER_TOKEN")
     with pytest.raises(ConfigError) as info:
-        load_settings()
+        load_settings("run")
     assert sorted(info.value.problems) == [
         "CONVEX_URL: is required but not set",
-        "WORKER_TOKEN: is required but not set",
+        "WORKER_TOKEN: is required by the worker commands (run, check) but not set: set it to "
+        "the Convex deployment's WORKER_TOKEN",
     ]
+
+
+@pytest.mark.parametrize("command", ["enqueue", "stuck", "reclaim", "requeue", "cancel"])
+def test_an_operator_command_needs_only_the_operator_token(
+    env: pytest.MonkeyPatch, command: str
+) -> None:
+    env.delenv("WORKER_TOKEN")
+    env.setenv("OPERATOR_TOKEN", "a-long-enough-operator-token")
+    settings = load_settings(command)
+    assert settings.worker_token is None
+    assert settings.token_for(command).get_secret_value() == "a-long-enough-operator-token"
+    env.delenv("OPERATOR_TOKEN")
+    env.setenv("WORKER_TOKEN", GOOD["WORKER_TOKEN"])  # never stands in for it
+    with pytest.raises(ConfigError) as info:
+        load_settings(command)
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith("OPERATOR_TOKEN: is required by the operator ")
+    assert "WORKER_TOKEN:" not in info.value.problems[0]
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_a_worker_command_needs_the_worker_token_only(
+    env: pytest.MonkeyPatch, command: str
+) -> None:
+    env.delenv("WORKER_TOKEN")
+    env.setenv("OPERATOR_TOKEN", "a-long-enough-operator-token")  # never stands in for it
+    with pytest.raises(ConfigError) as info:
+        load_settings(command)
+    assert [p.split(":")[0] for p in info.value.problems] == ["WORKER_TOKEN"]
+    env.delenv("OPERATOR_TOKEN")
+    env.setenv("WORKER_TOKEN", GOOD["WORKER_TOKEN"])
+    assert load_settings(command).operator_token is None
+
+
+def test_status_reads_with_either_token_the_operators_first(env: pytest.MonkeyPatch) -> None:
+    assert load_settings("status").token_for("status").get_secret_value() == GOOD["WORKER_TOKEN"]
+    env.setenv("OPERATOR_TOKEN", "a-long-enough-operator-token")
+    settings = load_settings("status")
+    assert settings.token_for("status").get_secret_value() == "a-long-enough-operator-token"
+    env.delenv("WORKER_TOKEN")
+    env.delenv("OPERATOR_TOKEN")
+    with pytest.raises(ConfigError) as info:
+        load_settings("status")
+    assert info.value.problems == [
+        "OPERATOR_TOKEN or WORKER_TOKEN: one is required by the queue counts command (status) "
+        "but not set: the operator's token, or the worker's inside a replica"
+    ]
+
+
+def test_a_missing_token_is_reported_with_the_other_problems(env: pytest.MonkeyPatch) -> None:
+    env.delenv("WORKER_TOKEN")
+    env.setenv("LEASE_MS", "soon")
+    with pytest.raises(ConfigError) as info:
+        load_settings("stuck")
+    assert [p.split(":")[0] for p in info.value.problems] == ["LEASE_MS", "OPERATOR_TOKEN"]
+    # A token that is set but invalid is named once, as invalid, not also as missing.
+    env.setenv("OPERATOR_TOKEN", "short")
+    with pytest.raises(ConfigError) as info:
+        load_settings("stuck")
+    named = {p.split(":")[0]: p for p in info.value.problems}
+    assert len(info.value.problems) == 2
+    assert set(named) == {"LEASE_MS", "OPERATOR_TOKEN"}
+    assert named["OPERATOR_TOKEN"] == "OPERATOR_TOKEN: must be at least 16 characters"
 
 
 def test_each_problem_is_reported(env: pytest.MonkeyPatch) -> None:
@@ -250,3 +317,27 @@ def test_an_old_unit_less_name_is_refused_with_its_new_name(
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert caught.value.problems == [f"{old}: no longer read; set {new} (milliseconds) instead"]
+
+
+# --- which token each command needs (config.CREDENTIALS) ------------------------------------
+
+COMMAND_ARGS = {"enqueue": ["https://github.com/acme/widgets"], "requeue": ["j1"], "cancel": ["j1"]}
+
+
+def test_every_command_that_reads_settings_declares_its_token() -> None:
+    commands = set(getattr(typer.main.get_command(cli.app), "commands", {}))
+    declared = [c for credential in CREDENTIALS for c in credential.commands]
+    assert len(declared) == len(set(declared)), "a command in two CREDENTIALS entries"
+    assert set(declared) == commands - {"healthcheck", "version"}
+
+
+@pytest.mark.parametrize("command", [c for cred in CREDENTIALS for c in cred.commands])
+def test_each_command_names_its_own_token_when_none_is_set(
+    env: pytest.MonkeyPatch, command: str
+) -> None:
+    """Each command asks for its own entry: without any token it names exactly that one."""
+    env.delenv("WORKER_TOKEN")
+    env.delenv("OPERATOR_TOKEN", raising=False)
+    result = CliRunner().invoke(cli.app, [command, *COMMAND_ARGS.get(command, [])])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"fondation-worker: config error: {credential_of(command).missing()}\n"

@@ -22,7 +22,6 @@ from .clock import SystemClock
 from .config import Settings
 from .convex_client import ConvexClient
 from .credentials import StagedCredentials, stage_credentials
-from .errors import ConfigError
 from .health import HealthServer, HealthState
 from .job_runner import JobRunner
 from .logging_setup import get_logger
@@ -40,12 +39,6 @@ log = get_logger(__name__)
 # (a left-over one is finished by the next start's sweep).
 WORKSPACE_REMOVAL_WAIT_S = 5.0
 
-MISSING_OPERATOR_CREDENTIAL = (
-    "OPERATOR_TOKEN: is required by the operator commands (enqueue, stuck, reclaim, requeue, "
-    "cancel): set it to the Convex deployment's OPERATOR_TOKEN; the worker token has no "
-    "operator rights"
-)
-
 
 class StartupError(Exception):
     """The worker cannot start; ``message`` is the line for the operator."""
@@ -57,22 +50,17 @@ class StartupError(Exception):
 
 
 def connect(
-    settings: Settings, metrics: Metrics | None = None, *, operator: bool = False
+    settings: Settings, metrics: Metrics | None = None, *, command: str = "run"
 ) -> ConvexClient:
-    """A Convex client with the worker token, or with OPERATOR_TOKEN for ``operator=True``.
+    """A Convex client with the token ``command`` uses (config.CREDENTIALS).
 
     The operator functions accept only the operator token (fail-closed in Convex): an
     operator command without OPERATOR_TOKEN is a ``ConfigError`` here, never a call with
     the worker token.
     """
-    token = settings.worker_token
-    if operator:
-        if settings.operator_token is None:
-            raise ConfigError([MISSING_OPERATOR_CREDENTIAL])
-        token = settings.operator_token
     return ConvexClient(
         settings.convex_url,
-        token,
+        settings.token_for(command),
         timeout_s=seconds(settings.convex_timeout_ms),
         metrics=metrics,
     )
@@ -196,7 +184,7 @@ def build_worker(settings: Settings, redactor: Redactor) -> Worker:
         recover=lambda: recover_jobs(convex, settings.worker_id),
         probe=lambda: claude.probe_in(settings.temp_dir, PROBE_TIMEOUT_S),
         wakeup=(
-            WakeupSubscription(settings.convex_url, settings.worker_token, metrics)
+            WakeupSubscription(settings.convex_url, settings.token_for("run"), metrics)
             if settings.wakeup
             else None
         ),

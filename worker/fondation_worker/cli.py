@@ -33,7 +33,7 @@ __all__ = ["EXIT_CONFIG", "app"]
 @app.command()
 def run() -> None:
     """Claim and run jobs until SIGTERM/SIGINT (a second signal releases jobs at once)."""
-    settings = settings_or_exit(quiet_logs=False)
+    settings = settings_or_exit("run", quiet_logs=False)
     problems = runtime_problems(settings)
     if problems:
         raise fail_config(problems)
@@ -59,13 +59,13 @@ def check(
     ] = PROBE_TIMEOUT_S,
 ) -> None:
     """Check config, Convex, Claude auth (a tiny real call), disk and git; non-zero on failure."""
-    settings = settings_or_exit()
+    settings = settings_or_exit("check")
     problems = runtime_problems(settings)
     if problems:
         # The same configuration would stop `run`: say so the same way.
         raise fail_config(problems)
     failed = False
-    for result in check_all(settings, lambda: convex_or_exit(settings), claude_timeout):
+    for result in check_all(settings, lambda: convex_or_exit(settings, "check"), claude_timeout):
         failed = failed or result.failed
         typer.echo(result.line())
     raise typer.Exit(1 if failed else 0)

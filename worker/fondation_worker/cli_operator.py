@@ -1,7 +1,8 @@
 """The operator commands: enqueue, status, stuck, reclaim, requeue, cancel.
 
 Each one reads Settings, calls one or two Convex functions with OPERATOR_TOKEN (``status``
-with either token) and prints what ``render`` makes of the reply. cli.py registers them.
+with either token: config.CREDENTIALS) and prints what ``render`` makes of the reply; none
+needs WORKER_TOKEN. cli.py registers them.
 See docs/RUNBOOK.md and playbooks/runbook-stuck-jobs.yml for how operators use them.
 """
 
@@ -51,7 +52,7 @@ def enqueue(
     ] = None,
 ) -> None:
     """Queue a repository (operator, OPERATOR_TOKEN); --wait exits with the job's outcome."""
-    settings = settings_or_exit()
+    settings = settings_or_exit("enqueue")
     token: SecretStr | None = None
     if github_token_env:
         raw = os.environ.get(github_token_env)
@@ -59,7 +60,7 @@ def enqueue(
             typer.echo(f"fondation-worker: {github_token_env} is not set", err=True)
             raise typer.Exit(EXIT_CONFIG)
         token = SecretStr(raw)
-    with convex_or_exit(settings, operator=True) as convex:
+    with convex_or_exit(settings, "enqueue") as convex:
         try:
             reply = convex.enqueue(
                 repo,
@@ -137,9 +138,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw metrics as JSON")] = False,
 ) -> None:
     """Queue metrics (metrics:queue) as a table, or JSON for scripts."""
-    settings = settings_or_exit()
-    # Counts only: readable with either token, so the operator's when set, else the worker's.
-    with convex_or_exit(settings, operator=settings.operator_token is not None) as convex:
+    settings = settings_or_exit("status")
+    # Counts only: readable with either token, the operator's when set (config.CREDENTIALS).
+    with convex_or_exit(settings, "status") as convex:
         try:
             metrics = convex.queue_metrics()
         except WorkerError as exc:
@@ -173,9 +174,9 @@ def stuck(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list")] = False,
 ) -> None:
     """List claimed/running jobs whose lease expired or that run too long (exit 0 either way)."""
-    settings = settings_or_exit()
+    settings = settings_or_exit("stuck")
     threshold = settings.job_timeout_ms if running_longer_than is None else running_longer_than
-    with convex_or_exit(settings, operator=True) as convex:
+    with convex_or_exit(settings, "stuck") as convex:
         try:
             jobs = convex.list_stuck(threshold)
         except WorkerError as exc:
@@ -197,8 +198,8 @@ def reclaim(
     as_json: Annotated[bool, typer.Option("--json", help="Print the reply as JSON")] = False,
 ) -> None:
     """Run the reclaim cron's pass now: expired leases back to pending, or dead/canceled."""
-    settings = settings_or_exit()
-    with convex_or_exit(settings, operator=True) as convex:
+    settings = settings_or_exit("reclaim")
+    with convex_or_exit(settings, "reclaim") as convex:
         try:
             reply = convex.reclaim_now()
         except WorkerError as exc:
@@ -236,8 +237,8 @@ def requeue(
     yes: Annotated[bool, typer.Option("--yes", help="Requeue without asking")] = False,
 ) -> None:
     """Put a dead job back in the queue (attempts reset, last error kept); needs --yes."""
-    settings = settings_or_exit()
-    with convex_or_exit(settings, operator=True) as convex:
+    settings = settings_or_exit("requeue")
+    with convex_or_exit(settings, "requeue") as convex:
         job = job_or_exit(convex, job_id)
         if job.status != "dead":
             typer.echo(
@@ -274,8 +275,8 @@ def cancel(
     yes: Annotated[bool, typer.Option("--yes", help="Cancel without asking")] = False,
 ) -> None:
     """Cancel a job: a queued one at once, a running one at its worker's next heartbeat."""
-    settings = settings_or_exit()
-    with convex_or_exit(settings, operator=True) as convex:
+    settings = settings_or_exit("cancel")
+    with convex_or_exit(settings, "cancel") as convex:
         job = job_or_exit(convex, job_id)
         for line in render.describe(job):
             typer.echo(line)

@@ -1,5 +1,8 @@
 """What every ``fondation-worker`` command shares: Settings or exit 2, a Convex client or
-exit 2, and the config-error lines (one per problem on stderr, never a traceback)."""
+exit 2, and the config-error lines (one per problem on stderr, never a traceback).
+
+Each command names itself: config.CREDENTIALS says which token it needs, so an operator
+command runs without the worker's token and a missing token is named for that command."""
 
 from __future__ import annotations
 
@@ -24,10 +27,10 @@ def fail_config(problems: list[str]) -> typer.Exit:
     return typer.Exit(EXIT_CONFIG)
 
 
-def settings_or_exit(*, quiet_logs: bool = True) -> Settings:
-    """Settings from the environment, or exit 2 with the problems."""
+def settings_or_exit(command: str, *, quiet_logs: bool = True) -> Settings:
+    """Settings for ``command`` from the environment, or exit 2 with the problems."""
     try:
-        settings = load_settings()
+        settings = load_settings(command)
     except ConfigError as exc:
         raise fail_config(exc.problems) from None
     if quiet_logs:
@@ -41,9 +44,9 @@ def settings_or_exit(*, quiet_logs: bool = True) -> Settings:
     return settings
 
 
-def convex_or_exit(settings: Settings, *, operator: bool = False) -> ConvexClient:
-    """``assembly.connect``, or exit 2 when an operator command has no OPERATOR_TOKEN."""
+def convex_or_exit(settings: Settings, command: str) -> ConvexClient:
+    """``assembly.connect`` with ``command``'s token, or exit 2 when it is not set."""
     try:
-        return connect(settings, operator=operator)
+        return connect(settings, command=command)
     except ConfigError as exc:
         raise fail_config(exc.problems) from None

@@ -6,6 +6,11 @@ its unit and the Ansible role variable that sets it in production (or what sets 
 ``python -m fondation_worker.reference`` writes docs/CONFIGURATION.md and the role's bounds
 from them. ``load_settings`` returns valid settings or raises ``ConfigError`` with one message
 per problem; the CLI prints them one per line and exits 2.
+
+Which credential each command needs is declared once, in ``CREDENTIALS``: the worker's
+commands need ``WORKER_TOKEN``, the operator's ``OPERATOR_TOKEN`` only (an operator's laptop
+never holds a worker's credential), ``status`` either. ``load_settings(command)`` names only
+what that command lacks.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import re
 import secrets
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -96,6 +102,57 @@ def renamed_problems(environ: Mapping[str, str]) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True)
+class Credential:
+    """What a group of commands authenticates to Convex with: the first of ``settings`` that
+    is set (a tuple of Settings fields, in order of preference)."""
+
+    who: str
+    commands: tuple[str, ...]
+    settings: tuple[str, ...]
+    hint: str
+
+    def missing(self) -> str:
+        """The config-error line when none of ``settings`` is set."""
+        names = " or ".join(name.upper() for name in self.settings)
+        which = "one is" if len(self.settings) > 1 else "is"
+        commands = ", ".join(self.commands)
+        return f"{names}: {which} required by {self.who} ({commands}) but not set: {self.hint}"
+
+
+# The one place that says which credential each command needs. Convex accepts only the
+# operator token for the operator functions and only the worker token for the worker's; the
+# queue counts (`status`) take either, so it runs inside a replica and on a laptop alike.
+CREDENTIALS = (
+    Credential(
+        "the worker commands",
+        ("run", "check"),
+        ("worker_token",),
+        "set it to the Convex deployment's WORKER_TOKEN",
+    ),
+    Credential(
+        "the operator commands",
+        ("enqueue", "stuck", "reclaim", "requeue", "cancel"),
+        ("operator_token",),
+        "set it to the Convex deployment's OPERATOR_TOKEN; the worker token has no operator rights",
+    ),
+    Credential(
+        "the queue counts command",
+        ("status",),
+        ("operator_token", "worker_token"),
+        "the operator's token, or the worker's inside a replica",
+    ),
+)
+
+
+def credential_of(command: str) -> Credential:
+    """The credential ``command`` needs (``KeyError`` for a command that needs none)."""
+    for credential in CREDENTIALS:
+        if command in credential.commands:
+            return credential
+    raise KeyError(command)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         case_sensitive=False,
@@ -110,8 +167,10 @@ class Settings(BaseSettings):
         description="Convex deployment URL (https; http only on loopback)",
         json_schema_extra=_doc(role="fondation_worker_convex_url"),
     )
-    worker_token: SecretStr = Field(
-        description="shared worker token (Convex env WORKER_TOKEN)",
+    # Required by the commands CREDENTIALS says (run, check), not by the operator's.
+    worker_token: SecretStr | None = Field(
+        None,
+        description="shared worker token (Convex env WORKER_TOKEN), required by run and check",
         json_schema_extra=_doc(role="fondation_worker_token"),
     )
     # Only the CLI's operator commands use it, and they need it (Convex accepts no other
@@ -477,11 +536,23 @@ class Settings(BaseSettings):
         return [*DEFAULT_CLAUDE_ENV_PASSTHROUGH, *self.claude_env_passthrough]
 
     def secret_values(self) -> list[str]:
-        values = [self.worker_token.get_secret_value()]
-        for secret in (self.operator_token, self.anthropic_api_key, self.claude_code_oauth_token):
-            if secret is not None:
-                values.append(secret.get_secret_value())
-        return values
+        secrets_ = (
+            self.worker_token,
+            self.operator_token,
+            self.anthropic_api_key,
+            self.claude_code_oauth_token,
+        )
+        return [secret.get_secret_value() for secret in secrets_ if secret is not None]
+
+    def token_for(self, command: str) -> SecretStr:
+        """The token ``command`` calls Convex with (CREDENTIALS); ``ConfigError`` naming
+        what is missing when none is set."""
+        credential = credential_of(command)
+        for name in credential.settings:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                return value
+        raise ConfigError([credential.missing()])
 
     def cross_field_problems(self) -> list[str]:
         problems: list[str] = []
@@ -538,16 +609,34 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{name}: {message}"
 
 
-def load_settings() -> Settings:
-    """Settings from the process environment; ``ConfigError`` (one line per problem)."""
+def _is_set(field: str, environ: Mapping[str, str]) -> bool:
+    """Whether the environment sets ``field`` as Settings reads it (any case, not empty)."""
+    return any(name.lower() == field and value for name, value in environ.items())
+
+
+def load_settings(command: str = "run") -> Settings:
+    """Settings for ``command`` from the process environment, its credential included
+    (CREDENTIALS); ``ConfigError`` (one line per problem)."""
     renamed = renamed_problems(os.environ)
     if renamed:
         raise ConfigError(renamed)
+    credential = credential_of(command)
     try:
         settings = Settings()
     except ValidationError as exc:
-        raise ConfigError([_describe(dict(e)) for e in exc.errors()]) from None
+        problems = [_describe(dict(e)) for e in exc.errors()]
+        invalid = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
+        # Report a missing credential with the other problems, not on the next attempt.
+        if not invalid & set(credential.settings) and not any(
+            _is_set(name, os.environ) for name in credential.settings
+        ):
+            problems.append(credential.missing())
+        raise ConfigError(problems) from None
     problems = settings.cross_field_problems()
+    try:
+        settings.token_for(command)
+    except ConfigError as exc:
+        problems = exc.problems + problems
     if problems:
         raise ConfigError(problems)
     return settings

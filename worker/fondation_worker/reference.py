@@ -4,7 +4,8 @@
 compares) two files of the repository at ROOT (default: the current directory):
 
 - docs/CONFIGURATION.md: every setting with its unit, default, bounds, description and the
-  Ansible role variable that sets it in production;
+  Ansible role variable that sets it in production, then the token each command needs
+  (``config.CREDENTIALS``);
 - the block between the ``BEGIN``/``END`` markers of roles/fondation_worker/vars/main.yml:
   the bounds of every integer setting a role variable sets, which the role's preflight
   refuses to cross (so a play fails before a worker would refuse to start).
@@ -24,7 +25,7 @@ import annotated_types
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from .config import Settings
+from .config import CREDENTIALS, Settings
 
 DOC_PATH = Path("docs/CONFIGURATION.md")
 VARS_PATH = Path("roles/fondation_worker/vars/main.yml")
@@ -152,6 +153,20 @@ def markdown() -> str:
             f"| `{row.env}` | {row.unit or '-'} | {default if default == '-' else f'`{default}`'} "
             f"| {_bounds(row)} | {row.description} | {where} |"
         )
+    lines += [
+        "",
+        "## The token each command needs",
+        "",
+        "Every command below also needs `CONVEX_URL`; `healthcheck` and `version` need nothing.",
+        "A command refuses to start without its token and names it; it needs no other one.",
+        "",
+        "| Commands | Token | Note |",
+        "|---|---|---|",
+    ]
+    for credential in CREDENTIALS:
+        commands = ", ".join(f"`{c}`" for c in credential.commands)
+        tokens = " or ".join(f"`{name.upper()}`" for name in credential.settings)
+        lines.append(f"| {commands} | {tokens} | {credential.hint} |")
     lines.append("")
     return "\n".join(lines)
 
