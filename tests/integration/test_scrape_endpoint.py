@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.devbackend import DevBackend
+from tests.support.devbackend import DevBackend, claim
 from tests.support.git_server import GitServer
 from tests.support.paths import TEST_OPERATOR_TOKEN, TEST_SCRAPE_TOKEN, TEST_WORKER_TOKEN
 
@@ -28,8 +28,7 @@ def test_the_endpoint_parses_with_prometheus_client_and_matches_metrics_queue(
     for _ in range(3):
         dev_backend.enqueue(git_server.url("scrape", "sample"))
     with dev_backend.client() as client:
-        claimed = client.claim_one("w1", lease_ms=60_000)
-        assert claimed is not None
+        claim(client, "w1", lease_ms=60_000)  # offer slot 0, accept what the dispatcher assigns
 
     reply = scrape(dev_backend, TEST_SCRAPE_TOKEN)
     assert reply.status_code == 200, reply.text
@@ -49,6 +48,11 @@ def test_the_endpoint_parses_with_prometheus_client_and_matches_metrics_queue(
     assert families["fondation_queue_ready"].type == "gauge"
     age = families["fondation_queue_oldest_ready_age_seconds"].samples[0].value
     assert 0 <= age < 60
+    # the dispatch: w1's one slot holds its job; the mode is one of the four, exactly one set
+    assert families["fondation_queue_idle_slots"].samples[0].value == queue["idleSlots"] == 0
+    modes = {s.labels["mode"]: s.value for s in families["fondation_queue_dispatcher_mode"].samples}
+    assert set(modes) == {"idle", "sleeping", "active", "starved"}
+    assert sorted(modes.values()) == [0, 0, 0, 1]
     windows = {s.labels["window"] for s in families["fondation_queue_window_completed"].samples}
     assert windows == {"1h", "1d"}
     for family in families.values():

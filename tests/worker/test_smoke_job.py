@@ -1,4 +1,4 @@
-"""The rollout's smoke job as roles/fondation_worker/tasks/smoke_job.yml runs it:
+"""The rollout's smoke job as roles/fondation_worker/tasks/lib/smoke_job.yml runs it:
 ``fondation-worker enqueue --wait --target-worker <id> --max-attempts 1 --timeout <s>``
 against the dev backend with real worker processes. Only the named worker runs it; a worker
 whose every job fails (a poison release) makes it exit 1; a job nobody takes is canceled at
