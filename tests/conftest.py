@@ -74,6 +74,7 @@ def dev_backend(session_dev_backend: DevBackend) -> DevBackend:
         pytest.fail(f"dev backend died:\n{session_dev_backend.log_tail()}")
     session_dev_backend.resume()
     session_dev_backend.reset()
+    session_dev_backend.admin("stats/reset")  # /_dev/stats counts this test's calls only
     return session_dev_backend
 
 

@@ -257,7 +257,7 @@ def test_an_operator_needs_only_convex_url_and_the_operator_token(
     assert reclaim.returncode == 0, reclaim.stderr
     assert reclaim.stdout == "no expired leases: nothing to reclaim\n"
     requeue = cli(with_operator, tmp_path, "requeue", job_id, **operator)
-    assert requeue.returncode == 1  # reached Convex: the job is pending, not dead
+    assert requeue.returncode == 3  # reached Convex: the job is pending, not dead (exit 3)
     assert f"job {job_id} is pending: only a dead job can be requeued" in requeue.stderr
     cancel = cli(with_operator, tmp_path, "cancel", job_id, "--yes", **operator)
     assert cancel.returncode == 0, cancel.stderr

@@ -84,6 +84,28 @@ def test_the_job_a_slot_ran_is_no_new_assignment_when_the_slot_frees() -> None:
     assert t2.due(9.0, [0])
 
 
+def test_the_same_job_assigned_again_after_the_slot_was_offered_is_accepted() -> None:
+    # A fenced job: the slot frees without an offer, is offered by a claim, and the
+    # dispatcher gives the reclaimed job back to the same slot.
+    t = timing()
+    t.wake_changed(live(1, (0, "assigned", "j1")), 0.0)
+    t.claimed(0.0, 0, "j1")
+    t.slot_freed(5.0, 0, offered=False)
+    assert t.why(5.0, [0]) == "offer"
+    t.empty(5.0, [0])
+    t.wake_changed(live(2, (0, "assigned", "j1")), 9.0)
+    assert t.due(9.0, [0])
+    assert t.why(9.0, [0]) == "assignment"
+    # the same through the subscription alone: the slot shown idle, then j1 again
+    t2 = timing()
+    t2.wake_changed(live(1, (0, "assigned", "j1")), 0.0)
+    t2.claimed(0.0, 0, "j1")
+    t2.slot_freed(5.0, 0, offered=True)
+    t2.wake_changed(live(2, (0, "idle", None)), 5.1)
+    t2.wake_changed(live(3, (0, "assigned", "j1")), 9.0)
+    assert t2.why(9.0, [0]) == "assignment"
+
+
 def test_a_stale_assignment_view_is_acted_on_once() -> None:
     t = timing()
     t.wake_changed(live(3, (0, "assigned", "gone")), 10.0)

@@ -70,8 +70,9 @@ class ClaimTiming:
     offered_at: dict[int, float] = field(default_factory=dict)
     # The answer a claim already acted on and found nothing for (a stale view): not again.
     spent_version: int | None = None
-    # The job each slot last accepted: its row keeps naming it until the final call's offer
-    # shows, and that is no new assignment.
+    # The job each slot last accepted: its row keeps naming it until the slot is offered
+    # again, and that is no new assignment. Forgotten once the slot is seen offered: the
+    # same job assigned again later (its lease reclaimed) is a new assignment to accept.
     taken: dict[int, str] = field(default_factory=dict)
 
     # --- what the scheduler tells it --------------------------------------------------
@@ -80,6 +81,9 @@ class ClaimTiming:
         """The subscription has a new answer or state."""
         was_live = self.subscribed
         self.wake = state
+        for view in state.slots or ():
+            if view.job_id != self.taken.get(view.slot):
+                self.taken.pop(view.slot, None)
         if state.live:
             # The answer covers us (a missing slot is offered by itself): the safety poll is
             # for a subscription silent that long, so each answer puts it off again.
@@ -105,6 +109,7 @@ class ClaimTiming:
             self.spent_version = self.wake.version
         for slot in offered:
             self.offered_at[slot] = now
+            self.taken.pop(slot, None)
         self.empty_polls += 1
         if self.subscribed:
             delay_s = self._safety_delay()
