@@ -11,7 +11,8 @@ export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: help test lint pytest pytest-fast convex-test molecule deploy clean-local \
-        engine images image deps clean bench chaos chaos-short flake
+        engine images image deps clean bench chaos chaos-short flake monitoring dashboard \
+        claude-cli-bump
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,10 +54,11 @@ test: ## every check: lint, Convex tests, a newcomer's make deploy, short chaos,
 	@$(STAGE) run tree-deps scripts/clean-tree.sh check "make deps"
 	@$(STAGE) run engine scripts/docker-engine.sh
 	@$(STAGE) run images scripts/base-image.sh all
-	@# Three checks that need nothing from one another and assert no timings, side by side.
+	@# Four checks that need nothing from one another and assert no timings, side by side.
 	@$(STAGE) parallel lint "$(MAKE) --no-print-directory lint" \
 	  image "scripts/build-image.sh" \
-	  convex-test "$(MAKE) --no-print-directory convex-test"
+	  convex-test "$(MAKE) --no-print-directory convex-test" \
+	  monitoring "$(MAKE) --no-print-directory monitoring"
 	@$(STAGE) run deploy scripts/first-deploy-check.sh
 	@$(STAGE) run chaos-short $(MAKE) --no-print-directory chaos-short
 	@# Molecule waits on nested engines most of the time; the Python suites use the cores.
@@ -66,8 +68,8 @@ test: ## every check: lint, Convex tests, a newcomer's make deploy, short chaos,
 	@$(STAGE) summary
 
 lint: deps ## ruff, mypy --strict, yamllint, ansible-lint (production), tsc
-	ruff check worker tests molecule bench scripts chaos plugins roles/fondation_worker/files
-	ruff format --check worker tests molecule bench scripts chaos plugins roles/fondation_worker/files
+	ruff check worker tests molecule bench scripts chaos plugins roles/fondation_worker/files monitoring
+	ruff format --check worker tests molecule bench scripts chaos plugins roles/fondation_worker/files monitoring
 	mypy
 	yamllint --strict .
 	ansible-lint
@@ -86,6 +88,20 @@ pytest-fast: deps ## the in-process pytest suites only (no dev backend, Docker, 
 
 convex-test: deps ## the Convex functions under convex-test (vitest)
 	vitest run
+
+# promtool comes from Debian's prometheus package (installed when root on Debian); the
+# scrape-and-fire test with a real Prometheus is a pytest suite (tests/monitoring).
+monitoring: deps ## alert rules (promtool check + unit tests) and the dashboard's metric names
+	scripts/monitoring.sh check
+	pytest -q tests/monitoring -m "not integration"
+
+dashboard: deps ## regenerate the fleet dashboard JSON (monitoring/dashboards/) from monitoring/dashboard.py
+	scripts/monitoring.sh dashboard
+
+# Resolve a Claude CLI version (the registry's latest by default), rebuild the image with it
+# and run the real-CLI suites; worker/claude-cli.lock keeps the new pin only if they pass.
+claude-cli-bump: deps ## pin a new Claude CLI: make claude-cli-bump [VERSION=2.1.337]
+	scripts/claude-cli-bump.sh $(VERSION)
 
 # The end-to-end checks need the dev backend; scripts/molecule.sh runs one of their own.
 molecule: deps images image ## the Molecule scenarios (Debian 12 and 13 systemd hosts, DinD)

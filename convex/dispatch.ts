@@ -22,28 +22,60 @@ import {
   ROLLUP_SETTLE_MS,
   isLeased,
 } from "./lib/policy";
-import { holdsAssignment, returnAssignment, type Slot } from "./lib/slots";
+import { holdsAssignment, returnAssignment, slotsOf, type Slot } from "./lib/slots";
 
-/** Up to `limit` queued jobs due by `now` (pending and failed), oldest runAt first. */
+const QUEUED = ["pending", "failed"] as const;
+
+/**
+ * Up to `limit` queued jobs due by `now` (pending and failed) that any worker may take
+ * (no targetWorkerId), oldest runAt first.
+ */
 async function dueJobs(ctx: MutationCtx, now: number, limit: number): Promise<Job[]> {
   const [pending, failed] = await Promise.all(
-    (["pending", "failed"] as const).map((status) =>
+    QUEUED.map((status) =>
       ctx.db
         .query("jobs")
-        .withIndex("by_status_runAt", (q) => q.eq("status", status).lte("runAt", now))
+        .withIndex("by_status_target_runAt", (q) =>
+          q.eq("status", status).eq("targetWorkerId", undefined).lte("runAt", now),
+        )
         .take(limit),
     ),
   );
   return [...pending, ...failed].sort((a, b) => a.runAt - b.runAt).slice(0, limit);
 }
 
-/** When the earliest queued job is due (after `now`), or null when nothing is queued. */
-async function nextRunAt(ctx: MutationCtx): Promise<number | null> {
-  const heads = await Promise.all(
-    (["pending", "failed"] as const).map((status) =>
+/**
+ * Queued jobs targeted at one worker (targetWorkerId) and due by `now`, oldest runAt first.
+ * One index range per status over every queued targeted job (those due later included):
+ * they are few (a rollout's smoke job per canary), so DISPATCH_BATCH of each bounds it.
+ */
+async function dueTargeted(ctx: MutationCtx, now: number): Promise<Job[]> {
+  const queued = await Promise.all(
+    QUEUED.map((status) =>
       ctx.db
         .query("jobs")
-        .withIndex("by_status_runAt", (q) => q.eq("status", status))
+        .withIndex("by_status_target_runAt", (q) => q.eq("status", status).gte("targetWorkerId", ""))
+        .take(DISPATCH_BATCH),
+    ),
+  );
+  return queued
+    .flat()
+    .filter((job) => job.runAt <= now)
+    .sort((a, b) => a.runAt - b.runAt);
+}
+
+/**
+ * When the next queued job falls due (after `now`), or null when none will. Jobs due now
+ * and still queued after a tick's pairing are targeted jobs whose worker has no idle slot:
+ * no tick is scheduled for them, that worker's next offered slot wakes the dispatcher
+ * (lib/dispatcher.ts wakeForSlot).
+ */
+async function nextRunAt(ctx: MutationCtx, now: number): Promise<number | null> {
+  const heads = await Promise.all(
+    QUEUED.map((status) =>
+      ctx.db
+        .query("jobs")
+        .withIndex("by_status_runAt", (q) => q.eq("status", status).gt("runAt", now))
         .first(),
     ),
   );
@@ -86,32 +118,50 @@ async function expireAssignments(ctx: MutationCtx, now: number): Promise<number>
   return late.length + dropped;
 }
 
-/** Pair due jobs with idle slots, longest idle first. */
+/** Hand `job` to `slot` (the worker accepts it with claimOne). */
+async function pair(ctx: MutationCtx, job: Job, slot: Slot, now: number): Promise<void> {
+  await setStatus(
+    ctx,
+    job,
+    "assigned",
+    { lockedBy: slot.workerId, assignedSlot: slot.slot, leaseUntil: now + slot.acceptMs },
+    now,
+  );
+  await ctx.db.patch(slot._id, { state: "assigned", jobId: job._id, since: now });
+}
+
+/**
+ * Pair due jobs with idle slots. A job targeted at one worker goes first, to that worker's
+ * longest-idle slot, and to no other worker's (none idle: it waits, and that worker's next
+ * offered slot wakes the dispatcher); then the other due jobs go to the idle slots left,
+ * longest idle first. `dueLeft` counts only the untargeted jobs: a targeted one never
+ * keeps the chain ticking for slots that are not its worker's.
+ */
 async function assignDue(
   ctx: MutationCtx,
   now: number,
 ): Promise<{ assigned: number; dueLeft: boolean; slotsLeft: boolean }> {
+  let targeted = 0;
+  for (const job of await dueTargeted(ctx, now)) {
+    // Read again for each job: an earlier pairing of this tick may have taken a slot.
+    const idle = (await slotsOf(ctx, job.targetWorkerId ?? ""))
+      .filter((row) => row.state === "idle")
+      .sort((a, b) => a.since - b.since);
+    if (idle.length === 0) continue;
+    await pair(ctx, job, idle[0], now);
+    targeted++;
+  }
+  // The slots just paired are no longer idle (a transaction reads its own writes).
   const slots: Slot[] = await ctx.db
     .query("workerSlots")
     .withIndex("by_state_since", (q) => q.eq("state", "idle"))
     .take(DISPATCH_BATCH);
   // One more than can be paired: whether jobs remain due after this tick.
-  const due = await dueJobs(ctx, now, Math.max(slots.length, 0) + 1);
+  const due = await dueJobs(ctx, now, slots.length + 1);
   const n = Math.min(slots.length, due.length);
-  for (let i = 0; i < n; i++) {
-    const job = due[i];
-    const slot = slots[i];
-    await setStatus(
-      ctx,
-      job,
-      "assigned",
-      { lockedBy: slot.workerId, assignedSlot: slot.slot, leaseUntil: now + slot.acceptMs },
-      now,
-    );
-    await ctx.db.patch(slot._id, { state: "assigned", jobId: job._id, since: now });
-  }
+  for (let i = 0; i < n; i++) await pair(ctx, due[i], slots[i], now);
   return {
-    assigned: n,
+    assigned: targeted + n,
     dueLeft: due.length > n,
     slotsLeft: slots.length > n || slots.length === DISPATCH_BATCH,
   };
@@ -185,7 +235,7 @@ export const tick = internalMutation({
       await next(DISPATCH_BACKLOG_MS * 2 ** lingered, lingered);
       return { ...result, next: "linger" as const };
     }
-    const wakeAt = await nextRunAt(ctx);
+    const wakeAt = await nextRunAt(ctx, now);
     await park(ctx, state, { wakeAt }, now);
     return { ...result, next: wakeAt === null ? ("idle" as const) : ("sleeping" as const) };
   },

@@ -45,6 +45,7 @@ import {
   holdsAssignment,
   idleAgain,
   offerSlot,
+  returnAssignment,
   slotRow,
   slotsOf,
   withdrawSlots,
@@ -284,6 +285,13 @@ export const claimOne = workerMutation({
       const job = row.jobId === undefined ? null : await ctx.db.get(row.jobId);
       if (!holdsAssignment(row, job)) {
         // Moved on meanwhile (canceled, or taken back when its deadline passed): idle again.
+        await idleAgain(ctx, row, acceptMs, now);
+        continue;
+      }
+      if (job.targetWorkerId !== undefined && job.targetWorkerId !== workerId) {
+        // Never so from the dispatcher (it pairs a targeted job with its worker's slots
+        // only); should a row ever say otherwise, the job is not this worker's to run.
+        await returnAssignment(ctx, job, now, `targeted at worker ${job.targetWorkerId}`);
         await idleAgain(ctx, row, acceptMs, now);
         continue;
       }
@@ -680,6 +688,8 @@ export const enqueue = mutation({
     githubToken: v.optional(v.string()),
     maxAttempts: v.optional(v.number()),
     userId: v.optional(v.string()),
+    // Operator only: the one worker (WORKER_ID) allowed to claim it (the rollout's smoke job).
+    targetWorkerId: v.optional(v.string()),
     token: v.optional(v.string()),
   },
   returns: v.object({ jobId: v.string(), created: v.boolean() }),
@@ -694,6 +704,11 @@ export const enqueue = mutation({
       args.githubToken === undefined
         ? undefined
         : must(checkIdent("githubToken", args.githubToken, MAX_TOKEN_LENGTH));
+    if (args.targetWorkerId !== undefined && caller.kind !== "operator") {
+      fail("UNAUTHORIZED", "targetWorkerId is for operators (the operator token) only");
+    }
+    const targetWorkerId =
+      args.targetWorkerId === undefined ? undefined : must(checkIdent("targetWorkerId", args.targetWorkerId));
     const maxAttempts = args.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > MAX_MAX_ATTEMPTS) {
       invalid(`maxAttempts must be an integer between 1 and ${MAX_MAX_ATTEMPTS}`);
@@ -712,7 +727,7 @@ export const enqueue = mutation({
     }
     const jobId = await insertJob(
       ctx,
-      { repoUrl, branch, userId, dedupeKey, maxAttempts, githubToken },
+      { repoUrl, branch, userId, dedupeKey, maxAttempts, githubToken, targetWorkerId },
       Date.now(),
     );
     return { jobId: jobId as string, created: true };

@@ -2,7 +2,7 @@
 // lib/aggregates.ts) plus the events not folded yet: exact at any moment, no table scan.
 // Every read walks an index with a bound that does not grow with the number of jobs.
 import { v, type Infer, type VFloat64 } from "convex/values";
-import { internalMutation, query, type QueryCtx } from "./_generated/server";
+import { internalMutation, internalQuery, query, type QueryCtx } from "./_generated/server";
 import { requireWorkerOrOperator } from "./lib/auth";
 import { vDispatcherMode } from "./lib/validators";
 import {
@@ -112,13 +112,16 @@ const vQueueFigures = v.object({
   lastHour: vWindow,
   lastDay: vWindow,
 });
+export type QueueFigures = Infer<typeof vQueueFigures>;
 
 /**
- * The queue's figures at `now`: folded aggregates plus the events not folded yet, so every
+ * The queue's figures at `now`, read once for every reader: `metrics:queue` (JSON) and the
+ * Prometheus endpoint of http.ts (`GET /metrics`, scrape token), which renders whatever
+ * this returns (lib/exposition.ts), so a new figure reaches both: folded aggregates plus the events not folded yet, so every
  * count is exact. Bounded: a fixed number of index reads, at most MAX_UNROLLED_EVENTS
  * events, the day's stats buckets and the idle slots of the fleet.
  */
-export async function queueFigures(ctx: QueryCtx, now: number): Promise<Infer<typeof vQueueFigures>> {
+export async function queueFigures(ctx: QueryCtx, now: number): Promise<QueueFigures> {
   const [counts, events] = await Promise.all([foldedCounts(ctx), unfoldedEvents(ctx, MAX_UNROLLED_EVENTS)]);
   const pending = foldEvents(events);
   for (const [status, delta] of pending.counters) counts[status] += delta;
@@ -204,6 +207,16 @@ export const queue = query({
     await requireWorkerOrOperator(ctx, args.token);
     return await queueFigures(ctx, Date.now());
   },
+});
+
+/**
+ * The same figures for the Prometheus endpoint (http.ts): internal, so only the HTTP action
+ * reaches it, after it checked the scrape token.
+ */
+export const queueFiguresInternal = internalQuery({
+  args: {},
+  returns: vQueueFigures,
+  handler: async (ctx) => await queueFigures(ctx, Date.now()),
 });
 
 /** Cron: delete stats buckets older than the retention (at most 100 per run). */

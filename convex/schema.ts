@@ -18,6 +18,9 @@ export default defineSchema({
     maxAttempts: v.number(),
     deferrals: v.number(), // retries that did not consume an attempt (bounded by MAX_DEFERRALS)
     dedupeKey: v.optional(v.string()),
+    // Only this worker may claim the job (an operator's job for one worker: the rollout's
+    // smoke job on its canary). Absent: any worker.
+    targetWorkerId: v.optional(v.string()),
     // lease (fencing: leaseToken is new on every claim; leaseGeneration counts claims)
     lockedBy: v.optional(v.string()),
     // the slot of lockedBy the dispatcher gave it to (kept while that worker holds it)
@@ -56,7 +59,10 @@ export default defineSchema({
     .index("by_claimRequestId", ["claimRequestId"]) // repeated claim requests
     .index("by_lockedBy_status", ["lockedBy", "status"]) // a restarted worker's old claims
     .index("by_user_dedupe_status", ["userId", "dedupeKey", "status"]) // dedupe
-    .index("by_user_createdAt", ["userId", "createdAt"]), // listByUser
+    .index("by_user_createdAt", ["userId", "createdAt"]) // listByUser
+    // the dispatcher's pairing (dispatch.ts): untargeted due jobs (targetWorkerId undefined),
+    // every queued targeted job, and one worker's due targeted jobs, each one index range
+    .index("by_status_target_runAt", ["status", "targetWorkerId", "runAt"]),
 
   // Private-repository tokens, apart from the job; deleted when the job ends.
   jobSecrets: defineTable({

@@ -219,6 +219,14 @@ export class Backend {
     }
   }
 
+  /**
+   * An HTTP action of convex/http.ts (`path` with its query string, as routed on the site
+   * URL). Its queries and mutations run in this backend's one-at-a-time order.
+   */
+  fetch(pathQuery: string, init: RequestInit): Promise<Response> {
+    return this.serialize(async () => await this.t.fetch(pathQuery, init));
+  }
+
   /** Run an internal mutation (crons). */
   runInternalMutation(udfPath: string): Promise<CallResult> {
     return this.call("mutation", udfPath, {});

@@ -329,10 +329,43 @@ async function handleAdmin(req: IncomingMessage, res: ServerResponse, url: URL):
 
 const RUN_PATH = /^\/api\/run\/([A-Za-z0-9_/.-]+)\/([A-Za-z_$][A-Za-z0-9_$]*)$/;
 
+// HTTP actions (convex/http.ts). Convex serves them on the site URL
+// (https://<deployment>.convex.site/<route>); the open-source backend also serves them under
+// /http/ on its API port, and so does this one: /http/metrics runs the /metrics route.
+const HTTP_ACTIONS = "/http/";
+
+async function handleHttpAction(req: IncomingMessage, res: ServerResponse, url: URL): Promise<string> {
+  const route = `/${url.pathname.slice(HTTP_ACTIONS.length)}${url.search}`;
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (typeof value === "string") headers.set(name, value);
+    else if (Array.isArray(value)) headers.set(name, value.join(", "));
+  }
+  const method = req.method ?? "GET";
+  const body = method === "GET" || method === "HEAD" ? undefined : await readBody(req);
+  let reply: Response;
+  try {
+    reply = await backend.fetch(route, { method, headers, body });
+  } catch (e) {
+    // The action threw (a route that does not exist is a 404 reply, as on Convex).
+    send(res, 500, { code: "InternalServerError", message: e instanceof Error ? e.message : String(e) });
+    return `http ${route} 500`;
+  }
+  const data = Buffer.from(await reply.arrayBuffer());
+  const out: Record<string, string> = { "content-length": String(data.length) };
+  reply.headers.forEach((value, name) => {
+    if (name !== "content-length") out[name] = value;
+  });
+  res.writeHead(reply.status, out);
+  res.end(data);
+  sync.afterCommit("all"); // an action may have run mutations
+  return `http ${route} ${reply.status}`;
+}
+
 const server = createServer((req, res) => {
   const started = Date.now();
   const url = new URL(req.url ?? "/", "http://localhost");
-  const isApi = url.pathname.startsWith("/api/");
+  const isApi = url.pathname.startsWith("/api/") || url.pathname.startsWith(HTTP_ACTIONS);
 
   if (isApi && paused !== null) {
     if (paused === "reset") {
@@ -357,6 +390,7 @@ const server = createServer((req, res) => {
       return "health";
     }
     if (url.pathname.startsWith("/_dev/")) return await handleAdmin(req, res, url);
+    if (url.pathname.startsWith(HTTP_ACTIONS)) return await handleHttpAction(req, res, url);
     if (req.method === "POST") {
       if (url.pathname === "/api/query") return await handleFunction(req, res, "query");
       if (url.pathname === "/api/mutation") return await handleFunction(req, res, "mutation");

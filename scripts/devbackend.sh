@@ -6,8 +6,9 @@
 #   devbackend.sh stop    stop it
 #   devbackend.sh url     print the URL of the running one (exit 1 when none runs)
 # Env: DEV_BACKEND_HOST (listen address; default: scripts/host-address.sh's), DEV_BACKEND_PORT
-#      (3210), WORKER_TOKEN and OPERATOR_TOKEN (fixed local test values; the operator
-#      functions accept only OPERATOR_TOKEN), ALLOWED_REPO_HOSTS, RECLAIM_INTERVAL_MS,
+#      (3210), WORKER_TOKEN, OPERATOR_TOKEN and METRICS_SCRAPE_TOKEN (fixed local test
+#      values; the operator functions accept only OPERATOR_TOKEN, the Prometheus endpoint
+#      /http/metrics only METRICS_SCRAPE_TOKEN), ALLOWED_REPO_HOSTS, RECLAIM_INTERVAL_MS,
 #      DEV_BACKEND_STATE (state dir; one per concurrent backend).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,6 +49,7 @@ start() {
   daemon_spawn "$state/devbackend.log" env \
     WORKER_TOKEN="${WORKER_TOKEN:-local-dev-token-not-secret}" \
     OPERATOR_TOKEN="${OPERATOR_TOKEN:-local-operator-token-not-secret}" \
+    METRICS_SCRAPE_TOKEN="${METRICS_SCRAPE_TOKEN:-local-scrape-token-not-secret}" \
     ALLOWED_REPO_HOSTS="${ALLOWED_REPO_HOSTS:-github.com}" \
     DEV_BACKEND_HOST="$host" DEV_BACKEND_PORT="$port" \
     "$root/node_modules/.bin/tsx" "$root/devbackend/server.ts"

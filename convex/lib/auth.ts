@@ -148,6 +148,24 @@ export function requireOperator(token: string | undefined): void {
   }
 }
 
+const SCRAPE_VARS = ["METRICS_SCRAPE_TOKEN", "METRICS_SCRAPE_TOKEN_NEXT"] as const;
+
+export type ScrapeCheck = "ok" | "not_configured" | "refused";
+
+/**
+ * The Prometheus endpoint (http.ts `GET /metrics`): its own credential, METRICS_SCRAPE_TOKEN
+ * (or _NEXT during a rotation), sent as `Authorization: Bearer <token>`. Fail-closed: unset,
+ * every scrape is refused. A worker or operator token is never a scrape token, even when a
+ * scrape variable was set to the same value by mistake: a Prometheus server holds this
+ * token in a file, and it must not open the queue to whoever reads that file.
+ */
+export function checkScrapeToken(token: string | undefined): ScrapeCheck {
+  if (!SCRAPE_VARS.some((name) => (process.env[name] ?? "").length > 0)) return "not_configured";
+  if (!matchesEnv(token, SCRAPE_VARS)) return "refused";
+  if (isWorkerToken(token) || isOperatorToken(token)) return "refused";
+  return "ok";
+}
+
 /** Aggregate queue metrics (counts only): readable by workers (`fondation-worker check`) and operators. */
 export async function requireWorkerOrOperator(ctx: QueryCtx, token: string | undefined): Promise<void> {
   if (isOperatorToken(token)) return;

@@ -1,8 +1,9 @@
 // The dispatcher's state row and its kicks. One tick chain at a time pairs due jobs with
 // idle worker slots (dispatch.ts). A mutation that makes a job due calls kickDispatcher; a
 // worker offering a slot calls wakeForSlot; each schedules a tick only when none will run
-// in time anyway. Only mode changes write the row: while a chain runs (a burst), every
-// kick is a read.
+// in time anyway. A job targeted at one worker (the rollout's smoke job) waits for that
+// worker's slots: that worker offering a slot wakes the dispatcher. Only mode changes write
+// the row: while a chain runs (a burst), every kick is a read.
 import type { Doc } from "../_generated/dataModel";
 import type { MutationCtx, QueryCtx } from "../_generated/server";
 import { internal } from "../_generated/api";
@@ -34,10 +35,33 @@ export async function kickDispatcher(ctx: MutationCtx, at: number, now: number):
   await startEpoch(ctx, state, Math.max(at, now), now);
 }
 
-/** A worker slot became idle: a starved dispatcher (jobs waiting for it) ticks now. */
-export async function wakeForSlot(ctx: MutationCtx, now: number): Promise<void> {
+/**
+ * A slot of `workerId` became idle: a starved dispatcher (jobs waiting for a slot) ticks
+ * now, and so does one that would not tick by now while a job targeted at this worker is
+ * due (it waits for this worker's slots only, and no tick is scheduled for it).
+ */
+export async function wakeForSlot(ctx: MutationCtx, workerId: string, now: number): Promise<void> {
   const state = await dispatcherState(ctx);
-  if (state?.mode === "starved") await startEpoch(ctx, state, now, now);
+  if (state?.mode === "starved" || (!tickBy(state, now) && (await targetedDue(ctx, workerId, now)))) {
+    await startEpoch(ctx, state, now, now);
+  }
+}
+
+/**
+ * Whether a queued job targeted at `workerId` is due by `now`. Reads only the index range of
+ * this worker's targeted jobs: an offer never meets another worker's writes.
+ */
+export async function targetedDue(ctx: QueryCtx, workerId: string, now: number): Promise<boolean> {
+  for (const status of ["pending", "failed"] as const) {
+    const job = await ctx.db
+      .query("jobs")
+      .withIndex("by_status_target_runAt", (q) =>
+        q.eq("status", status).eq("targetWorkerId", workerId).lte("runAt", now),
+      )
+      .first();
+    if (job !== null) return true;
+  }
+  return false;
 }
 
 /** The queue's upkeep (the cron): a tick now unless one is running or due. */

@@ -34,6 +34,7 @@ export type NewJob = {
   dedupeKey?: string;
   maxAttempts: number;
   githubToken?: string;
+  targetWorkerId?: string;
 };
 
 export async function insertJob(ctx: MutationCtx, job: NewJob, now: number): Promise<Id<"jobs">> {
@@ -48,6 +49,7 @@ export async function insertJob(ctx: MutationCtx, job: NewJob, now: number): Pro
     maxAttempts: job.maxAttempts,
     deferrals: 0,
     dedupeKey: job.dedupeKey,
+    targetWorkerId: job.targetWorkerId,
     leaseGeneration: 0,
     cancelRequested: false,
     uploadCount: 0,
@@ -364,6 +366,7 @@ export function publicJob(job: Job) {
     lockedBy: job.lockedBy,
     leaseUntil: job.leaseUntil,
     dedupeKey: job.dedupeKey,
+    targetWorkerId: job.targetWorkerId,
     lastError: job.lastError,
     lastErrorKind: job.lastErrorKind,
     requeues: job.requeues,

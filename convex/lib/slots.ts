@@ -75,7 +75,7 @@ export async function offerSlot(
     return { ...row, acceptMs };
   }
   const id = await ctx.db.insert("workerSlots", { workerId, slot, state: "idle", since: now, acceptMs });
-  await wakeForSlot(ctx, now);
+  await wakeForSlot(ctx, workerId, now);
   return (await ctx.db.get(id))!;
 }
 
@@ -94,7 +94,7 @@ export function holdsAssignment(row: Slot, job: Job | null): job is Job {
 /** A slot row left assigned to a job that moved on becomes idle again. */
 export async function idleAgain(ctx: MutationCtx, row: Slot, acceptMs: number, now: number): Promise<void> {
   await ctx.db.patch(row._id, { state: "idle", jobId: undefined, since: now, acceptMs });
-  await wakeForSlot(ctx, now);
+  await wakeForSlot(ctx, row.workerId, now);
 }
 
 /**

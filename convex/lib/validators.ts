@@ -106,6 +106,7 @@ export const vPublicJob = v.object({
   lockedBy: v.optional(v.string()),
   leaseUntil: v.optional(v.number()),
   dedupeKey: v.optional(v.string()),
+  targetWorkerId: v.optional(v.string()),
   lastError: v.optional(v.string()),
   lastErrorKind: v.optional(v.string()),
   requeues: v.optional(v.array(vRequeue)),

@@ -99,6 +99,9 @@ LONG_RUNS = {
     "make bench": "the performance report: every bench script, about 30 minutes",
     "make flake SCENARIO=runbooks N=5": "five Molecule runs of one scenario",
     ".venv/bin/python -m bench.image": "builds the worker image twice, cold and warm",
+    "make claude-cli-bump": "fetches the CLI (about 200 MB) from the npm registry, rebuilds the "
+    "image and runs every real-CLI suite; tests/unit/test_claude_cli_bump.py runs its logic",
+    "make claude-cli-bump VERSION=2.1.337": "the same, for a given version",
 }
 
 MAKE_TEST = "make test"
@@ -128,6 +131,8 @@ RUN_BY: dict[str, str] = {
     "make chaos-short": MAKE_TEST,
     "make deploy": MAKE_TEST,
     "make clean-local": MAKE_TEST,
+    "make monitoring": MAKE_TEST,
+    "make dashboard": _MAKE,
     "make help": _MAKE,
     "make pytest-fast": _MAKE,
     # README "Deploying for real" steps 0 and 2, OPERATIONS and RUNBOOK: the toolchain, the

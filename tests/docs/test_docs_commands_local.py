@@ -140,6 +140,14 @@ def test_the_make_targets_outside_make_test(documented: DocShell, tmp_path: Path
     assert "tests/unit/test_config.py::test_defaults" in fast.output
     assert "tests/docs/test_docs_commands_local.py::" not in fast.output, "a slow test left in"
 
+    # The dashboard regenerated from monitoring/dashboard.py is the committed JSON: running
+    # the documented command on a clean tree changes nothing.
+    dashboard = ROOT / "monitoring" / "dashboards" / "fondation-fleet.json"
+    before = dashboard.read_bytes()
+    [regenerated] = documented.run(["make dashboard"], env=env, cwd=ROOT)
+    assert regenerated.returncode == 0, regenerated.output[-3000:]
+    assert dashboard.read_bytes() == before, "make dashboard changed the committed dashboard"
+
 
 def test_the_reader_shell_has_no_venv_on_its_path(tmp_path: Path) -> None:
     """Otherwise `source .venv/bin/activate` would prove nothing."""

@@ -22,7 +22,14 @@ from pydantic import SecretStr
 from fondation_worker.convex_client import ConvexClient
 from fondation_worker.models import ClaimedJob
 
-from .paths import DEV_BACKEND, REPO_ROOT, TEST_OPERATOR_TOKEN, TEST_WORKER_TOKEN, TSX
+from .paths import (
+    DEV_BACKEND,
+    REPO_ROOT,
+    TEST_OPERATOR_TOKEN,
+    TEST_SCRAPE_TOKEN,
+    TEST_WORKER_TOKEN,
+    TSX,
+)
 from .waiting import free_port, wait_until
 
 
@@ -179,6 +186,7 @@ def start_dev_backend(
         **os.environ,
         "WORKER_TOKEN": worker_token,
         "OPERATOR_TOKEN": operator_token,
+        "METRICS_SCRAPE_TOKEN": TEST_SCRAPE_TOKEN,
         "ALLOWED_REPO_HOSTS": allowed_hosts,
         "DEV_BACKEND_HOST": host,
         "DEV_BACKEND_PORT": str(port),

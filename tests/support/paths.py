@@ -23,3 +23,5 @@ TEST_WORKER_TOKEN = "test-worker-token-" + "0123456789abcdef"
 # The dev backend's OPERATOR_TOKEN: the only credential its operator functions accept
 # (enqueue/get/list/cancel with a token, docs reads, operator:*). The worker token has none.
 TEST_OPERATOR_TOKEN = "test-operator-token-" + "fedcba9876543210"
+# The dev backend's METRICS_SCRAPE_TOKEN: what a Prometheus sends to GET /http/metrics.
+TEST_SCRAPE_TOKEN = "test-scrape-token-" + "0a1b2c3d4e5f6789"

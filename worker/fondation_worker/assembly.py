@@ -31,7 +31,7 @@ from .redact import Redactor
 from .scheduler import Scheduler
 from .units import seconds
 from .wakeup import WakeupSubscription
-from .workspace import disk_status, sweep_worker_dirs
+from .workspace import disk_bytes, disk_status, sweep_worker_dirs
 
 log = get_logger(__name__)
 
@@ -198,5 +198,9 @@ def build_worker(settings: Settings, redactor: Redactor) -> Worker:
             if settings.wakeup
             else None
         ),
+    )
+    metrics.watch(
+        paused=lambda: scheduler.paused,
+        disk=lambda: disk_bytes(settings.temp_dir, settings.min_free_disk_mb),
     )
     return Worker(scheduler, runner, convex, server, lease_watchdog)

@@ -411,6 +411,7 @@ class ConvexClient:
         max_attempts: int | None = None,
         user_id: str | None = None,
         dedupe_key: str | None = None,
+        target_worker_id: str | None = None,
     ) -> EnqueueReply:
         args: dict[str, Any] = {**self._auth(), "repoUrl": repo_url}
         optional: dict[str, Any] = {
@@ -418,6 +419,7 @@ class ConvexClient:
             "maxAttempts": max_attempts,
             "userId": user_id,
             "dedupeKey": dedupe_key,
+            "targetWorkerId": target_worker_id,
             "githubToken": github_token.get_secret_value() if github_token else None,
         }
         args.update({k: v for k, v in optional.items() if v is not None})

@@ -1,10 +1,62 @@
-"""Prometheus metrics of one worker process, in their own registry."""
+"""Prometheus metrics of one worker process, in their own registry.
+
+Every name here is read by the alert rules (monitoring/rules/) and the fleet dashboard
+(monitoring/dashboard.py); tests/monitoring holds both to this list.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, float("inf"))
+
+# Why a worker claims nothing (Scheduler.paused): each is a sample of fondation_worker_paused.
+PAUSE_REASONS = ("auth", "usage_limit", "disk")
+
+
+class _ReadAtScrape(Collector):
+    """Figures read when Prometheus scrapes: the pause and the free disk, never stale."""
+
+    def __init__(
+        self,
+        paused: Callable[[], str | None] | None,
+        disk: Callable[[], tuple[int, int]] | None,
+    ) -> None:
+        self._paused = paused
+        self._disk = disk
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        if self._paused is not None:
+            family = GaugeMetricFamily(
+                "fondation_worker_paused",
+                "1 for the reason the worker claims nothing now (auth: Claude login failed, "
+                "operator action needed; usage_limit: until the reset; disk: below "
+                "MIN_FREE_DISK_MB), else 0",
+                labels=["reason"],
+            )
+            reason = self._paused()
+            for name in PAUSE_REASONS:
+                family.add_metric([name], 1.0 if reason == name else 0.0)
+            yield family
+        if self._disk is not None:
+            try:
+                free, minimum = self._disk()
+            except OSError:
+                return  # TEMP_DIR unreadable: no sample rather than a wrong one
+            yield GaugeMetricFamily(
+                "fondation_worker_disk_free_bytes",
+                "Free bytes on the filesystem of TEMP_DIR (where jobs clone and run)",
+                value=float(free),
+            )
+            yield GaugeMetricFamily(
+                "fondation_worker_disk_min_free_bytes",
+                "MIN_FREE_DISK_MB in bytes: below it the worker is not ready",
+                value=float(minimum),
+            )
 
 
 class Metrics:
@@ -83,6 +135,15 @@ class Metrics:
             "Seconds spent without the subscription, counted when it comes back",
             registry=r,
         )
+
+    def watch(
+        self,
+        *,
+        paused: Callable[[], str | None] | None = None,
+        disk: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
+        """Read the pause reason and (free, minimum) disk bytes at every scrape."""
+        self.registry.register(_ReadAtScrape(paused, disk))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -63,6 +63,14 @@ def disk_status(path: Path, min_free_mb: int) -> DiskStatus:
     return DiskStatus(free_mb=usage.free // (1024 * 1024), min_free_mb=min_free_mb)
 
 
+def disk_bytes(path: Path, min_free_mb: int) -> tuple[int, int]:
+    """(free bytes, minimum free bytes) on the filesystem holding ``path`` (for /metrics)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free, min_free_mb * 1024 * 1024
+
+
 def _chmod_and_retry(func: object, path: str, _exc: object) -> None:
     # rmtree cannot delete entries of read-only directories (git marks some objects so).
     with contextlib.suppress(OSError):

@@ -9,7 +9,14 @@ import re
 import time
 from typing import Any
 
-from tests.support.testinfra import dev_backend, image_env, journal, releases, wait_job_ended
+from tests.support.testinfra import (
+    dev_backend,
+    get_job,
+    image_env,
+    journal,
+    releases,
+    wait_job_ended,
+)
 
 STATE = "/var/lib/fondation-test-fleet"
 WORKER_PLAY = "PLAY [Roll out the worker release]"
@@ -174,3 +181,49 @@ def test_every_job_completed_on_its_first_claim(host: Any) -> None:
     assert job["status"] == "completed", json.dumps(job, indent=2) + journal(host)
     # Never handed back nor claimed again: the rollout did not touch the host running it.
     assert job["attempts"] == 1, job
+
+
+# --- the poison release: ready, but every job fails ------------------------------------------
+
+
+def poison_rollout(host: Any) -> dict[str, Any]:
+    backend()
+    data: dict[str, Any] = json.loads(host.file(f"{STATE}/poison-rollout.json").content_string)
+    data["out"] = ANSI.sub("", data["stdout"] + "\n" + data["stderr"])
+    return data
+
+
+def test_the_poison_release_stopped_at_the_canary_smoke_job(host: Any) -> None:
+    seen = poison_rollout(host)
+    out = seen["out"]
+    words = " ".join(out.split())
+    assert seen["rc"] != 0, out[-3000:]
+    # It passed /healthz and /readyz: only the smoke job failed, and the canary rolled back.
+    assert "Run the smoke job on fondation-worker-1" in words, out[-3000:]
+    assert "Rolled back to the previous release" in words, out[-3000:]
+    assert re.search(r"its replicas are\s+healthy", words), out[-3000:]
+    assert recap(out, canary(host))["failed"] == 1, out[-3000:]
+    worker_play = seen["stdout"].split(WORKER_PLAY, 1)[1].split("PLAY RECAP", 1)[0]
+    assert ("[" + name(host) + "]" in worker_play) == is_canary(host), worker_play[-3000:]
+    assert seen["stdout"].count(WORKER_PLAY) == 1, out[-3000:]  # no later batch started
+
+
+def test_the_smoke_job_ran_on_the_canary_only_and_died(host: Any) -> None:
+    url, token = backend()
+    out = poison_rollout(host)["out"]
+    match = re.search(r"job (\S+) dead", out)
+    assert match, out[-3000:]
+    job = get_job(url, token, match.group(1))
+    assert job["status"] == "dead", job
+    assert job["attempts"] == 1, job
+    assert job["targetWorkerId"] == f"{canary(host)}-1", job
+    assert job["lockedBy"] == f"{canary(host)}-1", job
+    assert job["userId"] == "rollout-smoke", job
+
+
+def test_no_host_keeps_the_poison_image(host: Any) -> None:
+    backend()
+    variants = host.run(
+        "docker image ls --filter label=org.fondation.test-variant=poison --format '{{.ID}}'"
+    ).stdout.strip()
+    assert variants == "", variants  # B's deploy pruned it on the canary; no other host got it

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from tests.support import testinfra
@@ -23,6 +24,13 @@ MIB = 1024 * 1024
 def journal(host: Any, unit: str = "fondation-worker@*") -> str:
     """Every replica's journal by default (the scale plays start and stop several)."""
     return testinfra.journal(host, unit)
+
+
+def pinned_claude_cli() -> str:
+    lock = Path(__file__).resolve().parents[3] / "worker" / "claude-cli.lock"
+    found = re.search(r"(?m)^CLAUDE_CLI_VERSION=(\S+)$", lock.read_text())
+    assert found, lock
+    return found.group(1)
 
 
 def state(host: Any, name: str) -> Any:
@@ -248,6 +256,8 @@ def test_status_reported_the_one_replica(host: Any) -> None:
     # The layers in force, Landlock on by default with the real image.
     assert row["layers"]["landlock"].startswith("on (ABI "), row
     assert row["layers"]["cli"] == row["layers"]["documents"] == "on", row
+    # The image's pinned CLI (worker/claude-cli.lock), from its label.
+    assert row["claude_cli"] == pinned_claude_cli(), row
     if os.environ.get("FONDATION_TEST_CONVEX_URL"):
         # side_effect.yml waited for /readyz before this status run.
         assert row["ready"] is True, row

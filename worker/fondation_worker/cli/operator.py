@@ -23,7 +23,13 @@ from ..errors import ConvexCodedError, InvalidState, NotFound, WorkerError
 from ..models import PublicJob
 from ..units import milliseconds
 from . import render
-from .support import EXIT_CONFIG, EXIT_NOTHING_TO_DO, convex_or_exit, settings_or_exit
+from .support import (
+    EXIT_CONFIG,
+    EXIT_NOTHING_TO_DO,
+    EXIT_TIMED_OUT,
+    convex_or_exit,
+    settings_or_exit,
+)
 
 
 def enqueue(
@@ -41,6 +47,16 @@ def enqueue(
         typer.Option(help="Name of an environment variable holding a GitHub token (private)"),
     ] = None,
     poll: Annotated[float, typer.Option(help="Seconds between status reads with --wait")] = 2.0,
+    target_worker: Annotated[
+        str | None,
+        typer.Option(help="Only this worker (its WORKER_ID) may run the job: a canary's smoke job"),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="With --wait: cancel the job and exit 4 when it has not ended by then (s)"
+        ),
+    ] = None,
 ) -> None:
     """Queue a repository (operator, OPERATOR_TOKEN); --wait exits with the job's outcome."""
     settings = settings_or_exit("enqueue")
@@ -60,6 +76,7 @@ def enqueue(
                 max_attempts=max_attempts,
                 user_id=user_id,
                 dedupe_key=dedupe_key,
+                target_worker_id=target_worker,
             )
         except ConvexCodedError as exc:
             typer.echo(f"fondation-worker: refused: {exc}", err=True)
@@ -70,15 +87,19 @@ def enqueue(
         typer.echo(f"job {reply.job_id} {'queued' if reply.created else 'already queued'}")
         if not wait:
             return
-        raise typer.Exit(follow(convex, reply.job_id, poll))
+        raise typer.Exit(follow(convex, reply.job_id, poll, timeout))
 
 
-def follow(convex: ConvexClient, job_id: str, poll_s: float) -> int:
+def follow(convex: ConvexClient, job_id: str, poll_s: float, timeout_s: float | None = None) -> int:
     """Print the job's progress until it ends; ``enqueue --wait``'s exit code: 0 completed,
-    3 canceled, 1 failed otherwise."""
+    3 canceled, 1 failed otherwise, 4 when ``timeout_s`` passed first (the job is then
+    canceled, so nothing runs it later: a rollout's smoke job must not outlive its gate)."""
     tty = sys.stdout.isatty()
     last = ""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
+        if deadline is not None and time.monotonic() >= deadline:
+            return _give_up(convex, job_id, timeout_s or 0.0)
         try:
             job = convex.get_job(job_id)
         except WorkerError as exc:
@@ -106,6 +127,15 @@ def follow(convex: ConvexClient, job_id: str, poll_s: float) -> int:
             typer.echo(f"job {job_id} {job.status}{detail}")
             return 3 if job.status == "canceled" else 1
         time.sleep(poll_s)
+
+
+def _give_up(convex: ConvexClient, job_id: str, timeout_s: float) -> int:
+    try:
+        after = convex.cancel(job_id).status
+    except WorkerError as exc:
+        after = f"cancel failed: {exc}"
+    typer.echo(f"\njob {job_id} did not end within {timeout_s:g} s: canceled (now {after})")
+    return EXIT_TIMED_OUT
 
 
 def status(

@@ -21,6 +21,9 @@ EXIT_CONFIG = 2
 # The job is not in a state the command acts on (``requeue`` of a job that is not dead): nothing
 # was done, and nothing went wrong. Plays tell it from a failure by this code alone.
 EXIT_NOTHING_TO_DO = 3
+# ``enqueue --wait --timeout``: the job had not ended by then (it was canceled). A rollout's
+# smoke job tells a stuck canary from a failed one by this code.
+EXIT_TIMED_OUT = 4
 
 
 def fail_config(problems: list[str]) -> typer.Exit:
