@@ -107,6 +107,32 @@ print("\\n".join(lines))
 """
 
 
+# The on-the-host docs tests as the clone holds them: a stand-in module that passes when the
+# stage names the target, or fails or skips as the case says (FAKE_DOCS_TESTS[case]).
+ON_THE_HOST = Path("tests") / "docs" / "test_docs_commands_on_the_host.py"
+FAKE_DOCS_TESTS = {
+    "pass": """\
+import os
+
+
+def test_the_target_is_named() -> None:
+    assert os.environ["FONDATION_DOCS_TARGET"] == "fondation-local"
+""",
+    "fail": """\
+def test_a_documented_command() -> None:
+    assert False, "docker exec fondation-worker-1 fondation-worker check: exit 1"
+""",
+    "skip": """\
+import pytest
+
+
+@pytest.mark.skip(reason="no target")
+def test_a_documented_command() -> None:
+    pass
+""",
+}
+
+
 class Backend(BaseHTTPRequestHandler):
     """What the dev backend answers: jobs:get and docs:listByJob for JOB."""
 
@@ -161,6 +187,9 @@ def clone(tmp_path: Path, backend: tuple[str, type[Backend]]) -> Path:
 
 def run(clone: Path, case: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     (clone.parent / "case.json").write_text(json.dumps(case))
+    docs_tests = clone / ON_THE_HOST
+    docs_tests.parent.mkdir(parents=True, exist_ok=True)
+    docs_tests.write_text(FAKE_DOCS_TESTS[case.get("docs", "pass")])
     try:
         return subprocess.run(
             ["bash", str(clone / "scripts" / SCRIPT.name)],
@@ -206,6 +235,27 @@ def test_the_newcomers_path_passes(clone: Path) -> None:
     ]
     # Each make's whole output is kept for the reader of a failure.
     assert (clone.parent / "logs" / "deploy" / "first.log").read_text() == deploy_output(36)
+    # The documented host commands ran on the target between the two deploys.
+    assert "the documented commands on fondation-local: 1 passed" in done.stdout
+    docs_log = (clone.parent / "logs" / "deploy" / "docs-on-the-host.log").read_text()
+    assert "1 passed" in docs_log
+
+
+def test_a_documented_host_command_that_fails_fails_the_stage(clone: Path) -> None:
+    done = run(clone, {**TWO_DEPLOYS, "docs": "fail"})
+    assert failure(done).startswith("the documented host commands failed (exit 1)")
+    assert "fondation-worker check: exit 1" in done.stderr
+    # No second deploy; the failure cleaned up.
+    assert make_calls(clone) == [
+        "--no-print-directory deploy",
+        "--no-print-directory clean-local",
+    ]
+
+
+def test_documented_host_commands_that_skip_fail_the_stage(clone: Path) -> None:
+    done = run(clone, {**TWO_DEPLOYS, "docs": "skip"})
+    assert failure(done).startswith("the documented host commands did not all run: ")
+    assert "skipped" in done.stderr
 
 
 def test_a_demo_already_running_is_not_a_clean_start(clone: Path) -> None:
