@@ -3,9 +3,11 @@
 A loopback OAuth endpoint issues single-use refresh tokens and logins that expire within
 the CLI's 5-minute refresh window, so every claude run refreshes (the fake claude does as
 the real CLI: tests/support/fakes/claude, FAKE_CLAUDE_OAUTH_URL). With MAX_CONCURRENT_JOBS=2
-the steps of two jobs overlap; before the refresh turn (credentials.LoginBroker) two steps
-holding copies of one login spent the same refresh token and one was logged out. Every job
-must complete, no refresh may be refused, and the worker keeps the newest login.
+the steps of two jobs overlap (a hold keeps the first steps running until both jobs have one
+started, so the overlap does not depend on the machine's speed); before the refresh turn
+(credentials.LoginBroker) two steps holding copies of one login spent the same refresh token
+and one was logged out. Every job must complete, no refresh may be refused, and the worker
+keeps the newest login.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import DevBackend, enqueue, read_claude_log, wait_status
+from tests.support import DevBackend, enqueue, read_claude_log, wait_status, wait_until
 from tests.support.worker_process import FAKE_CLAUDE_PASSTHROUGH
 
 pytestmark = pytest.mark.integration
@@ -97,16 +99,28 @@ def test_concurrent_steps_share_one_login_without_logging_out(
     creds.mkdir()
     login = {"claudeAiOauth": TokenEndpoint.login("refresh-0")}
     (creds / ".credentials.json").write_text(json.dumps(login))
+    # Every step waits past its refresh while the hold file exists.
+    hold = tmp_path / "hold"
+    hold.touch()
     worker = start_worker(
         dev_backend,
         CLAUDE_CREDENTIALS_SOURCE=str(creds),
         MAX_CONCURRENT_JOBS="2",
-        FAKE_CLAUDE_DELAY="2",
         FAKE_CLAUDE_OAUTH_URL=endpoint.url,
-        CLAUDE_ENV_PASSTHROUGH=FAKE_CLAUDE_PASSTHROUGH + ",FAKE_CLAUDE_OAUTH_URL",
+        FAKE_CLAUDE_HOLD=str(hold),
+        CLAUDE_ENV_PASSTHROUGH=FAKE_CLAUDE_PASSTHROUGH + ",FAKE_CLAUDE_OAUTH_URL,FAKE_CLAUDE_HOLD",
     )
     urls = [git_server.add_repo("refresh", f"r{i}", {"README.md": "# r\n"}) for i in range(3)]
     jobs = [enqueue(dev_backend, url) for url in urls]
+
+    def jobs_with_a_step_started() -> set[str]:
+        log = read_claude_log(fake_claude_log)
+        return {e["job"] for e in log if e["event"] == "start" and e["job"]}
+
+    # The first job's step is held past its refresh; the second job's step could start only
+    # once that refresh was shared. Both started: two steps of different jobs overlap.
+    wait_until(lambda: len(jobs_with_a_step_started()) >= 2, timeout=120, interval=0.2)
+    hold.unlink()
     ended = [wait_status(dev_backend, job, {"completed", "dead", "failed"}, 180) for job in jobs]
 
     assert [job["status"] for job in ended] == ["completed"] * 3, ended
