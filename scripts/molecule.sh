@@ -2,8 +2,11 @@
 # Run Molecule scenarios with the dev backend they need: its own state dir and port (a
 # `make deploy` backend on the default port is left alone), allowing the scenarios' git
 # fixture, stopped again whatever the outcome.
-#   molecule.sh              every scenario (molecule test --all)
+#   molecule.sh              every scenario (molecule/*/molecule.yml), as molecule test --all
 #   molecule.sh NAME [NAME]  those scenarios, one after the other; stops at the first failure
+# Each scenario gets a fresh dev backend: the workers of the hosts an earlier scenario
+# destroyed (killed, as a crashed host is) leave their slots offered, and the dispatcher would
+# hand the next scenario's jobs to those slots until their accept window ran out.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export DEV_BACKEND_STATE=$root/build/devbackend-molecule
@@ -26,16 +29,22 @@ remove_orphaned_volumes() {
     | xargs -r docker volume rm >/dev/null 2>&1 || true
 }
 
-"$root/scripts/devbackend.sh" stop
+fresh_backend() {
+  "$root/scripts/devbackend.sh" stop
+  FONDATION_TEST_CONVEX_URL=$(OPERATOR_TOKEN=$FONDATION_TEST_OPERATOR_TOKEN "$root/scripts/devbackend.sh" start)
+  export FONDATION_TEST_CONVEX_URL
+}
 trap '"$root/scripts/devbackend.sh" stop; remove_orphaned_volumes' EXIT
-FONDATION_TEST_CONVEX_URL=$(OPERATOR_TOKEN=$FONDATION_TEST_OPERATOR_TOKEN "$root/scripts/devbackend.sh" start)
-export FONDATION_TEST_CONVEX_URL
 
 cd "$root"
 if [ $# -eq 0 ]; then
-  molecule test --all
-else
-  for scenario in "$@"; do
-    molecule test -s "$scenario"
+  scenarios=()
+  for file in molecule/*/molecule.yml; do
+    scenarios+=("$(basename "$(dirname "$file")")")
   done
+  set -- "${scenarios[@]}"
 fi
+for scenario in "$@"; do
+  fresh_backend
+  molecule test -s "$scenario"
+done
