@@ -20,7 +20,10 @@ mkdir -p "$logs"
 
 # CPU milliseconds of the calling shell's finished children: `times` must run in that shell
 # (in a command substitution it would count the substitution's own children), so the caller
-# runs `times >"$times_file"` first.
+# runs `times >"$times_file"` first. The stage's figure is the difference between a snapshot
+# taken just before its command and one just after: the timer's own helpers (pgrep, awk in
+# docker_cpu_ms) are children of the same shell and took 0.1 s of a `sleep` stage on a
+# loaded machine when they were counted.
 times_file=$logs/.times.$$.$BASHPID
 children_cpu_ms() {
   awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
@@ -46,10 +49,12 @@ case ${1:-} in
     name=$2; shift 2
     printf '\n==> stage %s\n' "$name"
     start=$(date +%s%N); docker_start=$(docker_cpu_ms)
+    times >"$times_file"; cpu_before=$(children_cpu_ms)
     "$@" 2>&1 | tee "$logs/$name.log"
     rc=${PIPESTATUS[0]}
+    times >"$times_file"; cpu=$(( $(children_cpu_ms) - cpu_before ))
     secs=$(( ($(date +%s%N) - start) / 1000000 ))
-    times >"$times_file"; cpu=$(children_cpu_ms); docker=$(( $(docker_cpu_ms) - docker_start ))
+    docker=$(( $(docker_cpu_ms) - docker_start ))
     printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$(seconds "$secs")" "$rc" "$(seconds "$cpu")" \
       "$(seconds "$docker")" >>"$logs/stages.tsv"
     printf '<== stage %s: %s s, exit %s\n' "$name" "$(seconds "$secs")" "$rc"
@@ -63,11 +68,12 @@ case ${1:-} in
       name=$1; cmd=$2; shift 2
       printf '\n==> stage %s (in parallel; its output follows when it ends)\n' "$name"
       ( start=$(date +%s%N); docker_start=$(docker_cpu_ms)
+        times_file=$logs/.times.$name; times >"$times_file"; cpu_before=$(children_cpu_ms)
         bash -c "$cmd" >"$logs/$name.log" 2>&1
         rc=$?
+        times >"$times_file"; cpu=$(( $(children_cpu_ms) - cpu_before ))
         secs=$(( ($(date +%s%N) - start) / 1000000 ))
-        times_file=$logs/.times.$name; times >"$times_file"
-        cpu=$(children_cpu_ms); docker=$(( $(docker_cpu_ms) - docker_start ))
+        docker=$(( $(docker_cpu_ms) - docker_start ))
         printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$(seconds "$secs")" "$rc" "$(seconds "$cpu")" \
           "$(seconds "$docker")" >"$logs/$name.rc"
         exit "$rc" ) &
