@@ -8,6 +8,11 @@
 #                                  one's output is printed whole once it ends; exit status is
 #                                  0 only if every one passed
 #                                  A failed stage prints the summary itself (make stops there).
+#   stage.sh lanes LANE [LANE..]   run lanes side by side: each LANE is one shell string of
+#                                  `stage.sh run` stages joined by &&; a lane's output is printed
+#                                  whole once it ends; exit status is 0 only if every lane passed
+#   stage.sh await NAME            in a lane: wait until stage NAME (of another lane) has ended;
+#                                  its exit status (a lane stops where what it needs failed)
 #   stage.sh summary               print stage times, then each test runner's summary lines
 # Besides wall time, each stage's CPU: `cpu`, the seconds its own processes used (those it
 # waited for: not the daemons it left running), and `docker`, what the Docker engine and
@@ -44,7 +49,7 @@ docker_cpu_ms() {
 seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
 
 case ${1:-} in
-  reset) : >"$logs/stages.tsv"; date +%s >"$logs/started" ;;
+  reset) : >"$logs/stages.tsv"; rm -f "$logs"/*.done; date +%s >"$logs/started" ;;
   run)
     name=$2; shift 2
     printf '\n==> stage %s\n' "$name"
@@ -58,9 +63,43 @@ case ${1:-} in
     printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$(seconds "$secs")" "$rc" "$(seconds "$cpu")" \
       "$(seconds "$docker")" >>"$logs/stages.tsv"
     printf '<== stage %s: %s s, exit %s\n' "$name" "$(seconds "$secs")" "$rc"
-    # make stops at the first failed stage: print the summary now, or nobody sees one.
-    [ "$rc" = 0 ] || "$0" summary
+    echo "$rc" >"$logs/$name.done"
+    # make stops at the first failed stage: print the summary now, or nobody sees one (in a
+    # lane, the lanes print it once every lane has ended).
+    [ "$rc" = 0 ] || [ -n "${STAGE_IN_LANE:-}" ] || "$0" summary
     exit "$rc" ;;
+  await)
+    name=$2
+    # A lane waits for what another lane builds (the deploy for the image); the other lane
+    # records the stage's exit status when it ends (`run` above), pass or fail.
+    for _ in $(seq 1 7200); do
+      if [ -f "$logs/$name.done" ]; then
+        rc=$(cat "$logs/$name.done")
+        [ "$rc" = 0 ] || echo "stage.sh: stage $name failed (exit $rc): what needs it does not run"
+        exit "$rc"
+      fi
+      sleep 0.5
+    done
+    echo "stage.sh: stage $name never ended" >&2
+    exit 124 ;;
+  lanes)
+    shift
+    pids=(); count=0
+    for lane in "$@"; do
+      count=$((count + 1))
+      printf '\n==> lane %s (in parallel; its output follows when it ends): %s\n' "$count" \
+        "$(grep -oE 'stage.sh run [a-z-]+' <<<"$lane" | cut -d' ' -f3 | paste -sd' ')"
+      STAGE_IN_LANE=1 bash -c "$lane" >"$logs/lane-$count.log" 2>&1 &
+      pids+=($!)
+    done
+    failed=0
+    for i in "${!pids[@]}"; do
+      wait "${pids[$i]}" || failed=1
+      printf '\n==> lane %s: output\n' "$((i + 1))"
+      cat "$logs/lane-$((i + 1)).log"
+    done
+    [ "$failed" = 0 ] || "$0" summary
+    exit "$failed" ;;
   parallel)
     shift
     names=(); pids=()
@@ -110,5 +149,6 @@ case ${1:-} in
         | grep -E '^ *(Test Files|Tests) +[0-9]+|[0-9]+ (passed|failed).* in [0-9.]+s' \
         | sed -E 's/^[^A-Za-z0-9=]*//' | sed "s/^/$stage: /"
     done ;;
-  *) echo "usage: $0 reset | run NAME CMD... | summary" >&2; exit 2 ;;
+  *) echo "usage: $0 reset | run NAME CMD... | parallel NAME CMD.. | lanes LANE.. | await NAME | summary" >&2
+     exit 2 ;;
 esac

@@ -54,3 +54,40 @@ def test_a_failed_parallel_stage_prints_the_summary_with_both_stages(tmp_path: P
     table = failed.stdout.split("make test summary", 1)[1]
     rows = {line.split()[0]: line.split()[2] for line in table.splitlines()[2:4]}
     assert rows == {"molecule": "0", "unit": "1"}
+
+
+def test_lanes_run_side_by_side_and_a_lane_waits_for_a_stage_of_another(tmp_path: Path) -> None:
+    stage(tmp_path, "reset")
+    run = f"bash {STAGE} run"
+    marker = tmp_path / "built"
+    done = stage(
+        tmp_path,
+        "lanes",
+        f"{run} build bash -c 'sleep 1; touch {marker}' && {run} slow-suite true",
+        f"{run} lint true && bash {STAGE} await build && {run} deploy test -e {marker}",
+    )
+    assert done.returncode == 0, done.stdout
+    rows = {
+        line.split()[0]: line.split()[2]
+        for line in (tmp_path / "stages.tsv").read_text().splitlines()
+    }
+    assert rows == {"build": "0", "slow-suite": "0", "lint": "0", "deploy": "0"}
+    assert "make test summary" not in done.stdout
+
+
+def test_a_lane_stops_where_a_stage_it_awaits_failed_and_the_summary_shows_it(
+    tmp_path: Path,
+) -> None:
+    stage(tmp_path, "reset")
+    run = f"bash {STAGE} run"
+    failed = stage(
+        tmp_path,
+        "lanes",
+        f"{run} build bash -c 'exit 4'",
+        f"{run} lint true && bash {STAGE} await build && {run} deploy true",
+    )
+    assert failed.returncode == 1
+    assert "stage build failed (exit 4)" in failed.stdout
+    table = failed.stdout.split("make test summary", 1)[1]
+    rows = {line.split()[0]: line.split()[2] for line in table.splitlines()[2:4]}
+    assert rows == {"build": "4", "lint": "0"}
