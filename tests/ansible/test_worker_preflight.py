@@ -82,6 +82,10 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
         {"fondation_worker_extra_env": {"GREETING": "hello\nEVIL=1"}},
         "fondation_worker_extra_env needs variable names as keys and one-line values",
     ),
+    "shadowing-env": (
+        {"fondation_worker_extra_env": {"IDLE_POLL_MAX_MS": "2000", "WORKER_ID": "w", "X": "1"}},
+        "fondation_worker_extra_env sets IDLE_POLL_MAX_MS, WORKER_ID, which the role sets itself",
+    ),
     "bad-volume": (
         {"fondation_worker_extra_volumes": ["/srv/data"]},
         "fondation_worker_extra_volumes items look like /host/path:/container/path[:ro]",
