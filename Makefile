@@ -8,7 +8,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAGE := scripts/stage.sh
 LANE := $(STAGE) run
-SUB := --no-print-directory
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
@@ -63,11 +62,14 @@ test: ## every check: lint, Convex tests, a newcomer's make deploy, short chaos,
 	@# the longest stage, starts as soon as the image exists; the deploy waits for that image;
 	@# the other lanes' stages need nothing from one another. Each stage is timed alone.
 	@$(STAGE) lanes \
-	  "$(LANE) image scripts/build-image.sh && $(LANE) molecule $(MAKE) $(SUB) molecule" \
-	  "$(LANE) lint $(MAKE) $(SUB) lint && $(STAGE) await image \
+	  "$(LANE) image scripts/build-image.sh \
+	    && $(LANE) molecule $(MAKE) --no-print-directory molecule" \
+	  "$(LANE) lint $(MAKE) --no-print-directory lint && $(STAGE) await image \
 	    && $(LANE) deploy scripts/first-deploy-check.sh \
-	    && $(LANE) chaos-short $(MAKE) $(SUB) chaos-short && $(LANE) pytest $(MAKE) $(SUB) pytest" \
-	  "$(LANE) convex-test $(MAKE) $(SUB) convex-test && $(LANE) monitoring $(MAKE) $(SUB) monitoring"
+	    && $(LANE) chaos-short $(MAKE) --no-print-directory chaos-short \
+	    && $(LANE) pytest $(MAKE) --no-print-directory pytest" \
+	  "$(LANE) convex-test $(MAKE) --no-print-directory convex-test \
+	    && $(LANE) monitoring $(MAKE) --no-print-directory monitoring"
 	@$(STAGE) run tree scripts/clean-tree.sh check "make test"
 	@$(STAGE) summary
 
