@@ -3,14 +3,11 @@
 # it took, so the closing summary can print every stage's time and its runner's summary line.
 #   stage.sh reset                 start a new run
 #   stage.sh run NAME CMD [ARG..]  run and time one stage (exit status is the command's)
-#   stage.sh parallel NAME CMD [NAME CMD..]
-#                                  run stages side by side (CMD is one shell string); each
-#                                  one's output is printed whole once it ends; exit status is
-#                                  0 only if every one passed
 #                                  A failed stage prints the summary itself (make stops there).
 #   stage.sh lanes LANE [LANE..]   run lanes side by side: each LANE is one shell string of
 #                                  `stage.sh run` stages joined by &&; a lane's output is printed
 #                                  whole once it ends; exit status is 0 only if every lane passed
+#                                  (the first lane that fails stops the others)
 #   stage.sh await NAME            in a lane: wait until stage NAME (of another lane) has ended;
 #                                  its exit status (a lane stops where what it needs failed)
 #   stage.sh summary               print stage times, then each test runner's summary lines
@@ -47,9 +44,13 @@ docker_cpu_ms() {
   echo $((ns / 1000000 + ticks * 1000 / hz))
 }
 seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
+# A stage's exit status for `await`, written whole (an awaiting lane never reads half of it).
+done_file() { echo "$2" >"$logs/$1.done.tmp" && mv -f "$logs/$1.done.tmp" "$logs/$1.done"; }
 
 case ${1:-} in
-  reset) : >"$logs/stages.tsv"; rm -f "$logs"/*.done; date +%s >"$logs/started" ;;
+  # A new run: no stage's log, status or exit of an earlier run is read as this run's.
+  reset) : >"$logs/stages.tsv"; rm -f "$logs"/*.done "$logs"/*.log "$logs"/*.rc
+         date +%s >"$logs/started" ;;
   run)
     name=$2; shift 2
     printf '\n==> stage %s\n' "$name"
@@ -63,7 +64,7 @@ case ${1:-} in
     printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$(seconds "$secs")" "$rc" "$(seconds "$cpu")" \
       "$(seconds "$docker")" >>"$logs/stages.tsv"
     printf '<== stage %s: %s s, exit %s\n' "$name" "$(seconds "$secs")" "$rc"
-    echo "$rc" >"$logs/$name.done"
+    done_file "$name" "$rc"
     # make stops at the first failed stage: print the summary now, or nobody sees one (in a
     # lane, the lanes print it once every lane has ended).
     [ "$rc" = 0 ] || [ -n "${STAGE_IN_LANE:-}" ] || "$0" summary
@@ -84,49 +85,41 @@ case ${1:-} in
     exit 124 ;;
   lanes)
     shift
-    pids=(); count=0
+    pids=(); names=(); count=0
     for lane in "$@"; do
       count=$((count + 1))
+      names[count]=$(grep -oE 'stage.sh run [a-z-]+' <<<"$lane" | cut -d' ' -f3 | paste -sd' ')
       printf '\n==> lane %s (in parallel; its output follows when it ends): %s\n' "$count" \
-        "$(grep -oE 'stage.sh run [a-z-]+' <<<"$lane" | cut -d' ' -f3 | paste -sd' ')"
-      STAGE_IN_LANE=1 bash -c "$lane" >"$logs/lane-$count.log" 2>&1 &
-      pids+=($!)
+        "${names[count]}"
+      # A process group of its own (setsid): Ctrl-C, or another lane's failure, stops the
+      # whole lane, children included (a script's background jobs ignore SIGINT otherwise,
+      # and a Molecule or pytest left running would collide with the next run).
+      STAGE_IN_LANE=1 setsid -w bash -c "$lane" >"$logs/lane-$count.log" 2>&1 &
+      pids[count]=$!
     done
-    failed=0
-    for i in "${!pids[@]}"; do
-      wait "${pids[$i]}" || failed=1
-      printf '\n==> lane %s: output\n' "$((i + 1))"
-      cat "$logs/lane-$((i + 1)).log"
-    done
-    [ "$failed" = 0 ] || "$0" summary
-    exit "$failed" ;;
-  parallel)
-    shift
-    names=(); pids=()
-    while [ $# -ge 2 ]; do
-      name=$1; cmd=$2; shift 2
-      printf '\n==> stage %s (in parallel; its output follows when it ends)\n' "$name"
-      ( start=$(date +%s%N); docker_start=$(docker_cpu_ms)
-        times_file=$logs/.times.$name; times >"$times_file"; cpu_before=$(children_cpu_ms)
-        bash -c "$cmd" >"$logs/$name.log" 2>&1
-        rc=$?
-        times >"$times_file"; cpu=$(( $(children_cpu_ms) - cpu_before ))
-        secs=$(( ($(date +%s%N) - start) / 1000000 ))
-        docker=$(( $(docker_cpu_ms) - docker_start ))
-        printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$(seconds "$secs")" "$rc" "$(seconds "$cpu")" \
-          "$(seconds "$docker")" >"$logs/$name.rc"
-        exit "$rc" ) &
-      names+=("$name"); pids+=($!)
-    done
-    failed=0
-    for i in "${!names[@]}"; do
-      wait "${pids[$i]}" || failed=1
-      name=${names[$i]}
-      printf '\n==> stage %s: output\n' "$name"
-      cat "$logs/$name.log"
-      cat "$logs/$name.rc" >>"$logs/stages.tsv"
-      IFS=$'\t' read -r _ took rc _ <"$logs/$name.rc"
-      printf '<== stage %s: %s s, exit %s\n' "$name" "$took" "$rc"
+    stop_lanes() {
+      local pid
+      for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null; done
+    }
+    trap 'stop_lanes; exit 130' INT TERM
+    failed=0; left=$count
+    while [ "$left" -gt 0 ]; do
+      wait -n -p ended "${pids[@]}"
+      rc=$?
+      for i in "${!pids[@]}"; do [ "${pids[i]}" = "$ended" ] && lane=$i; done
+      unset "pids[lane]"; left=$((left - 1))
+      printf '\n==> lane %s: output (exit %s)\n' "$lane" "$rc"
+      cat "$logs/lane-$lane.log"
+      if [ "$rc" != 0 ] && [ "$failed" = 0 ]; then
+        failed=1
+        # Its stages that never ran end as failed, for anything that awaits them; the other
+        # lanes stop now (make stops at a failed stage; so does a failed lane).
+        for name in ${names[lane]}; do
+          [ -f "$logs/$name.done" ] || done_file "$name" 125
+        done
+        [ "$left" -gt 0 ] && echo "stage.sh: lane $lane failed: stopping the other lanes"
+        stop_lanes
+      fi
     done
     [ "$failed" = 0 ] || "$0" summary
     exit "$failed" ;;
@@ -149,6 +142,6 @@ case ${1:-} in
         | grep -E '^ *(Test Files|Tests) +[0-9]+|[0-9]+ (passed|failed).* in [0-9.]+s' \
         | sed -E 's/^[^A-Za-z0-9=]*//' | sed "s/^/$stage: /"
     done ;;
-  *) echo "usage: $0 reset | run NAME CMD... | parallel NAME CMD.. | lanes LANE.. | await NAME | summary" >&2
+  *) echo "usage: $0 reset | run NAME CMD... | lanes LANE.. | await NAME | summary" >&2
      exit 2 ;;
 esac

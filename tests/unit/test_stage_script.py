@@ -4,6 +4,7 @@ the failed stage itself prints the summary table (before, a failed run printed n
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 STAGE = Path(__file__).resolve().parents[2] / "scripts" / "stage.sh"
@@ -47,13 +48,24 @@ def test_each_stage_reports_the_cpu_its_processes_used(tmp_path: Path) -> None:
     assert cpu["idle"] < 0.1, table
 
 
-def test_a_failed_parallel_stage_prints_the_summary_with_both_stages(tmp_path: Path) -> None:
+def test_the_first_failed_lane_stops_the_others_at_once(tmp_path: Path) -> None:
     stage(tmp_path, "reset")
-    failed = stage(tmp_path, "parallel", "molecule", "exit 0", "unit", "exit 1")
+    run = f"bash {STAGE} run"
+    started = time.monotonic()
+    failed = stage(
+        tmp_path,
+        "lanes",
+        f"{run} molecule sleep 25 && {run} after true",
+        f"{run} lint bash -c 'sleep 0.5; exit 1' && {run} deploy true",
+    )
     assert failed.returncode == 1
+    assert time.monotonic() - started < 15, "the other lane ran on"
+    assert "lane 2 failed: stopping the other lanes" in failed.stdout
     table = failed.stdout.split("make test summary", 1)[1]
-    rows = {line.split()[0]: line.split()[2] for line in table.splitlines()[2:4]}
-    assert rows == {"molecule": "0", "unit": "1"}
+    assert [line.split()[0:3:2] for line in table.splitlines()[2:3]] == [["lint", "1"]]
+    assert not (tmp_path / "after.done").exists()
+    # What the failed lane never ran ends as failed, for anything that awaits it.
+    assert (tmp_path / "deploy.done").read_text().strip() == "125"
 
 
 def test_lanes_run_side_by_side_and_a_lane_waits_for_a_stage_of_another(tmp_path: Path) -> None:
@@ -75,19 +87,11 @@ def test_lanes_run_side_by_side_and_a_lane_waits_for_a_stage_of_another(tmp_path
     assert "make test summary" not in done.stdout
 
 
-def test_a_lane_stops_where_a_stage_it_awaits_failed_and_the_summary_shows_it(
-    tmp_path: Path,
-) -> None:
+def test_await_ends_with_the_awaited_stages_exit_status(tmp_path: Path) -> None:
     stage(tmp_path, "reset")
-    run = f"bash {STAGE} run"
-    failed = stage(
-        tmp_path,
-        "lanes",
-        f"{run} build bash -c 'exit 4'",
-        f"{run} lint true && bash {STAGE} await build && {run} deploy true",
-    )
-    assert failed.returncode == 1
-    assert "stage build failed (exit 4)" in failed.stdout
-    table = failed.stdout.split("make test summary", 1)[1]
-    rows = {line.split()[0]: line.split()[2] for line in table.splitlines()[2:4]}
-    assert rows == {"build": "4", "lint": "0"}
+    stage(tmp_path, "run", "build", "bash", "-c", "exit 4")
+    awaited = stage(tmp_path, "await", "build")
+    assert awaited.returncode == 4
+    assert "stage build failed (exit 4): what needs it does not run" in awaited.stdout
+    stage(tmp_path, "run", "image", "true")
+    assert stage(tmp_path, "await", "image").returncode == 0
