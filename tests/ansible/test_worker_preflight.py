@@ -83,7 +83,7 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
         "fondation_worker_extra_env needs variable names as keys and one-line values",
     ),
     "shadowing-env": (
-        {"fondation_worker_extra_env": {"IDLE_POLL_MAX_MS": "2000", "WORKER_ID": "w", "X": "1"}},
+        {"fondation_worker_extra_env": {"idle_poll_max_ms": "2000", "WORKER_ID": "w", "X": "1"}},
         "fondation_worker_extra_env sets IDLE_POLL_MAX_MS, WORKER_ID, which the role sets itself",
     ),
     "bad-volume": (
