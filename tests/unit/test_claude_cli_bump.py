@@ -6,6 +6,7 @@ fail or the registry's integrity does not match."""
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import io
 import os
@@ -28,9 +29,14 @@ CLAUDE_CLI_SHA256=00000000000000000000000000000000000000000000000000000000000000
 
 
 def fake_tarball(version: str) -> bytes:
+    """The same bytes on every call: gzip's header carries a time (mtime 0 here), and two
+    calls a second apart made two tarballs with different sha256s (a flaky failure)."""
     script = f"#!/bin/sh\necho '{version} (Claude Code)'\n".encode()
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+    with (
+        gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
         info = tarfile.TarInfo("package/claude")
         info.size = len(script)
         info.mode = 0o755
